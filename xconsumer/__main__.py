@@ -1,0 +1,3 @@
+from xconsumer.cli import main
+
+raise SystemExit(main())

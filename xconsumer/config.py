@@ -1,0 +1,446 @@
+"""Loading and validating `app.toml`, plus environment and command-line overrides.
+
+Everything is checked here, up front, so the rest of the package can trust a `Config` and a
+typo surfaces as a one-line message naming the file, the key and what is allowed, instead of
+as a confusing failure minutes later inside a ZooKeeper callback.
+
+Every key is snake_case except the task keys `workName` and `workerNum`, which are accepted
+only in camelCase (the spelling of the task format); `worker_num` gets a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .errors import ConfigError
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_WORK_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ZK_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/,\[\]]+)(?::(\d{1,5}))?")
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_TOML_POS_RE = re.compile(
+    r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
+)
+
+MAX_WORKER_NUM = 100_000
+DEFAULT_STRATEGIES: tuple[str, ...] = ("round_robin", "sticky")
+TASK_MODES: tuple[str, ...] = ("loop", "once")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str = "default"
+
+
+@dataclass(frozen=True)
+class ZooKeeperConfig:
+    hosts: str = "127.0.0.1:2181"
+    session_timeout: float = 10.0
+    root: str = "/xconsumer"
+    connect_timeout: float = 15.0
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str | None = None
+    works: tuple[str, ...] | None = None
+    leader_works: bool = True
+    reconcile_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class AssignmentConfig:
+    strategy: str = "round_robin"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One `[[task]]`: run `worker_num` copies of the handler `work_name` across the cluster.
+
+    The same shape travels through ZooKeeper (runtime overrides), hence `to_dict`/`from_dict`
+    with the exact TOML keys: one vocabulary for the file, the znodes and the admin API.
+    """
+
+    name: str
+    work_name: str
+    worker_num: int
+    mode: str = "loop"
+    interval: float = 1.0
+    stop_timeout: float = 10.0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 30.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, attr) for key, (attr, _) in _TASK_FIELDS.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "task") -> TaskConfig:
+        """Validate like the loader does, because znode data can be edited by hand too."""
+        return _parse_task(data, where)
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
+    tasks: tuple[TaskConfig, ...] = ()
+    source: str = "<defaults>"
+
+    def task(self, name: str) -> TaskConfig | None:
+        return next((t for t in self.tasks if t.name == name), None)
+
+
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "XCONSUMER_ZK": ("zookeeper", "hosts"),
+    "XCONSUMER_NAME": ("node", "name"),
+    "XCONSUMER_ADMIN_PORT": ("admin", "port"),
+    "XCONSUMER_ADMIN_HOST": ("admin", "host"),
+    "XCONSUMER_ADMIN_TOKEN": ("admin", "token"),
+    "XCONSUMER_CLUSTER": ("cluster", "name"),
+}
+
+Check = Callable[[Any, str], Any]
+
+
+# --- value checks: each takes (value, label) and returns the typed value or raises ---------
+
+
+def _show(value: Any) -> str:
+    """A short single-line rendering; repr() escapes newlines, and long values are cut."""
+    if isinstance(value, Mapping):
+        return "a table"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _key(key: Any) -> str:
+    text = str(key)
+    return text if _BARE_KEY_RE.fullmatch(text) else repr(text)
+
+
+def _fail(label: str, problem: str, value: Any) -> NoReturn:
+    raise ConfigError(f"{label} {problem}, got {_show(value)}")
+
+
+def _suggest(key: str, known: Collection[str]) -> str:
+    """Did-you-mean that also catches snake/camel mix-ups such as worker_num -> workerNum."""
+    norm = {k.lower().replace("_", ""): k for k in known}
+    hit = norm.get(key.lower().replace("_", "").replace("-", ""))
+    if hit is None:
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        hit = close[0] if close else None
+    return f"; did you mean {hit}?" if hit else ""
+
+
+def _number(minimum: float, *, inclusive: bool) -> Check:
+    op = ">=" if inclusive else ">"
+
+    def check(value: Any, label: str) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        try:
+            number = float(value) if ok else math.nan
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
+            _fail(label, f"must be a number {op} {minimum:g} (seconds)", value)
+        return number
+
+    return check
+
+
+def _rule(test: Callable[[Any], object], what: str) -> Check:
+    """A check for values that are kept as they are once `test` accepts them."""
+
+    def check(value: Any, label: str) -> Any:
+        if not test(value):
+            _fail(label, f"must be {what}", value)
+        return value
+
+    return check
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Check:
+    return _rule(lambda v: isinstance(v, str) and regex.fullmatch(v), what)
+
+
+def _is_int(value: Any) -> bool:
+    """bool is an int subclass in Python, but `workerNum = true` is a typo, not a 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _znode_path_ok(value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith("/") or value == "/":
+        return False
+    parts = value[1:].split("/")
+    return all(p and p not in (".", "..") and not any(c.isspace() for c in p) for p in parts)
+
+
+_NAME_RULE = "{} letters, digits, '_', '.' or '-', starting with a letter or digit"
+_cluster_name = _pattern(_NAME_RE, _NAME_RULE.format("1-64"))
+_task_name = _pattern(_TASK_NAME_RE, _NAME_RULE.format("1-128"))
+_work_name = _pattern(_WORK_NAME_RE, "a Python identifier such as 'test01' (letters, digits, '_')")
+_mode = _pattern(re.compile("|".join(TASK_MODES)), "'loop' (repeat) or 'once' (run to the end)")
+_host = _pattern(re.compile(r"\S+"), "a non-empty host name or IP address")
+_bool = _rule(lambda v: isinstance(v, bool), "true or false")
+_port = _rule(lambda v: _is_int(v) and 0 <= v <= 65535, "an integer 0..65535 (0 = any free port)")
+_zk_root = _rule(_znode_path_ok, "an absolute znode path such as '/xconsumer' (not '/', no "
+                 "trailing slash, no empty, '.' or '..' segments)")
+
+
+def _node_name(value: Any, label: str) -> str | None:
+    """An empty name means "pick one at run time": TOML has no null to say so."""
+    return None if value == "" else _cluster_name(value, label)
+
+
+def _token(value: Any, label: str) -> str | None:
+    if not isinstance(value, str):
+        _fail(label, "must be a string (empty for no token)", value)
+    return value or None
+
+
+def _zk_hosts(value: Any, label: str) -> str:
+    """Checked here because kazoo only says "bad hostname" once it is already connecting.
+
+    Spaces around commas are dropped: kazoo would otherwise keep them in the host name.
+    """
+    problem = "must be 'host:port[,host:port...][/chroot]' such as '127.0.0.1:2181'"
+    if not isinstance(value, str):
+        _fail(label, problem, value)
+    host_part, slash, chroot = value.partition("/")
+    entries = [e.strip() for e in host_part.split(",")]
+    for entry in entries:
+        match = _ZK_HOST_RE.fullmatch(entry)
+        if match is None or (match.group(2) is not None and not 0 < int(match.group(2)) < 65536):
+            _fail(label, problem, value)
+    if slash and not _znode_path_ok("/" + chroot):
+        _fail(label, problem + " (chroot must be a valid znode path)", value)
+    return ",".join(entries) + slash + chroot
+
+
+def _works(value: Any, label: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(w, str) and w for w in value):
+        _fail(label, "must be a list of non-empty workName strings", value)
+    return tuple(value)
+
+
+_positive = _number(0.0, inclusive=False)
+# Section -> key -> check; the key order is the order "known: ..." lists them in.
+_SECTIONS: dict[str, dict[str, Check]] = {
+    "cluster": {"name": _cluster_name},
+    "zookeeper": {"hosts": _zk_hosts, "session_timeout": _number(1.0, inclusive=True),
+                  "root": _zk_root, "connect_timeout": _positive},
+    "admin": {"enabled": _bool, "host": _host, "port": _port, "token": _token},
+    "node": {"name": _node_name, "works": _works, "leader_works": _bool,
+             "reconcile_interval": _positive},
+    "assignment": {"strategy": _pattern(re.compile(r".+"), "a non-empty strategy name")},
+}
+_SECTION_TYPES: dict[str, Any] = {f.name: f.default_factory for f in fields(Config)
+                                  if f.name in _SECTIONS}
+_TOP_LEVEL = (*_SECTIONS, "task")
+
+
+def _worker_num(value: Any, label: str) -> int:
+    if not _is_int(value) or value < 0:
+        _fail(label, "must be a non-negative integer", value)
+    if value > MAX_WORKER_NUM:
+        _fail(label, f"must be at most {MAX_WORKER_NUM}", value)
+    return int(value)
+
+
+# TOML key -> (TaskConfig attribute, check); order is the to_dict order.
+_TASK_FIELDS: dict[str, tuple[str, Check]] = {
+    "name": ("name", _task_name),
+    "workName": ("work_name", _work_name),
+    "workerNum": ("worker_num", _worker_num),
+    "mode": ("mode", _mode),
+    "interval": ("interval", _number(0.0, inclusive=True)),
+    "stop_timeout": ("stop_timeout", _positive),
+    "retry_backoff": ("retry_backoff", _positive),
+    "retry_backoff_max": ("retry_backoff_max", _positive),
+}
+_TASK_REQUIRED = ("name", "workName", "workerNum")
+
+
+def _parse_task(data: Any, prefix: str) -> TaskConfig:
+    """`prefix` names the task in every message ("app.toml: task[2]" or "znode /x/tasks")."""
+    if not isinstance(data, Mapping):
+        _fail(prefix, "must be a table with name, workName and workerNum", data)
+    if "name" in data:
+        prefix = f"{prefix} (name {_task_name(data['name'], f'{prefix} name')!r})"
+    for key in data:
+        if key not in _TASK_FIELDS:
+            raise ConfigError(f"{prefix} has unknown key {_key(key)} (known: "
+                              f"{', '.join(_TASK_FIELDS)}{_suggest(str(key), _TASK_FIELDS)})")
+    for key in _TASK_REQUIRED:
+        if key not in data:
+            raise ConfigError(f"{prefix} is missing required key {key}")
+    kwargs = {attr: check(data[key], f"{prefix} {key}")
+              for key, (attr, check) in _TASK_FIELDS.items() if key in data}
+    task = TaskConfig(**kwargs)
+    if task.retry_backoff_max < task.retry_backoff:
+        given = "" if "retry_backoff_max" in data else " (the default)"
+        raise ConfigError(f"{prefix} retry_backoff_max must be >= retry_backoff "
+                          f"({task.retry_backoff:g}), got {task.retry_backoff_max:g}{given}")
+    return task
+
+
+# --- assembling a Config ----------------------------------------------------------------
+
+_Raw = dict[str, dict[str, tuple[Any, str]]]  # section -> key -> (value, label for messages)
+
+
+def _coerce(text: str, section: str, key: str, label: str) -> Any:
+    """Turn an environment/flag string into the type the key needs; checks come later."""
+    kind = next(f.type for f in fields(_SECTION_TYPES[section]) if f.name == key)
+    if kind.startswith("tuple"):
+        return [w.strip() for w in text.split(",") if w.strip()]
+    if kind == "bool":
+        flags = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        if text.strip().lower() in flags:
+            return flags[text.strip().lower()]
+        raise ConfigError(f"{label}={text!r} is not a boolean (true/false)")
+    try:
+        return int(text) if kind == "int" else float(text) if kind == "float" else text
+    except ValueError:
+        what = {"int": "an integer", "float": "a number"}[kind]
+        what += " port (0..65535)" if key == "port" else ""
+        raise ConfigError(f"{label}={text!r} is not {what}") from None
+
+
+def _file_values(data: Mapping[str, Any], source: str) -> _Raw:
+    raw: _Raw = {name: {} for name in _SECTIONS}
+    for name, table in data.items():
+        if name == "task":
+            continue
+        if name not in _SECTIONS:
+            what = f"section [{_key(name)}]" if isinstance(table, dict) else \
+                f"top-level key {_key(name)}"
+            raise ConfigError(f"{source}: unknown {what} (known sections: "
+                              f"{', '.join(_TOP_LEVEL)}{_suggest(name, _TOP_LEVEL)})")
+        if not isinstance(table, dict):
+            _fail(f"{source}: [{name}]", "must be a table", table)
+        known = _SECTIONS[name]
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key [{name}] {_key(key)} (known: "
+                                  f"{', '.join(known)}{_suggest(key, known)})")
+            raw[name][key] = (value, f"{source}: [{name}] {key}")
+    return raw
+
+
+def _apply_overrides(raw: _Raw, env: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+    for var, (section, key) in ENV_VARS.items():
+        text = env.get(var)
+        if text:  # an empty variable counts as unset, so it cannot silently drop a token
+            raw[section][key] = (_coerce(text, section, key, var), f"{var} ({section}.{key})")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if key not in _SECTIONS.get(section, {}):
+            known = [f"{s}.{k}" for s, keys in _SECTIONS.items() for k in keys]
+            raise ConfigError(f"unknown override {dotted!r} (known: {', '.join(known)}"
+                              f"{_suggest(dotted, known)})")
+        label = f"override {dotted}"
+        if isinstance(value, str):
+            value = _coerce(value, section, key, label)
+        raw[section][key] = (value, label)
+
+
+def _tasks(data: Mapping[str, Any], source: str) -> tuple[TaskConfig, ...]:
+    items = data.get("task", [])
+    if not isinstance(items, list):
+        shape = "a single table ([task])" if isinstance(items, dict) else _show(items)
+        raise ConfigError(f"{source}: task must be an array of tables written as [[task]], "
+                          f"got {shape}")
+    tasks: list[TaskConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        task = _parse_task(item, f"{source}: task[{index}]")
+        if task.name in seen:
+            raise ConfigError(f"{source}: duplicate task name {task.name!r} "
+                              f"(task[{seen[task.name]}] and task[{index}])")
+        seen[task.name] = index
+        tasks.append(task)
+    return tuple(tasks)
+
+
+def _toml_error(source: str, text: str, exc: Exception) -> str:
+    """Reword tomllib's "... (at line 4, column 9)" so the position comes first, as in
+    compiler messages; "end of document" becomes the last line so editors can jump to it."""
+    message = " ".join(str(exc).split())
+    match = _TOML_POS_RE.match(message)
+    if match is None:
+        return f"{source}: invalid TOML: {message}"
+    if match["line"]:
+        line, column = match["line"], match["col"]
+    else:
+        column_at_end = len(text) - text.rfind("\n")
+        line, column = str(text.count("\n") + 1), f"{column_at_end} (end of file)"
+    return f"{source}: invalid TOML at line {line}, column {column}: {match['msg']}"
+
+
+def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, Any] | None = None,
+                 strategies: Collection[str] = DEFAULT_STRATEGIES) -> Config:
+    """Build a Config from TOML text; precedence is overrides > env > file > defaults."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_error(source, text, exc)) from None
+    raw = _file_values(data, source)
+    _apply_overrides(raw, os.environ if env is None else env, overrides or {})
+    sections: dict[str, Any] = {}
+    for name, checks in _SECTIONS.items():
+        kwargs = {key: checks[key](value, label) for key, (value, label) in raw[name].items()}
+        sections[name] = _SECTION_TYPES[name](**kwargs)
+    strategy = sections["assignment"].strategy
+    if strategy not in strategies:
+        allowed = sorted(strategies)
+        default = (strategy, f"{source}: [assignment] strategy (default)")
+        value, label = raw["assignment"].get("strategy", default)
+        raise ConfigError(f"{label} must be one of {', '.join(map(repr, allowed))}, "
+                          f"got {_show(value)}{_suggest(strategy, allowed)}")
+    return Config(**sections, tasks=_tasks(data, source), source=source)
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None,
+                strategies: Collection[str] = DEFAULT_STRATEGIES) -> Config:
+    """Read and validate `path`; every failure is a one-line ConfigError."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {source} not found (cwd: {os.getcwd()})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")  # tolerate the BOM some Windows editors add
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not valid UTF-8 at byte {exc.start}") from None
+    return parse_config(text, source=source, env=env, overrides=overrides, strategies=strategies)

@@ -1,0 +1,117 @@
+"""The leader's one job: compute the plan and publish it, fenced on its own membership.
+
+The publish is a transaction that also checks the leader's own `nodes/n-<seq>` znode still
+exists. A leader whose session expired (its znode is gone) can therefore never overwrite the
+assignment its successor published, however late its write arrives. The set is also
+conditional on the assignment version we read, so two writers cannot interleave silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from loguru import logger
+
+from .assignment import Plan, Slot, get_strategy, moved_slots
+from .config import TaskConfig
+from .membership import MemberRecord
+from .paths import Paths
+from .zk import dumps, loads
+
+
+def read_assignment(client: KazooClient, paths: Paths,
+                    watch: Any = None) -> tuple[dict[str, Any] | None, int]:
+    """The published assignment and its znode version (-1 when there is none yet)."""
+    try:
+        raw, stat = client.get(paths.assignment, watch=watch)
+    except NoNodeError:
+        if watch is not None:
+            client.exists(paths.assignment, watch=watch)
+        return None, -1
+    try:
+        doc = loads(raw, where=paths.assignment)
+    except ValueError as exc:
+        logger.error("{}; the leader will overwrite it", exc)
+        return None, stat.version
+    return (doc if isinstance(doc, dict) else None), stat.version
+
+
+def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
+    """What `doc` asks `node` to run, with each slot's task definition."""
+    if not doc:
+        return {}
+    tasks = {t["name"]: TaskConfig.from_dict(t, where="assignment znode")
+             for t in doc.get("tasks", [])}
+    out = {}
+    for task, index in doc.get("nodes", {}).get(node, []):
+        if task in tasks:
+            out[Slot(task, int(index))] = tasks[task]
+    return out
+
+
+def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
+    if not doc:
+        return {}
+    return {n: [Slot(t, int(i)) for t, i in slots] for n, slots in doc.get("nodes", {}).items()}
+
+
+def build_doc(*, plan: Plan, tasks: Sequence[TaskConfig], leader: str, strategy: str,
+              members: Sequence[MemberRecord], generation: int) -> dict[str, Any]:
+    return {
+        "generation": generation,
+        "leader": leader,
+        "strategy": strategy,
+        "members": [m.name for m in members],
+        "tasks": [t.to_dict() for t in tasks],
+        "nodes": {n: [[s.task, s.index] for s in slots] for n, slots in plan.nodes.items()},
+        "unassigned": [[s.task, s.index] for s in plan.unassigned],
+        "published_at": time.time(),
+    }
+
+
+def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    if a is None:
+        return False
+    keys = ("leader", "strategy", "members", "tasks", "nodes", "unassigned")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
+            members: Sequence[MemberRecord], tasks: Sequence[TaskConfig], strategy: str,
+            leader_works: bool) -> dict[str, Any] | None:
+    """Recompute and, if anything changed, publish. Returns the new doc, or None if unchanged
+    or if the fenced write was refused (we are no longer the leader, or lost a race)."""
+    current, version = read_assignment(client, paths)
+    plan = get_strategy(strategy)(
+        tasks, [m.to_member() for m in members], leader=leader, leader_works=leader_works,
+        previous=doc_plan(current))
+    generation = int((current or {}).get("generation", 0)) + 1
+    doc = build_doc(plan=plan, tasks=tasks, leader=leader, strategy=strategy, members=members,
+                    generation=generation)
+    if _same(current, doc):
+        return None
+    started = time.monotonic()
+    tx = client.transaction()
+    tx.check(paths.node(my_child), -1)
+    if version < 0:
+        tx.create(paths.assignment, dumps(doc))
+    else:
+        tx.set_data(paths.assignment, dumps(doc), version=version)
+    results = tx.commit()
+    failures = [r for r in results if isinstance(r, Exception)]
+    if failures:
+        logger.warning("assignment publish refused ({}); will re-read",
+                       ", ".join(type(f).__name__ for f in failures))
+        return None
+    moved = moved_slots(doc_plan(current), plan)
+    logger.info("published assignment generation {}: {} slots on {} nodes, {} moved, "
+                "{} unassigned ({:.1f} ms)", generation, sum(len(s) for s in plan.nodes.values()),
+                len(plan.nodes), moved, len(plan.unassigned), (time.monotonic() - started) * 1e3)
+    if plan.unassigned:
+        logger.warning("no eligible node for {} slot(s): {}", len(plan.unassigned),
+                       ", ".join(s.key for s in plan.unassigned[:10]))
+    return doc

@@ -1,0 +1,56 @@
+"""Self-fencing lease on the monotonic clock.
+
+kazoo notices a dead connection only when its own timers run. A process frozen by SIGSTOP,
+swap or a long pause can wake up after its session expired on the server while kazoo still
+reports CONNECTED, and its handlers would run on while another node already took their slots.
+The lease closes that hole: it is renewed only by a reply from the server, and it ends a safe
+margin before the session could expire counted from when the request was *sent* (the server
+heard from us no earlier than that). Handlers read it through `ctx.stopping`, so they stop on
+time even when nobody else noticed yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+# The lease ends at this fraction of the session timeout after the last proven contact.
+# kazoo itself declares a connection dead after 2/3 of the session without data, so a
+# healthy client renews long before this; the remaining third is the budget handlers have
+# to notice `ctx.stopping` before the server may hand their slot to someone else.
+LEASE_FRACTION = 2.0 / 3.0
+
+
+class Lease:
+    """Valid until a deadline that only server replies push forward."""
+
+    def __init__(self, session_timeout: Callable[[], float], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 fraction: float = LEASE_FRACTION) -> None:
+        self._session_timeout = session_timeout
+        self._clock = clock
+        self._fraction = fraction
+        self._lock = threading.Lock()
+        self._deadline = float("-inf")
+
+    def renew(self, sent_at: float) -> None:
+        """Record a server reply to a request sent at `sent_at` (monotonic seconds)."""
+        deadline = sent_at + self._session_timeout() * self._fraction
+        with self._lock:
+            self._deadline = max(self._deadline, deadline)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._deadline = float("-inf")
+
+    def remaining(self) -> float:
+        """Seconds left; zero or negative once expired."""
+        with self._lock:
+            return self._deadline - self._clock()
+
+    def valid(self) -> bool:
+        return self.remaining() > 0
+
+    def now(self) -> float:
+        return self._clock()

@@ -1,0 +1,302 @@
+"""A node: one process that joins the cluster, runs its slots and serves the admin API.
+
+Composition only; each ZooKeeper concern lives in its own module. All cluster reactions run
+on one controller thread fed by a queue: kazoo watch and listener callbacks share kazoo's
+event thread and must never block, so they only enqueue a reason and return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Any
+
+from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+from loguru import logger
+
+from . import __version__
+from .config import Config
+from .errors import ConfigError
+from .leader import plan_slots, publish, read_assignment
+from .lease import Lease
+from .logs import set_node
+from .membership import dedupe_by_name, read_members, register
+from .paths import Paths
+from .runtime import Runtime
+from .view import read_cluster
+from .works import WorksRegistry
+from .zk import make_client, start_client, stop_client
+
+_ZK_ERRORS = (KazooException, KazooTimeoutError)
+
+
+class RunState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def validate_works(config: Config, registry: WorksRegistry) -> None:
+    """Every task in app.toml must have a handler before the node joins."""
+    for i, task in enumerate(config.tasks):
+        if not registry.has(task.work_name):
+            try:
+                registry.resolve(task.work_name)
+            except Exception as exc:  # noqa: BLE001 - re-raised as a config error
+                raise ConfigError(
+                    f"{config.source}: task[{i}] (name {task.name!r}) workName "
+                    f"{task.work_name!r}: {exc}") from None
+
+
+class Node:
+    """Lifecycle: `start()` -> `STARTED` -> `stop()`; also a context manager."""
+
+    def __init__(self, config: Config, registry: WorksRegistry, *,
+                 admin_factory: Any = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.name = config.node.name or f"{socket.gethostname()}-{os.getpid()}"
+        self.paths = Paths(config.zookeeper.root, config.cluster.name)
+        self.state = RunState.NEW
+        self.client, self.session = make_client(config.zookeeper.hosts,
+                                                config.zookeeper.session_timeout)
+        self.lease = Lease(lambda: self.session.timeout)
+        self._events: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self.runtime = Runtime(node=self.name, client=self.client, paths=self.paths,
+                               lease=self.lease, registry=registry,
+                               session_id=self._session_id, on_change=lambda: self._kick("slot"))
+        self._member_child: str | None = None
+        self._member_session: int | None = None
+        self.is_leader = False
+        self.leader: str | None = None
+        self.generation: int | None = None
+        self.started_at = time.time()
+        self._admin_factory = admin_factory
+        self.admin: Any = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Node:
+        self.state = RunState.STARTING
+        set_node(self.name)
+        if self._admin_factory is not None and self.config.admin.enabled:
+            self.admin = self._admin_factory(self)
+            self.admin.start()
+            logger.info("admin HTTP listening on {}", self.admin.url)
+        try:
+            start_client(self.client, self.config.zookeeper.hosts,
+                         self.config.zookeeper.connect_timeout)
+        except Exception:
+            if self.admin is not None:
+                self.admin.stop()
+            raise
+        logger.info("connected to ZooKeeper {} (session timeout {:g}s granted)",
+                    self.config.zookeeper.hosts, self.session.timeout)
+        for path in self.paths.all_persistent():
+            self.client.ensure_path(path)
+        self._register()
+        self.client.add_listener(self._on_state)
+        for name, target in (("xc-controller", self._controller_loop),
+                             ("xc-lease", self._lease_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.state = RunState.STARTED
+        self._kick("start")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Graceful leave. True if every slot stopped in time.
+
+        Slots are asked to stop and our member znode is deleted at once, so the leader deals
+        our slots out while they wind down; the owner znodes keep the new owners waiting
+        until each slot has really ended here.
+        """
+        if self.state in (RunState.STOPPING, RunState.STOPPED):
+            return True
+        self.state = RunState.STOPPING
+        deadline = time.monotonic() + timeout
+        logger.info("leaving the cluster")
+        self._stop.set()
+        self._kick("stop")
+        self.runtime.revoke_all("node stopping")
+        child, self._member_child = self._member_child, None
+        if child is not None and self.client.connected:
+            with contextlib.suppress(_ZK_ERRORS):
+                self.client.delete_async(self.paths.node(child)).get(
+                    timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = self.runtime.stop_all(deadline)
+        if self.admin is not None:
+            self.admin.stop()
+        if stuck:
+            # Closing the session would delete the stuck slots' owner znodes while their
+            # threads still run. Leave the session to expire with the process instead.
+            logger.error("{} slot(s) stuck; leaving the ZooKeeper session to expire so no "
+                         "other node starts them while they run", len(stuck))
+        else:
+            stop_client(self.client)
+        self.state = RunState.STOPPED
+        logger.info("stopped")
+        return not stuck
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _session_id(self) -> int | None:
+        cid = self.client.client_id
+        return cid[0] if cid else None
+
+    def _kick(self, reason: str) -> None:
+        self._events.put(reason)
+
+    def member_data(self) -> dict[str, Any]:
+        return {
+            "id": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "admin_url": self.admin.url if self.admin is not None else None,
+            "handlers": self.registry.names(),
+            "works": list(self.config.node.works) if self.config.node.works is not None else None,
+            "leader_works": self.config.node.leader_works,
+            "state": "active", "started_at": self.started_at, "version": __version__,
+        }
+
+    def _register(self) -> None:
+        sent = self.lease.now()
+        child, session = register(self.client, self.paths, self.member_data(),
+                                  wait_for_name=self.session.timeout + 2.0)
+        self._member_child, self._member_session = child, session
+        self.lease.renew(sent)
+        logger.info("joined cluster {} as {}", self.config.cluster.name, child)
+
+    # -- ZooKeeper callbacks (kazoo's thread: never block) ------------------------------------
+    def _on_state(self, state: KazooState) -> None:
+        if self._stop.is_set():
+            return  # our own close() reports LOST too; nothing to react to
+        if state == KazooState.LOST:
+            self.lease.invalidate()
+            self.runtime.revoke_all("ZooKeeper session lost")
+            logger.warning("ZooKeeper session lost: all slots stopped; will rejoin")
+        elif state == KazooState.SUSPENDED:
+            logger.warning("ZooKeeper connection suspended: slots run on until the lease ends "
+                           "in {:.1f}s unless it comes back", max(self.lease.remaining(), 0.0))
+        else:
+            logger.info("ZooKeeper connection {}", state.lower())
+        self._kick(f"state:{state}")
+
+    def _on_watch(self, event: Any) -> None:
+        self._kick(f"watch:{getattr(event, 'path', '')}")
+
+    # -- controller ---------------------------------------------------------------------------
+    def _controller_loop(self) -> None:
+        interval = self.config.node.reconcile_interval
+        while not self._stop.is_set():
+            try:
+                reason = self._events.get(timeout=interval)
+            except queue.Empty:
+                reason = "periodic"
+            while not self._events.empty():  # coalesce a burst into one pass
+                self._events.get_nowait()
+            if self._stop.is_set():
+                break
+            try:
+                self._sync()
+            except _ZK_ERRORS as exc:
+                logger.warning("cluster sync deferred ({}: {})", type(exc).__name__, exc)
+                self._stop.wait(0.2)
+                if self.client.connected:
+                    self._kick("retry")
+            except Exception:  # noqa: BLE001 - the controller must survive anything
+                logger.exception("cluster sync failed after {!r}; retrying", reason)
+                self._stop.wait(0.5)
+                self._kick("retry")
+
+    def _sync(self) -> None:
+        if self._stop.is_set() or not self.client.connected:
+            return
+        if self._member_child is None or self._member_session != self._session_id():
+            self._member_child = None
+            self._register()
+        members = dedupe_by_name(read_members(self.client, self.paths, watch=self._on_watch))
+        children = [m.child for m in members]
+        if self._member_child not in children:
+            logger.warning("our member znode {} is gone; rejoining", self._member_child)
+            self.lease.invalidate()
+            self.runtime.revoke_all("membership lost")
+            self._member_child = None
+            self._kick("rejoin")
+            return
+        pos = children.index(self._member_child)
+        if pos > 0:  # the election: watch only our predecessor
+            self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
+        leader = members[0].name
+        if leader != self.leader:
+            logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
+        self.leader, self.is_leader = leader, pos == 0
+        if self.is_leader:
+            publish(self.client, self.paths, my_child=self._member_child, leader=self.name,
+                    members=members, tasks=list(self.config.tasks),
+                    strategy=self.config.assignment.strategy,
+                    leader_works=self.config.node.leader_works)
+        doc, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
+        self.generation = (doc or {}).get("generation")
+        desired = plan_slots(doc, self.name) if self.lease.valid() else {}
+        self.runtime.apply(desired, int(self.generation or 0))
+        self.runtime.check_stuck()
+
+    # -- lease ------------------------------------------------------------------------------
+    def _lease_loop(self) -> None:
+        was_valid = self.lease.valid()
+        while not self._stop.is_set():
+            interval = max(0.05, self.session.timeout / 6.0)
+            child, session = self._member_child, self._member_session
+            if child is not None and self.client.connected:
+                sent = self.lease.now()
+                try:
+                    stat = self.client.exists_async(self.paths.node(child)).get(
+                        timeout=interval * 2)
+                    if stat is not None and stat.ephemeralOwner == session:
+                        self.lease.renew(sent)
+                    elif child == self._member_child:
+                        self.lease.invalidate()
+                        self._kick("membership lost")
+                except _ZK_ERRORS:
+                    pass
+            valid = self.lease.valid()
+            if was_valid and not valid:
+                logger.warning("membership lease ended: stopping all slots until it is proven "
+                               "again")
+                self.runtime.revoke_all("lease ended")
+                self._kick("lease ended")
+            elif valid and not was_valid:
+                self._kick("lease renewed")
+            was_valid = valid
+            self._stop.wait(interval)
+
+    # -- views for the admin API --------------------------------------------------------------
+    def cluster_view(self) -> dict[str, Any]:
+        return read_cluster(self.client, self.paths, self.config.cluster.name)
+
+    def node_view(self) -> dict[str, Any]:
+        return {
+            "id": self.name, "cluster": self.config.cluster.name, "state": self.state.value,
+            "znode": self._member_child, "leader": self.is_leader, "leader_id": self.leader,
+            "generation": self.generation, "connected": self.client.connected,
+            "lease_remaining": round(max(self.lease.remaining(), 0.0), 3),
+            "session_timeout": self.session.timeout,
+            "slots": [s.to_dict() for s in self.runtime.statuses()],
+        }

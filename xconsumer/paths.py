@@ -1,0 +1,71 @@
+"""Pure builders for every znode path the cluster uses.
+
+Keeping them in one place means the layout documented in the README is the layout the code
+uses; nothing else in the package concatenates path strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NODE_PREFIX = "n-"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Znode paths of one cluster: `<root>/<cluster>/...`."""
+
+    root: str
+    cluster: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.root.rstrip('/')}/{self.cluster}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.base}/nodes"
+
+    @property
+    def node_prefix(self) -> str:
+        return f"{self.nodes}/{NODE_PREFIX}"
+
+    def node(self, child: str) -> str:
+        return f"{self.nodes}/{child}"
+
+    @property
+    def assignment(self) -> str:
+        return f"{self.base}/assignment"
+
+    @property
+    def owners(self) -> str:
+        return f"{self.base}/owners"
+
+    def owner_task(self, task: str) -> str:
+        return f"{self.owners}/{task}"
+
+    def owner(self, task: str, index: int) -> str:
+        return f"{self.owners}/{task}/{index}"
+
+    @property
+    def done(self) -> str:
+        return f"{self.base}/done"
+
+    def done_marker(self, task: str, index: int) -> str:
+        return f"{self.done}/{task}/{index}"
+
+    @property
+    def overrides(self) -> str:
+        return f"{self.base}/overrides"
+
+    def all_persistent(self) -> tuple[str, ...]:
+        """Containers every node makes sure exist before it joins."""
+        return (self.nodes, self.owners, self.done)
+
+
+def node_seq(child: str) -> int:
+    """Sequence number of a `n-0000000042` child; unknown names sort last."""
+    try:
+        return int(child.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 1 << 62

@@ -1,0 +1,69 @@
+"""A read-only picture of the cluster straight from ZooKeeper.
+
+Shared by the admin API and `xconsumer status`, which must work without joining the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from .leader import read_assignment
+from .membership import dedupe_by_name, read_members
+from .paths import Paths
+from .zk import loads
+
+
+def read_owners(client: KazooClient, paths: Paths) -> dict[str, dict[str, Any]]:
+    """`"task/slot"` -> owner znode data (node, generation, ...) plus its fence (czxid)."""
+    owners: dict[str, dict[str, Any]] = {}
+    try:
+        tasks = client.get_children(paths.owners)
+    except NoNodeError:
+        return owners
+    for task in sorted(tasks):
+        try:
+            slots = client.get_children(paths.owner_task(task))
+        except NoNodeError:
+            continue
+        for slot in sorted(slots, key=lambda s: (len(s), s)):
+            try:
+                raw, stat = client.get(paths.owner(task, int(slot)))
+                data = loads(raw, where=paths.owner(task, int(slot))) or {}
+            except (NoNodeError, ValueError):
+                continue
+            data["fence"] = stat.czxid
+            owners[f"{task}/{slot}"] = data
+    return owners
+
+
+def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, Any]:
+    members = dedupe_by_name(read_members(client, paths))
+    doc, _ = read_assignment(client, paths)
+    leader = members[0].name if members else None
+    assignment = {n: [{"task": t, "slot": i} for t, i in slots]
+                  for n, slots in (doc or {}).get("nodes", {}).items()}
+    owners = read_owners(client, paths)
+    nodes = []
+    for rec in members:
+        nodes.append({
+            "id": rec.name, "seq": rec.seq, "znode": rec.child, "leader": rec.name == leader,
+            "state": rec.state, "admin_url": rec.data.get("admin_url"),
+            "host": rec.data.get("host"), "pid": rec.data.get("pid"),
+            "started_at": rec.data.get("started_at"),
+            "slots": len(assignment.get(rec.name, [])),
+        })
+    return {
+        "cluster": cluster,
+        "leader": leader,
+        "generation": (doc or {}).get("generation"),
+        "strategy": (doc or {}).get("strategy"),
+        "nodes": nodes,
+        "tasks": (doc or {}).get("tasks", []),
+        "assignment": assignment,
+        "unassigned": [{"task": t, "slot": i} for t, i in (doc or {}).get("unassigned", [])],
+        "owners": {k: v.get("node") for k, v in owners.items()},
+        "fences": {k: v.get("fence") for k, v in owners.items()},
+    }
