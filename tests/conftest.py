@@ -1,0 +1,134 @@
+"""Shared fixtures: one real ZooKeeper per test session, and an isolated root per test.
+
+Tests talk to a real server rather than a fake because the behaviour under test (sessions,
+ephemerals, watches, failover) is exactly what fakes get wrong. One server per session keeps
+startup cost (~0.5-1 s) out of each test; a unique root per test keeps tests independent.
+Set XCONSUMER_TEST_ZK=host:port to use an existing server instead (e.g. a CI service).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from kazoo.client import KazooClient
+
+from xconsumer.errors import XConsumerError
+from xconsumer.zkserver import ZooKeeperServer, find_classpath
+
+# Test modules import helpers as `tests.util`; with rootdir-less test dirs pytest only puts
+# the test file's own directory on sys.path, so make the repo root importable too.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+EXTERNAL_ZK_ENV = "XCONSUMER_TEST_ZK"
+LOG_TAIL_LINES = 50
+# Set while the session server runs, so the failure hook can attach its log.
+_session_server: ZooKeeperServer | None = None
+
+
+@dataclass(frozen=True)
+class ExternalZooKeeper:
+    """A server someone else runs: tests can use it but not stop, kill or restart it."""
+
+    hosts: str
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Kazoo logs every reconnect at INFO; fault tests cause many on purpose.
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    # Fixtures can look at item.rep_setup / rep_call / rep_teardown to act on failures.
+    setattr(item, f"rep_{report.when}", report)
+    if report.failed and _session_server is not None:
+        # A section (rather than print) shows up in the failure output even with capture on.
+        report.sections.append(
+            (
+                f"ZooKeeper log, last {LOG_TAIL_LINES} lines ({_session_server.log_path})",
+                _session_server.log_tail(LOG_TAIL_LINES),
+            )
+        )
+
+
+def _client(hosts: str) -> KazooClient:
+    # max_tries=-1 matters: with a dict, kazoo's default is a single retry, after which the
+    # client silently gives up reconnecting for good.
+    return KazooClient(
+        hosts=hosts, timeout=10, connection_retry={"max_tries": -1, "max_delay": 0.5}
+    )
+
+
+@pytest.fixture(scope="session")
+def zk_server() -> Iterator[ZooKeeperServer | ExternalZooKeeper]:
+    global _session_server
+    external = os.environ.get(EXTERNAL_ZK_ENV)
+    if external:
+        yield ExternalZooKeeper(hosts=external)
+        return
+    with ZooKeeperServer() as server:
+        _session_server = server
+        try:
+            yield server
+        finally:
+            _session_server = None
+
+
+@pytest.fixture
+def zk_server_control(zk_server: ZooKeeperServer | ExternalZooKeeper) -> ZooKeeperServer:
+    """The session server for tests that stop/pause it; they must leave it running."""
+    if not isinstance(zk_server, ZooKeeperServer):
+        pytest.skip(f"needs a ZooKeeper this test run controls ({EXTERNAL_ZK_ENV} is set)")
+    return zk_server
+
+
+@pytest.fixture
+def local_zookeeper() -> None:
+    """Skip tests that launch their own servers when only an external one is available."""
+    try:
+        find_classpath()
+    except XConsumerError as e:
+        if os.environ.get(EXTERNAL_ZK_ENV):
+            pytest.skip(str(e))
+        raise
+
+
+@pytest.fixture
+def zk_hosts(zk_server: ZooKeeperServer | ExternalZooKeeper) -> str:
+    return zk_server.hosts
+
+
+@pytest.fixture
+def zk_root(zk_hosts: str) -> Iterator[str]:
+    root = f"/tests-{uuid.uuid4().hex}"
+    yield root
+    client = _client(zk_hosts)
+    try:  # best effort: a failed cleanup must not turn a passing test red
+        client.start(timeout=5)
+        client.delete(root, recursive=True)
+    except Exception as e:
+        logging.getLogger(__name__).warning("could not delete %s: %s", root, e)
+    finally:
+        client.stop()
+        client.close()
+
+
+@pytest.fixture
+def zk(zk_hosts: str) -> Iterator[KazooClient]:
+    client = _client(zk_hosts)
+    client.start(timeout=10)
+    yield client
+    client.stop()
+    client.close()
