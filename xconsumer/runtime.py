@@ -197,7 +197,7 @@ class SlotRunner:
                 # bumps its version, so a delete the earlier runner left queued (with the
                 # old version) can no longer remove it under us.
                 try:
-                    self._client.set_data(path, self._owner_data(), version=stat.version)
+                    self._client.set(path, self._owner_data(), version=stat.version)
                 except _ZK_ERRORS:
                     continue
                 self.fence, self._owner_session = stat.czxid, session
