@@ -1,0 +1,224 @@
+"""Test harness: real node processes (`python -m xconsumer run`) on a real ZooKeeper.
+
+Every process is started here and stopped by its PID; nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kazoo.client import KazooClient
+
+from tests.util import wait_until
+from xconsumer.paths import Paths
+from xconsumer.view import read_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD_WORKS = Path(__file__).resolve().parent / "e2e" / "record_works"
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(path: Path, *, cluster: str, zk_hosts: str, root: str, tasks: list[dict],
+                 session_timeout: float = 2.0, extra: dict[str, dict[str, Any]] | None = None
+                 ) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "cluster": {"name": cluster},
+        "zookeeper": {"hosts": zk_hosts, "session_timeout": session_timeout, "root": root,
+                      "connect_timeout": 10},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "node": {"reconcile_interval": 1.0},
+    }
+    for key, values in (extra or {}).items():
+        sections.setdefault(key, {}).update(values)
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    for task in tasks:
+        lines.append("[[task]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in task.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+@dataclass
+class NodeProc:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    killed_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.pid, signum)
+            if signum == signal.SIGKILL:
+                self.killed_at = time.time()
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        self.signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Cluster:
+    """A cluster of node processes sharing one config file and one record file."""
+
+    tmp: Path
+    zk_hosts: str
+    root: str
+    tasks: list[dict]
+    works: Path = RECORD_WORKS
+    name: str = "e2e"
+    session_timeout: float = 2.0
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, NodeProc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.config = write_config(self.tmp / "app.toml", cluster=self.name,
+                                   zk_hosts=self.zk_hosts, root=self.root, tasks=self.tasks,
+                                   session_timeout=self.session_timeout, extra=self.extra)
+        self.record = self.tmp / "record.jsonl"
+        self.release = self.tmp / "release"
+        self.paths = Paths(self.root, self.name)
+        self.client = KazooClient(hosts=self.zk_hosts, timeout=10,
+                                  connection_retry={"max_tries": -1, "max_delay": 0.5})
+        self.client.start(timeout=15)
+
+    def start_node(self, name: str, *args: str, wait: bool = True) -> NodeProc:
+        log_path = self.tmp / f"{name}.log"
+        env = dict(os.environ, XCONSUMER_TEST_RECORD=str(self.record),
+                   XCONSUMER_TEST_RELEASE=str(self.release), PYTHONUNBUFFERED="1",
+                   PYTHONPATH=str(REPO))
+        for var in ("XCONSUMER_ZK", "XCONSUMER_NAME", "XCONSUMER_ADMIN_PORT"):
+            env.pop(var, None)
+        cmd = [sys.executable, "-m", "xconsumer", "run", "--config", str(self.config),
+               "--works", str(self.works), "--name", name, "--admin-port", "0", *args]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+                                    env=env)
+        node = NodeProc(name, proc, log_path)
+        self.nodes[name] = node
+        if wait:
+            wait_until(lambda: name in self.member_names() or not node.alive(), 20,
+                       message=lambda: f"{name} did not join:\n{node.log()[-3000:]}")
+            assert node.alive(), f"{name} exited early:\n{node.log()[-3000:]}"
+        return node
+
+    def member_names(self) -> list[str]:
+        return [n["id"] for n in self.view()["nodes"]]
+
+    def view(self) -> dict[str, Any]:
+        return read_cluster(self.client, self.paths, self.name)
+
+    def expected_slots(self) -> set[str]:
+        return {f"{t['name']}/{i}" for t in self.tasks for i in range(t["workerNum"])}
+
+    def converged(self, members: set[str] | None = None) -> dict[str, Any] | None:
+        """The view, once every slot is assigned to a live member and owned by that member."""
+        view = self.view()
+        names = {n["id"] for n in view["nodes"]}
+        if members is not None and names != members:
+            return None
+        assigned = {f"{s['task']}/{s['slot']}": node
+                    for node, slots in view["assignment"].items() for s in slots}
+        if set(assigned) != self.expected_slots() or not set(assigned.values()) <= names:
+            return None
+        if view["owners"] != assigned:
+            return None
+        return view
+
+    def wait_converged(self, members: set[str] | None = None, timeout: float = 30.0
+                       ) -> dict[str, Any]:
+        return wait_until(lambda: self.converged(members), timeout,
+                          message=lambda: f"cluster did not converge; view: "
+                                          f"{json.dumps(self.view(), indent=1)}\n{self.logs()}")
+
+    def logs(self, tail: int = 2000) -> str:
+        return "\n".join(f"--- {n.name} (pid {n.pid}) ---\n{n.log()[-tail:]}"
+                         for n in self.nodes.values())
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            if node.alive():
+                node.signal(signal.SIGKILL)
+                node.proc.wait(10)
+        self.client.stop()
+        self.client.close()
+
+
+def run_intervals(records: list[dict[str, Any]], killed: dict[str, float] | None = None
+                  ) -> dict[str, list[tuple[float, float, str]]]:
+    """Per slot, the [start, end] intervals of each run and the node that ran it.
+
+    A run with no stop record ended when its process was killed (`killed[node]`), or at its
+    last heartbeat if the test does not know.
+    """
+    killed = killed or {}
+    open_runs: dict[tuple[str, int, str], float] = {}
+    last_seen: dict[tuple[str, int, str], float] = {}
+    out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    for rec in sorted(records, key=lambda r: r["t"]):
+        key = (rec["node"], rec["pid"], f"{rec['task']}/{rec['slot']}")
+        if rec["e"] == "start":
+            open_runs[key] = rec["t"]
+        elif rec["e"] == "beat":
+            last_seen[key] = rec["t"]
+        elif rec["e"] == "stop" and key in open_runs:
+            out[key[2]].append((open_runs.pop(key), rec["t"], key[0]))
+    for key, start in open_runs.items():
+        end = killed.get(key[0], last_seen.get(key, start))
+        out[key[2]].append((start, end, key[0]))
+    return out
+
+
+def worst_overlap(records: list[dict[str, Any]], killed: dict[str, float] | None = None
+                  ) -> tuple[float, str]:
+    """Largest time (s) any slot ran on two nodes at once, and where; 0 means never."""
+    worst, where = 0.0, ""
+    for slot, runs in run_intervals(records, killed).items():
+        runs.sort()
+        for i, (s2, e2, n2) in enumerate(runs):
+            for _s1, e1, n1 in runs[:i]:
+                overlap = min(e1, e2) - s2
+                if n1 != n2 and overlap > worst:
+                    worst, where = overlap, f"{slot}: {n1} until {e1:.3f}, {n2} from {s2:.3f}"
+    return worst, where

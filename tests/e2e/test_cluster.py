@@ -1,0 +1,184 @@
+"""End to end: real `xconsumer run` processes on a real ZooKeeper.
+
+Each test checks cluster behaviour from the outside, the way a user would: the znodes in
+ZooKeeper, the admin API, exit codes, and a record file the handlers append to.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, run_intervals, worst_overlap
+from tests.util import wait_until
+from xconsumer.assignment import Member, round_robin
+
+pytestmark = pytest.mark.e2e
+
+TASKS = [
+    {"name": "alpha", "workName": "record", "workerNum": 4, "stop_timeout": 5},
+    {"name": "beta", "workName": "record", "workerNum": 3, "stop_timeout": 5},
+]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, zk_hosts, zk_root, [dict(t) for t in TASKS])
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _expected(names: list[str]) -> dict[str, list[dict]]:
+    members = [Member(n, i, frozenset({"RunRecord"})) for i, n in enumerate(names)]
+    plan = round_robin(_task_objs(), members, leader=names[0])
+    return {n: [{"task": s.task, "slot": s.index} for s in slots]
+            for n, slots in plan.nodes.items()}
+
+
+def _task_objs():
+    from xconsumer.config import TaskConfig
+
+    return [TaskConfig.from_dict(t) for t in TASKS]
+
+
+def test_leader_is_smallest_sequence_and_slots_are_dealt_followers_first(cluster: Cluster):
+    for name in ("n1", "n2", "n3"):
+        cluster.start_node(name)
+    view = cluster.wait_converged({"n1", "n2", "n3"})
+    seqs = {n["id"]: n["seq"] for n in view["nodes"]}
+    assert view["leader"] == min(seqs, key=seqs.get) == "n1"
+    # Followers first (n2, n3), the leader last, one pointer across both tasks.
+    assert view["assignment"] == _expected(["n1", "n2", "n3"])
+    assert view["assignment"]["n2"][0] == {"task": "alpha", "slot": 0}
+    assert view["assignment"]["n1"][0] == {"task": "alpha", "slot": 2}
+    # Every slot ran, on the node the assignment names.
+    runs = run_intervals(cluster.records())
+    assert set(runs) == cluster.expected_slots()
+
+
+def test_admin_api_and_status_cli(cluster: Cluster):
+    import subprocess
+    import sys
+
+    cluster.start_node("n1")
+    cluster.start_node("n2")
+    view = cluster.wait_converged({"n1", "n2"})
+    url = next(n["admin_url"] for n in view["nodes"] if n["id"] == "n2")
+    assert url.startswith("http://127.0.0.1:")
+    health = _get(url + "/healthz")
+    assert health["status"] == "ok" and health["node"] == "n2"
+    api = _get(url + "/api/cluster")
+    assert api["leader"] == "n1"
+    assert {n["id"] for n in api["nodes"]} == {"n1", "n2"}
+    assert set(api["owners"]) == cluster.expected_slots()
+    me = _get(url + "/api/node")
+    assert me["id"] == "n2" and me["leader"] is False
+    assert {(s["task"], s["slot"]) for s in me["slots"] if s["state"] == "running"} == {
+        (s["task"], s["slot"]) for s in api["assignment"]["n2"]}
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _get(url + "/api/nope")
+    assert err.value.code == 404
+    assert json.loads(err.value.read())["error"] == "not_found"
+
+    out = subprocess.run([sys.executable, "-m", "xconsumer", "status", "--config",
+                          str(cluster.config), "--json"], capture_output=True, text=True,
+                         timeout=30, cwd=cluster.tmp)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["leader"] == "n1"
+    text = subprocess.run([sys.executable, "-m", "xconsumer", "status", "--config",
+                           str(cluster.config)], capture_output=True, text=True, timeout=30,
+                          cwd=cluster.tmp)
+    assert "leader n1" in text.stdout and "alpha/0" in text.stdout
+
+
+def test_kill_leader_elects_next_and_every_slot_runs_again(cluster: Cluster):
+    for name in ("n1", "n2", "n3"):
+        cluster.start_node(name)
+    cluster.wait_converged({"n1", "n2", "n3"})
+    cluster.nodes["n1"].kill()
+    view = cluster.wait_converged({"n2", "n3"}, timeout=cluster.session_timeout * 5 + 10)
+    assert view["leader"] == "n2"
+    assert view["assignment"] == _expected(["n2", "n3"])
+    killed = {"n1": cluster.nodes["n1"].killed_at}
+    overlap, where = worst_overlap(cluster.records(), killed)
+    assert overlap == 0, where
+
+
+def test_sigterm_follower_moves_its_slots_and_exits_zero(cluster: Cluster):
+    for name in ("n1", "n2", "n3"):
+        cluster.start_node(name)
+    cluster.wait_converged({"n1", "n2", "n3"})
+    assert cluster.nodes["n2"].terminate() == 0
+    view = cluster.wait_converged({"n1", "n3"})
+    assert view["leader"] == "n1"
+    log = cluster.nodes["n2"].log()
+    assert "Traceback" not in log and "stopped" in log
+    overlap, where = worst_overlap(cluster.records())
+    assert overlap == 0, where
+    # Every run n2 started has a matching stop record: it stopped them before leaving.
+    runs = [r for slot in run_intervals(cluster.records()).values() for r in slot
+            if r[2] == "n2"]
+    assert runs and all(end >= start for start, end, _ in runs)
+
+
+def test_new_node_gets_a_share(cluster: Cluster):
+    cluster.start_node("n1")
+    cluster.start_node("n2")
+    cluster.wait_converged({"n1", "n2"})
+    cluster.start_node("n3")
+    view = cluster.wait_converged({"n1", "n2", "n3"})
+    assert len(view["assignment"]["n3"]) >= 2
+    assert view["assignment"] == _expected(["n1", "n2", "n3"])
+    overlap, where = worst_overlap(cluster.records())
+    assert overlap == 0, where
+
+
+def test_no_slot_ever_owned_twice_through_churn(cluster: Cluster):
+    """Joins, a graceful leave and a crash in a row; the handlers' own record must show no
+    slot running on two nodes at once at any moment."""
+    for name in ("n1", "n2"):
+        cluster.start_node(name)
+    cluster.wait_converged({"n1", "n2"})
+    cluster.start_node("n3")
+    cluster.wait_converged({"n1", "n2", "n3"})
+    assert cluster.nodes["n1"].terminate() == 0
+    cluster.wait_converged({"n2", "n3"})
+    cluster.start_node("n4")
+    cluster.wait_converged({"n2", "n3", "n4"})
+    cluster.nodes["n3"].kill()
+    cluster.wait_converged({"n2", "n4"}, timeout=cluster.session_timeout * 5 + 10)
+    killed = {"n3": cluster.nodes["n3"].killed_at}
+    overlap, where = worst_overlap(cluster.records(), killed)
+    assert overlap == 0, where
+    # Fencing tokens only grow for a slot across owners.
+    starts = sorted((r for r in cluster.records() if r["e"] == "start"), key=lambda r: r["t"])
+    by_slot: dict[str, list[int]] = {}
+    for r in starts:
+        by_slot.setdefault(f"{r['task']}/{r['slot']}", []).append(r["fence"])
+    for slot, fences in by_slot.items():
+        assert fences == sorted(fences), slot
+
+
+def test_second_signal_exits_at_once(cluster: Cluster):
+    cluster.tasks[:] = [{"name": "stubborn", "workName": "stubborn", "workerNum": 1,
+                         "stop_timeout": 30}]
+    cluster.__post_init__()
+    node = cluster.start_node("n1")
+    wait_until(lambda: any(r["e"] == "start" for r in cluster.records()), 20)
+    node.signal(signal.SIGTERM)
+    wait_until(lambda: "stopping slot" in node.log(), 10)
+    node.signal(signal.SIGTERM)
+    assert node.proc.wait(10) == 130
+
