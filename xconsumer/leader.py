@@ -9,7 +9,8 @@ conditional on the assignment version we read, so two writers cannot interleave 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -19,6 +20,7 @@ from loguru import logger
 from .assignment import Plan, Slot, get_strategy, moved_slots
 from .config import TaskConfig
 from .membership import MemberRecord
+from .overrides import EffectiveTask, with_paused
 from .paths import Paths
 from .zk import dumps, loads
 
@@ -59,42 +61,61 @@ def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
     return {n: [Slot(t, int(i)) for t, i in slots] for n, slots in doc.get("nodes", {}).items()}
 
 
-def build_doc(*, plan: Plan, tasks: Sequence[TaskConfig], leader: str, strategy: str,
-              members: Sequence[MemberRecord], generation: int) -> dict[str, Any]:
+def build_doc(*, plan: Plan, tasks: Sequence[EffectiveTask], leader: str, strategy: str,
+              members: Sequence[MemberRecord], generation: int,
+              drained: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "generation": generation,
         "leader": leader,
         "strategy": strategy,
         "members": [m.name for m in members],
-        "tasks": [t.to_dict() for t in tasks],
+        "tasks": [t.task.to_dict() for t in tasks],
+        "paused": [t.task.name for t in tasks if t.paused],
+        "drained": sorted(drained),
         "nodes": {n: [[s.task, s.index] for s in slots] for n, slots in plan.nodes.items()},
         "unassigned": [[s.task, s.index] for s in plan.unassigned],
         "published_at": time.time(),
     }
 
 
+_COMPARED = ("leader", "strategy", "members", "tasks", "paused", "drained", "nodes",
+             "unassigned", "seed")
+
+
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    if a is None:
-        return False
-    keys = ("leader", "strategy", "members", "tasks", "nodes", "unassigned")
-    return all(a.get(k) == b.get(k) for k in keys)
+    return a is not None and all(a.get(k) == b.get(k) for k in _COMPARED)
+
+
+@dataclass(frozen=True)
+class Published:
+    doc: dict[str, Any]
+    moved: int
+    seconds: float
 
 
 def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
-            members: Sequence[MemberRecord], tasks: Sequence[TaskConfig], strategy: str,
-            leader_works: bool) -> dict[str, Any] | None:
-    """Recompute and, if anything changed, publish. Returns the new doc, or None if unchanged
-    or if the fenced write was refused (we are no longer the leader, or lost a race)."""
+            members: Sequence[MemberRecord], tasks: Sequence[EffectiveTask], strategy: str,
+            leader_works: bool, drained: Collection[str] = (),
+            fresh: bool = False, seed: Sequence[TaskConfig] = ()) -> Published | None:
+    """Recompute and, if anything changed, publish. Returns None if unchanged or if the fenced
+    write was refused (we are no longer the leader, or lost a race).
+
+    `fresh` ignores the previous plan (an operator asked for a full rebalance).
+    """
+    started = time.monotonic()
     current, version = read_assignment(client, paths)
+    people = [replace(m.to_member(), draining=True) if m.name in drained else m.to_member()
+              for m in members]
     plan = get_strategy(strategy)(
-        tasks, [m.to_member() for m in members], leader=leader, leader_works=leader_works,
-        previous=doc_plan(current))
+        with_paused(tasks), people, leader=leader, leader_works=leader_works,
+        previous=None if fresh else doc_plan(current))
     generation = int((current or {}).get("generation", 0)) + 1
     doc = build_doc(plan=plan, tasks=tasks, leader=leader, strategy=strategy, members=members,
-                    generation=generation)
+                    generation=generation, drained=[d for d in drained
+                                                    if d in {m.name for m in members}])
+    doc["seed"] = [t.to_dict() for t in seed]
     if _same(current, doc):
         return None
-    started = time.monotonic()
     tx = client.transaction()
     tx.check(paths.node(my_child), -1)
     if version < 0:
@@ -108,10 +129,11 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
                        ", ".join(type(f).__name__ for f in failures))
         return None
     moved = moved_slots(doc_plan(current), plan)
+    seconds = time.monotonic() - started
     logger.info("published assignment generation {}: {} slots on {} nodes, {} moved, "
                 "{} unassigned ({:.1f} ms)", generation, sum(len(s) for s in plan.nodes.values()),
-                len(plan.nodes), moved, len(plan.unassigned), (time.monotonic() - started) * 1e3)
+                len(plan.nodes), moved, len(plan.unassigned), seconds * 1e3)
     if plan.unassigned:
         logger.warning("no eligible node for {} slot(s): {}", len(plan.unassigned),
                        ", ".join(s.key for s in plan.unassigned[:10]))
-    return doc
+    return Published(doc, moved, seconds)

@@ -22,12 +22,16 @@ from kazoo.protocol.states import KazooState
 from loguru import logger
 
 from . import __version__
-from .config import Config
+from .assignment import moved_slots
+from .config import Config, TaskConfig
 from .errors import ConfigError
-from .leader import plan_slots, publish, read_assignment
+from .events import EventLog
+from .leader import doc_plan, plan_slots, publish, read_assignment
 from .lease import Lease
 from .logs import set_node
 from .membership import dedupe_by_name, read_members, register
+from .metrics import Metrics
+from .overrides import OverrideStore, drained_names, effective_tasks
 from .paths import Paths
 from .runtime import Runtime
 from .view import read_cluster
@@ -70,16 +74,23 @@ class Node:
         self.client, self.session = make_client(config.zookeeper.hosts,
                                                 config.zookeeper.session_timeout)
         self.lease = Lease(lambda: self.session.timeout)
+        self.events = EventLog(getattr(config.admin, "events", 200))
+        self.metrics = Metrics()
+        self.overrides = OverrideStore(self.client, self.paths.overrides)
         self._events: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self.runtime = Runtime(node=self.name, client=self.client, paths=self.paths,
                                lease=self.lease, registry=registry,
-                               session_id=self._session_id, on_change=lambda: self._kick("slot"))
+                               session_id=self._session_id, on_change=lambda: self._kick("slot"),
+                               metrics=self.metrics, events=self.events)
         self._member_child: str | None = None
         self._member_session: int | None = None
         self.is_leader = False
         self.leader: str | None = None
         self.generation: int | None = None
+        self.assignment: dict[str, Any] | None = None
+        self._member_names: list[str] = []
+        self._seen_rebalance: int | None = None
         self.started_at = time.time()
         self._admin_factory = admin_factory
         self.admin: Any = None
@@ -187,6 +198,9 @@ class Node:
     def _on_state(self, state: KazooState) -> None:
         if self._stop.is_set():
             return  # our own close() reports LOST too; nothing to react to
+        self.metrics.zk_events.labels(state.lower()).inc()
+        self.metrics.zk_connected.set(1 if state == KazooState.CONNECTED else 0)
+        self.events.add("zookeeper", f"connection {state.lower()}", state=state.lower())
         if state == KazooState.LOST:
             self.lease.invalidate()
             self.runtime.revoke_all("ZooKeeper session lost")
@@ -240,23 +254,86 @@ class Node:
             self._member_child = None
             self._kick("rejoin")
             return
+        self._note_members([m.name for m in members])
         pos = children.index(self._member_child)
         if pos > 0:  # the election: watch only our predecessor
             self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
         leader = members[0].name
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
+            self.events.add("leader", f"leader is now {leader}", leader=leader)
         self.leader, self.is_leader = leader, pos == 0
+        self.metrics.leader.set(1 if self.is_leader else 0)
         if self.is_leader:
-            publish(self.client, self.paths, my_child=self._member_child, leader=self.name,
-                    members=members, tasks=list(self.config.tasks),
-                    strategy=self.config.assignment.strategy,
-                    leader_works=self.config.node.leader_works)
+            self._lead(members)
+        else:
+            self._seen_rebalance = None
         doc, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
-        self.generation = (doc or {}).get("generation")
+        self._note_assignment(doc)
         desired = plan_slots(doc, self.name) if self.lease.valid() else {}
         self.runtime.apply(desired, int(self.generation or 0))
         self.runtime.check_stuck()
+        self._observe(desired)
+
+    def _lead(self, members: list[Any]) -> None:
+        overrides, _ = self.overrides.read(watch=self._on_watch)
+        rebalance = int(overrides.get("rebalance", 0))
+        fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
+        self._seen_rebalance = rebalance
+        result = publish(self.client, self.paths, my_child=self._member_child or "",
+                         leader=self.name, members=members,
+                         tasks=effective_tasks(self.config.tasks, overrides),
+                         strategy=self.config.assignment.strategy,
+                         leader_works=self.config.node.leader_works,
+                         drained=set(drained_names(overrides)), fresh=fresh,
+                         seed=self.config.tasks)
+        if result is not None:
+            self.metrics.rebalances.inc()
+            self.metrics.rebalance_seconds.observe(result.seconds)
+            self.metrics.moved.inc(result.moved)
+
+    def _note_members(self, names: list[str]) -> None:
+        before = set(self._member_names)
+        if self._member_names:
+            for name in sorted(set(names) - before):
+                self.events.add("node_joined", f"{name} joined", node=name)
+            for name in sorted(before - set(names)):
+                self.events.add("node_left", f"{name} left", node=name)
+        self._member_names = names
+        self.metrics.nodes.set(len(names))
+
+    def _note_assignment(self, doc: dict[str, Any] | None) -> None:
+        generation = (doc or {}).get("generation")
+        if generation is not None and generation != self.generation:
+            moved = moved_slots(doc_plan(self.assignment), doc_plan(doc))
+            self.events.add("rebalance", f"generation {generation}: {moved} slot(s) moved "
+                            f"across {len((doc or {}).get('nodes', {}))} node(s)",
+                            generation=generation, moved=moved)
+        self.assignment, self.generation = doc, generation
+        self.metrics.generation.set(generation or 0)
+
+    def _observe(self, desired: dict[Any, Any]) -> None:
+        doc = self.assignment or {}
+        paused = set(doc.get("paused", []))
+        for task in doc.get("tasks", []):
+            want = 0 if task["name"] in paused else task.get("workerNum", 0)
+            self.metrics.desired.labels(task["name"]).set(want)
+        assigned: dict[str, int] = {}
+        for slot in desired:
+            assigned[slot.task] = assigned.get(slot.task, 0) + 1
+        self.metrics.observe_slots(self.runtime.statuses(), assigned)
+        self.metrics.lease.set(max(self.lease.remaining(), 0.0))
+        self.metrics.zk_connected.set(1 if self.client.connected else 0)
+
+    def seed_tasks(self) -> list[TaskConfig]:
+        """The leader's app.toml tasks (published with the assignment), else our own."""
+        seed = (self.assignment or {}).get("seed")
+        if isinstance(seed, list):
+            try:
+                return [TaskConfig.from_dict(t, where="assignment seed") for t in seed]
+            except ConfigError:
+                pass
+        return list(self.config.tasks)
 
     # -- lease ------------------------------------------------------------------------------
     def _lease_loop(self) -> None:

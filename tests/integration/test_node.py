@@ -15,6 +15,7 @@ from xconsumer.config import Config, parse_config
 from xconsumer.leader import publish, read_assignment
 from xconsumer.membership import read_members
 from xconsumer.node import Node
+from xconsumer.overrides import effective_tasks
 from xconsumer.paths import Paths
 from xconsumer.works import discover
 from xconsumer.zkserver import ZooKeeperServer
@@ -89,7 +90,8 @@ def test_publish_is_fenced_on_the_leaders_member_znode(zk: KazooClient, zk_hosts
     members = read_members(zk, paths)
     # A deposed leader: its member znode is gone, so its write must be refused.
     result = publish(zk, paths, my_child="n-9999999999", leader="ghost", members=members,
-                     tasks=list(config.tasks), strategy="round_robin", leader_works=False)
+                     tasks=effective_tasks(config.tasks, {}), strategy="round_robin",
+                     leader_works=False)
     assert result is None
     after, version_after = read_assignment(zk, paths)
     assert (after, version_after) == (before, version)

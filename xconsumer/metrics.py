@@ -1,0 +1,80 @@
+"""Prometheus metrics for one node, in a registry of its own.
+
+A private registry (not the global default) keeps two nodes in one process (tests) apart.
+Labels are bounded: per task at most, never per slot, so cardinality follows the task table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+SLOT_STATES = ("starting", "waiting", "running", "backoff", "stopping", "stuck", "done",
+               "stopped", "failed")
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.leader = Gauge("xconsumer_leader", "1 if this node is the cluster leader", registry=r)
+        self.generation = Gauge("xconsumer_assignment_generation",
+                                "generation of the assignment this node applied", registry=r)
+        self.nodes = Gauge("xconsumer_cluster_nodes", "live nodes in the cluster", registry=r)
+        self.desired = Gauge("xconsumer_task_slots_desired",
+                             "slots the task table asks for, cluster-wide", ["task"], registry=r)
+        self.assigned = Gauge("xconsumer_task_slots_assigned_here",
+                              "slots of the task assigned to this node", ["task"], registry=r)
+        self.running = Gauge("xconsumer_task_slots_running_here",
+                             "slots of the task running on this node", ["task"], registry=r)
+        self.slot_states = Gauge("xconsumer_slots", "slots on this node by state", ["state"],
+                                 registry=r)
+        self.runs = Counter("xconsumer_handler_runs", "handler invocations", ["task"],
+                            registry=r)
+        self.failures = Counter("xconsumer_handler_failures",
+                                "handler invocations that raised", ["task"], registry=r)
+        self.duration = Histogram("xconsumer_handler_duration_seconds",
+                                  "handler invocation time", ["task"], registry=r,
+                                  buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 30, 120, 600))
+        self.rebalances = Counter("xconsumer_rebalances",
+                                  "assignments published by this node as leader", registry=r)
+        self.rebalance_seconds = Histogram("xconsumer_rebalance_duration_seconds",
+                                           "time to compute and publish an assignment",
+                                           registry=r,
+                                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self.moved = Counter("xconsumer_slots_moved", "slots that changed owner in published "
+                             "assignments", registry=r)
+        self.zk_connected = Gauge("xconsumer_zookeeper_connected",
+                                  "1 while connected to ZooKeeper", registry=r)
+        self.zk_events = Counter("xconsumer_zookeeper_session_events",
+                                 "connection state changes", ["state"], registry=r)
+        self.lease = Gauge("xconsumer_lease_remaining_seconds",
+                           "time left on the membership lease", registry=r)
+        self.stuck = Gauge("xconsumer_slots_stuck", "slots whose handler ignored a stop",
+                           registry=r)
+
+    def observe_slots(self, statuses: list[Any], assigned: dict[str, int]) -> None:
+        counts = dict.fromkeys(SLOT_STATES, 0)
+        running: dict[str, int] = {}
+        for s in statuses:
+            counts[s.state] = counts.get(s.state, 0) + 1
+            if s.state == "running":
+                running[s.task] = running.get(s.task, 0) + 1
+        for state, n in counts.items():
+            self.slot_states.labels(state).set(n)
+        self.stuck.set(counts.get("stuck", 0))
+        for task in set(assigned) | set(running):
+            self.assigned.labels(task).set(assigned.get(task, 0))
+            self.running.labels(task).set(running.get(task, 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

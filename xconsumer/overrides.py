@@ -1,0 +1,260 @@
+"""Runtime changes to the task table and to nodes, kept in one versioned znode.
+
+Precedence, in one rule: `app.toml` (of the current leader) seeds the tasks; an HTTP or CLI
+change stored here overrides it field by field until it is reset. Tasks added over HTTP live
+only here. The znode is persistent, so changes survive restarts and leader changes, and every
+write is conditional on the version read, so concurrent edits never overwrite each other.
+
+Layout of `<cluster>/overrides` (JSON):
+    {"tasks": {"<name>": {"workerNum": 6, "paused": true} |
+                         {"removed": true} |
+                         {"added": true, "name": ..., "workName": ..., ...}},
+     "drained": ["node-a", ...],
+     "rebalance": 3}
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+from .config import TaskConfig
+from .errors import ConfigError, XConsumerError
+from .zk import dumps, loads
+
+# Fields an override may change on an app.toml task (the identity fields cannot change).
+MUTABLE_FIELDS = ("workerNum", "mode", "interval", "stop_timeout", "retry_backoff",
+                  "retry_backoff_max", "max_per_node", "isolation")
+
+
+class OverrideError(XConsumerError):
+    """A request the cluster cannot apply; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class VersionConflict(OverrideError):
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"stale version: you sent {expected}, the current version is "
+                         f"{actual}; re-read and retry", status=409)
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class EffectiveTask:
+    """A task as the leader will schedule it, with where its definition came from."""
+
+    task: TaskConfig
+    paused: bool
+    source: str  # "app.toml" or "api"
+    overridden: tuple[str, ...]
+
+    @property
+    def desired(self) -> int:
+        return 0 if self.paused else self.task.worker_num
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.task.to_dict(), "paused": self.paused, "source": self.source,
+                "overridden": list(self.overridden), "desired": self.desired}
+
+
+def empty() -> dict[str, Any]:
+    return {"tasks": {}, "drained": [], "rebalance": 0}
+
+
+def normalize(doc: Any) -> dict[str, Any]:
+    """Tolerate a missing or hand-edited document: unknown shapes become empty parts."""
+    out = empty()
+    if isinstance(doc, dict):
+        if isinstance(doc.get("tasks"), dict):
+            out["tasks"] = {str(k): v for k, v in doc["tasks"].items() if isinstance(v, dict)}
+        if isinstance(doc.get("drained"), list):
+            out["drained"] = sorted({str(n) for n in doc["drained"]})
+        if isinstance(doc.get("rebalance"), int):
+            out["rebalance"] = doc["rebalance"]
+    return out
+
+
+def effective_tasks(seed: Sequence[TaskConfig], doc: dict[str, Any]) -> list[EffectiveTask]:
+    """app.toml tasks patched by overrides, then API-added tasks in name order.
+
+    An override that no longer validates (hand-edited znode) is skipped rather than allowed
+    to stop the leader; the API refuses to write such overrides in the first place.
+    """
+    overrides = normalize(doc)["tasks"]
+    out: list[EffectiveTask] = []
+    seeded = set()
+    for task in seed:
+        seeded.add(task.name)
+        o = overrides.get(task.name, {})
+        if o.get("removed"):
+            continue
+        changes = {k: o[k] for k in MUTABLE_FIELDS if k in o}
+        try:
+            patched = TaskConfig.from_dict({**task.to_dict(), **changes},
+                                           where=f"override of task {task.name!r}")
+        except ConfigError:
+            patched, changes = task, {}
+        out.append(EffectiveTask(patched, bool(o.get("paused")), "app.toml",
+                                 tuple(sorted(changes) + (["paused"] if "paused" in o else []))))
+    for name in sorted(overrides):
+        o = overrides[name]
+        if name in seeded or not o.get("added") or o.get("removed"):
+            continue
+        fields = {k: v for k, v in o.items() if k not in ("added", "paused", "removed")}
+        try:
+            task = TaskConfig.from_dict(fields, where=f"added task {name!r}")
+        except ConfigError:
+            continue
+        out.append(EffectiveTask(task, bool(o.get("paused")), "api", ()))
+    return out
+
+
+# -- mutations: pure functions doc -> doc, raising OverrideError for bad requests ------------
+
+def _find(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> EffectiveTask:
+    for eff in effective_tasks(seed, doc):
+        if eff.task.name == name:
+            return eff
+    raise OverrideError(f"unknown task {name!r}", status=404)
+
+
+def _validated(eff: EffectiveTask, changes: dict[str, Any]) -> None:
+    try:
+        TaskConfig.from_dict({**eff.task.to_dict(), **changes}, where=f"task {eff.task.name!r}")
+    except ConfigError as exc:
+        raise OverrideError(str(exc)) from None
+
+
+def update_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str,
+                changes: dict[str, Any]) -> dict[str, Any]:
+    """Change fields (workerNum, paused, mode, ...) of an existing task."""
+    eff = _find(doc, seed, name)
+    unknown = sorted(set(changes) - set(MUTABLE_FIELDS) - {"paused"})
+    if unknown:
+        raise OverrideError(f"cannot change {', '.join(unknown)} of task {name!r} (changeable: "
+                            f"{', '.join((*MUTABLE_FIELDS, 'paused'))})")
+    if "paused" in changes and not isinstance(changes["paused"], bool):
+        raise OverrideError(f"paused must be true or false, got {changes['paused']!r}")
+    fields = {k: v for k, v in changes.items() if k != "paused"}
+    _validated(eff, fields)
+    doc = copy.deepcopy(normalize(doc))
+    entry = doc["tasks"].setdefault(name, {})
+    entry.update(changes)
+    return doc
+
+
+def add_task(doc: dict[str, Any], seed: Sequence[TaskConfig], fields: dict[str, Any],
+             handler_available: Callable[[str], bool]) -> dict[str, Any]:
+    try:
+        task = TaskConfig.from_dict(fields, where="new task")
+    except ConfigError as exc:
+        raise OverrideError(str(exc)) from None
+    if any(e.task.name == task.name for e in effective_tasks(seed, doc)):
+        raise OverrideError(f"task {task.name!r} already exists", status=409)
+    if not handler_available(task.work_name):
+        raise OverrideError(f"no live node has a handler for workName {task.work_name!r}")
+    doc = copy.deepcopy(normalize(doc))
+    if any(t.name == task.name for t in seed):
+        doc["tasks"][task.name] = {k: v for k, v in task.to_dict().items()
+                                   if k in MUTABLE_FIELDS}  # re-adding a removed seed task
+    else:
+        doc["tasks"][task.name] = {"added": True, **task.to_dict()}
+    return doc
+
+
+def remove_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> dict[str, Any]:
+    _find(doc, seed, name)
+    doc = copy.deepcopy(normalize(doc))
+    if any(t.name == name for t in seed):
+        doc["tasks"][name] = {"removed": True}
+    else:
+        doc["tasks"].pop(name, None)
+    return doc
+
+
+def reset_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> dict[str, Any]:
+    """Back to app.toml: drop every override of a seeded task (a removed one comes back)."""
+    if not any(t.name == name for t in seed):
+        raise OverrideError(f"task {name!r} is not in app.toml; remove it instead",
+                            status=404 if name not in normalize(doc)["tasks"] else 409)
+    doc = copy.deepcopy(normalize(doc))
+    doc["tasks"].pop(name, None)
+    return doc
+
+
+def set_drained(doc: dict[str, Any], node: str, drained: bool) -> dict[str, Any]:
+    doc = copy.deepcopy(normalize(doc))
+    names = set(doc["drained"])
+    (names.add if drained else names.discard)(node)
+    doc["drained"] = sorted(names)
+    return doc
+
+
+def request_rebalance(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(normalize(doc))
+    doc["rebalance"] = int(doc.get("rebalance", 0)) + 1
+    return doc
+
+
+# -- storage --------------------------------------------------------------------------------
+
+class OverrideStore:
+    """Read-modify-write of the overrides znode with ZooKeeper's version as the guard."""
+
+    def __init__(self, client: KazooClient, path: str) -> None:
+        self._client = client
+        self.path = path
+
+    def read(self, watch: Any = None) -> tuple[dict[str, Any], int]:
+        """(document, version); version -1 when nothing was ever written."""
+        try:
+            raw, stat = self._client.get(self.path, watch=watch)
+        except NoNodeError:
+            if watch is not None:
+                self._client.exists(self.path, watch=watch)
+            return empty(), -1
+        try:
+            return normalize(loads(raw, where=self.path)), stat.version
+        except ValueError:
+            return empty(), stat.version
+
+    def update(self, change: Callable[[dict[str, Any]], dict[str, Any]], *,
+               expected: int | None = None, attempts: int = 10) -> tuple[dict[str, Any], int]:
+        """Apply `change` to the current document and write it back conditionally.
+
+        With `expected` (the version the caller based its edit on) a stale caller gets a
+        VersionConflict. Without it the change is re-applied to fresh data on a race, which
+        is safe because each change is a function of the current document.
+        """
+        for _ in range(attempts):
+            doc, version = self.read()
+            if expected is not None and expected != version:
+                raise VersionConflict(expected, version)
+            new = change(doc)
+            try:
+                if version < 0:
+                    self._client.create(self.path, dumps(new), makepath=True)
+                    return new, 0
+                stat = self._client.set(self.path, dumps(new), version=version)
+                return new, stat.version
+            except (BadVersionError, NodeExistsError):
+                if expected is not None:
+                    raise VersionConflict(expected, self.read()[1]) from None
+        raise OverrideError("too many concurrent edits; retry", status=409)
+
+
+def drained_names(doc: dict[str, Any]) -> Iterable[str]:
+    return normalize(doc)["drained"]
+
+
+def with_paused(tasks: Sequence[EffectiveTask]) -> list[TaskConfig]:
+    """The task list the strategy sees: a paused task is scheduled with zero workers."""
+    return [replace(e.task, worker_num=0) if e.paused else e.task for e in tasks]

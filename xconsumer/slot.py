@@ -1,0 +1,324 @@
+"""One slot on one node: a named thread, cooperative cancellation, and the
+owner-znode handshake that keeps a slot from running on two nodes at once.
+
+Python threads cannot be killed, so stopping is a request: the handler sees `ctx.stopping`
+and `ctx.sleep()` returning False. A handler that ignores the request past `stop_timeout` is
+reported as stuck and *keeps* its owner znode, because releasing it would let another node
+start the same slot while this one still runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from loguru import logger
+
+from .assignment import Slot
+from .config import TaskConfig
+from .events import EventLog
+from .lease import Lease
+from .metrics import Metrics
+from .paths import Paths
+from .works import Handler, WorksError, WorksRegistry
+from .zk import dumps
+
+_ZK_ERRORS = (KazooException, KazooTimeoutError)
+
+
+def restart_needed(old: TaskConfig, new: TaskConfig) -> bool:
+    """Only a change of what runs (handler, mode, isolation) restarts a running slot; a
+    scale or a new interval must not disturb the slots that keep running."""
+    def key(t: TaskConfig) -> tuple[str, str, str]:
+        return (t.work_name, t.mode, getattr(t, "isolation", "thread"))
+    return key(old) != key(new)
+
+
+class SlotContext:
+    """What a handler receives: who it is, whether to stop, and a stop-aware sleep."""
+
+    def __init__(self, *, task: TaskConfig, slot: int, node: str, generation: int, fence: int,
+                 stop_event: threading.Event, lease: Lease) -> None:
+        self.task = task.name
+        self.work_name = task.work_name
+        self.slot = slot
+        self.node = node
+        self.generation = generation
+        self.fence = fence
+        self.stop_event = stop_event
+        self._lease = lease
+        self.logger = logger.bind(task=task.name, slot=slot)
+
+    @property
+    def stopping(self) -> bool:
+        """True once asked to stop *or* once this node can no longer prove its membership."""
+        return self.stop_event.is_set() or not self._lease.valid()
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; False as soon as the slot must stop (so callers can return)."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            if self.stopping:
+                return False
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            wait = min(deadline - now, max(self._lease.remaining(), 0.0))
+            if self.stop_event.wait(wait):
+                return False
+
+
+@dataclass
+class SlotStatus:
+    task: str
+    slot: int
+    state: str
+    fence: int | None
+    generation: int
+    runs: int
+    failures: int
+    last_error: str | None
+    started_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SlotRunner:
+    """Owns one slot on this node: acquire the owner znode, run the handler, release."""
+
+    def __init__(self, *, slot: Slot, task: TaskConfig, generation: int, node: str,
+                 client: KazooClient, paths: Paths, lease: Lease, registry: WorksRegistry,
+                 session_id: Callable[[], int | None], on_exit: Callable[[SlotRunner], None],
+                 retry_wait: float = 1.0, metrics: Metrics | None = None,
+                 events: EventLog | None = None) -> None:
+        self.slot = slot
+        self._metrics = metrics
+        self._events = events
+        self.task = task
+        self.generation = generation
+        self.node = node
+        self._client = client
+        self._paths = paths
+        self._lease = lease
+        self._registry = registry
+        self._session_id = session_id
+        self._on_exit = on_exit
+        self._retry_wait = retry_wait
+        self.stop_event = threading.Event()
+        self._wake = threading.Event()
+        self.state = "starting"
+        self.fence: int | None = None
+        self._owner_session: int | None = None
+        self.runs = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.started_at: float | None = None
+        self.stop_requested_at: float | None = None
+        self.stuck_reported = False
+        self.log = logger.bind(task=slot.task, slot=slot.index)
+        self.thread = threading.Thread(
+            target=self._main, name=f"xc-slot-{slot.task}-{slot.index}", daemon=True
+        )
+
+    # -- control (any thread) -------------------------------------------------------------
+    def start(self) -> None:
+        self.thread.start()
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_requested_at = time.monotonic()
+            self.stop_event.set()
+            self._wake.set()
+            if self.state not in ("done", "stopped", "failed"):
+                self.state = "stopping"
+            self.log.info("stopping slot ({})", reason)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def status(self) -> SlotStatus:
+        return SlotStatus(self.slot.task, self.slot.index, self.state, self.fence,
+                          self.generation, self.runs, self.failures, self.last_error,
+                          self.started_at)
+
+    # -- slot thread ----------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            handler = self._registry.resolve(self.task.work_name)
+        except WorksError as exc:
+            self.state = "failed"
+            self.last_error = str(exc)
+            self.log.error("cannot run slot: {}", exc)
+            self._on_exit(self)
+            return
+        try:
+            if self._acquire():
+                self._run(handler)
+        except Exception as exc:  # noqa: BLE001 - the slot thread must report, never vanish
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.log.exception("slot thread failed")
+        finally:
+            self._release()
+            if self.state not in ("done", "failed"):
+                self.state = "stopped"
+            self._on_exit(self)
+
+    def _owner_data(self) -> bytes:
+        return dumps({"node": self.node, "generation": self.generation,
+                      "session": f"{self._session_id() or 0:x}", "started_at": time.time()})
+
+    def _acquire(self) -> bool:
+        """Create the owner znode, waiting (on a watch) while a previous owner still holds it."""
+        path = self._paths.owner(self.slot.task, self.slot.index)
+        self.state = "waiting"
+        waited_for: str | None = None
+        while not self.stop_event.is_set():
+            if not self._lease.valid():
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            session = self._session_id()
+            try:
+                _, stat = self._client.create(path, self._owner_data(), ephemeral=True,
+                                              makepath=True, include_data=True)
+                self.fence, self._owner_session = stat.czxid, session
+                return True
+            except NodeExistsError:
+                pass
+            except _ZK_ERRORS as exc:
+                self.log.warning("cannot claim owner znode yet: {}", type(exc).__name__)
+                self.stop_event.wait(self._retry_wait)
+                continue
+            try:
+                stat = self._client.exists(path, watch=lambda _e: self._wake.set())
+            except _ZK_ERRORS:
+                self.stop_event.wait(self._retry_wait)
+                continue
+            if stat is None:
+                continue
+            if session is not None and stat.ephemeralOwner == session:
+                # Left by an earlier runner of this slot on this very session (it ended
+                # while the connection was suspended): it is ours, adopt it. Rewriting it
+                # bumps its version, so a delete the earlier runner left queued (with the
+                # old version) can no longer remove it under us.
+                try:
+                    self._client.set(path, self._owner_data(), version=stat.version)
+                except _ZK_ERRORS:
+                    continue
+                self.fence, self._owner_session = stat.czxid, session
+                return True
+            if waited_for is None:
+                waited_for = f"{stat.ephemeralOwner:x}"
+                self.log.info("waiting for the previous owner (session {}) to release", waited_for)
+            self._wake.wait(self._retry_wait * 5)
+            self._wake.clear()
+        return False
+
+    def _done_marker_exists(self) -> bool:
+        try:
+            return self._client.exists(self._paths.done_marker(self.slot.task, self.slot.index)) \
+                is not None
+        except _ZK_ERRORS:
+            return False
+
+    def _run(self, handler: Handler) -> None:
+        ctx = SlotContext(task=self.task, slot=self.slot.index, node=self.node,
+                          generation=self.generation, fence=self.fence or 0,
+                          stop_event=self.stop_event, lease=self._lease)
+        once = self.task.mode == "once"
+        if once and self._done_marker_exists():
+            self.state = "done"
+            self.log.info("once slot already completed; nothing to run")
+            return
+        self.started_at = time.time()
+        self.log.info("slot started (fence {}, generation {})", ctx.fence, self.generation)
+        backoff = 0.0
+        while not ctx.stopping:
+            self.state = "running"
+            began = time.monotonic()
+            try:
+                self.runs += 1
+                handler(ctx)
+            except Exception as exc:  # noqa: BLE001 - handler errors are retried, not fatal
+                self._observe(began, failed=True)
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._events is not None:
+                    self._events.add("handler_failed", f"{self.slot.key}: {self.last_error}",
+                                     task=self.slot.task, slot=self.slot.index)
+                backoff = (min(backoff * 2, self.task.retry_backoff_max) if backoff
+                           else self.task.retry_backoff)
+                self.log.opt(exception=exc).error(
+                    "handler {} raised {}; retrying in {:.2f}s", handler.name,
+                    type(exc).__name__, backoff)
+                self.state = "backoff"
+                ctx.sleep(backoff)
+                continue
+            self._observe(began, failed=False)
+            backoff = 0.0
+            if once:
+                if ctx.stopping:
+                    self.log.info("once handler returned after stop was requested; not marked done")
+                    return
+                self._mark_done()
+                self.state = "done"
+                self.log.info("once slot completed")
+                return
+            if self.task.interval > 0:
+                ctx.sleep(self.task.interval)
+
+    def _observe(self, began: float, *, failed: bool) -> None:
+        if self._metrics is None:
+            return
+        task = self.slot.task
+        self._metrics.runs.labels(task).inc()
+        self._metrics.duration.labels(task).observe(time.monotonic() - began)
+        if failed:
+            self._metrics.failures.labels(task).inc()
+
+    def _mark_done(self) -> None:
+        path = self._paths.done_marker(self.slot.task, self.slot.index)
+        data = dumps({"node": self.node, "fence": self.fence, "finished_at": time.time()})
+        for _ in range(10):
+            try:
+                self._client.create(path, data, makepath=True)
+                return
+            except NodeExistsError:
+                return
+            except _ZK_ERRORS as exc:
+                self.log.warning("cannot write done marker yet: {}", type(exc).__name__)
+                if self.stop_event.wait(self._retry_wait):
+                    break
+        self.log.error("done marker not written; the slot may run again after a handover")
+
+    def _release(self) -> None:
+        """Delete our owner znode, only if it is still the one we created on this session."""
+        if self.fence is None:
+            return
+        path = self._paths.owner(self.slot.task, self.slot.index)
+        if self._session_id() != self._owner_session:
+            return  # the session that owned it is gone, and the znode with it
+        wait = max(self._lease_timeout(), 1.0)
+        try:
+            stat = self._client.exists_async(path).get(timeout=wait)
+            if stat is not None and stat.czxid == self.fence:
+                # Waits for the reply, so no new runner of this slot can adopt the znode
+                # while this delete is still queued behind a suspended connection.
+                self._client.delete_async(path, version=stat.version).get(timeout=wait)
+        except NoNodeError:
+            pass
+        except _ZK_ERRORS as exc:
+            self.log.warning("could not delete owner znode ({}); it goes with the session",
+                             type(exc).__name__)
+        self.fence = None
+
+    def _lease_timeout(self) -> float:
+        return max(self._lease.remaining(), 0.0) + 5.0
