@@ -325,6 +325,9 @@ class Node:
         self.metrics.lease.set(max(self.lease.remaining(), 0.0))
         self.metrics.zk_connected.set(1 if self.client.connected else 0)
 
+    def refresh_metrics(self) -> None:
+        self._observe(plan_slots(self.assignment, self.name))
+
     def seed_tasks(self) -> list[TaskConfig]:
         """The leader's app.toml tasks (published with the assignment), else our own."""
         seed = (self.assignment or {}).get("seed")

@@ -46,13 +46,15 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
     assignment = {n: [{"task": t, "slot": i} for t, i in slots]
                   for n, slots in (doc or {}).get("nodes", {}).items()}
     owners = read_owners(client, paths)
+    drained = set((doc or {}).get("drained", []))
     nodes = []
     for rec in members:
         nodes.append({
             "id": rec.name, "seq": rec.seq, "znode": rec.child, "leader": rec.name == leader,
-            "state": rec.state, "admin_url": rec.data.get("admin_url"),
+            "state": "draining" if rec.name in drained else rec.state,
+            "admin_url": rec.data.get("admin_url"),
             "host": rec.data.get("host"), "pid": rec.data.get("pid"),
-            "started_at": rec.data.get("started_at"),
+            "started_at": rec.data.get("started_at"), "handlers": rec.data.get("handlers"),
             "slots": len(assignment.get(rec.name, [])),
         })
     return {
@@ -61,9 +63,30 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
         "generation": (doc or {}).get("generation"),
         "strategy": (doc or {}).get("strategy"),
         "nodes": nodes,
-        "tasks": (doc or {}).get("tasks", []),
+        "tasks": task_counts(doc, owners),
         "assignment": assignment,
         "unassigned": [{"task": t, "slot": i} for t, i in (doc or {}).get("unassigned", [])],
         "owners": {k: v.get("node") for k, v in owners.items()},
         "fences": {k: v.get("fence") for k, v in owners.items()},
     }
+
+
+def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each published task with desired (0 when paused), assigned and running slot counts."""
+    doc = doc or {}
+    paused = set(doc.get("paused", []))
+    assigned: dict[str, int] = {}
+    for slots in doc.get("nodes", {}).values():
+        for task, _ in slots:
+            assigned[task] = assigned.get(task, 0) + 1
+    running: dict[str, int] = {}
+    for key in owners:
+        task = key.rsplit("/", 1)[0]
+        running[task] = running.get(task, 0) + 1
+    out = []
+    for task in doc.get("tasks", []):
+        name = task["name"]
+        out.append({**task, "paused": name in paused,
+                    "desired": 0 if name in paused else task.get("workerNum", 0),
+                    "assigned": assigned.get(name, 0), "running": running.get(name, 0)})
+    return out
