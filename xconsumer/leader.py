@@ -22,7 +22,7 @@ from .config import TaskConfig
 from .membership import MemberRecord
 from .overrides import EffectiveTask, with_paused
 from .paths import Paths
-from .zk import dumps, loads
+from .zk import encode, loads
 
 
 def read_assignment(client: KazooClient, paths: Paths,
@@ -42,23 +42,42 @@ def read_assignment(client: KazooClient, paths: Paths,
     return (doc if isinstance(doc, dict) else None), stat.version
 
 
+def _pairs(group: Any) -> list[tuple[str, int]]:
+    """Slots of one node in the published form `{task: [index, ...]}`."""
+    if not isinstance(group, dict):
+        return []
+    return [(str(t), int(i)) for t, idx in group.items() if isinstance(idx, list) for i in idx]
+
+
+def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
+    """node -> slots from a published assignment."""
+    if not doc:
+        return {}
+    return {n: [Slot(t, i) for t, i in _pairs(group)]
+            for n, group in doc.get("nodes", {}).items()}
+
+
+def doc_unassigned(doc: dict[str, Any] | None) -> list[Slot]:
+    return [Slot(t, i) for t, i in _pairs((doc or {}).get("unassigned", {}))]
+
+
 def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
     """What `doc` asks `node` to run, with each slot's task definition."""
     if not doc:
         return {}
     tasks = {t["name"]: TaskConfig.from_dict(t, where="assignment znode")
              for t in doc.get("tasks", [])}
-    out = {}
-    for task, index in doc.get("nodes", {}).get(node, []):
-        if task in tasks:
-            out[Slot(task, int(index))] = tasks[task]
+    return {slot: tasks[slot.task] for slot in doc_plan(doc).get(node, [])
+            if slot.task in tasks}
+
+
+def _grouped(slots: Sequence[Slot]) -> dict[str, list[int]]:
+    """`{task: [indices]}`: the task name once per node instead of once per slot keeps the
+    document small (it is also compressed past a size; see zk.encode)."""
+    out: dict[str, list[int]] = {}
+    for s in slots:
+        out.setdefault(s.task, []).append(s.index)
     return out
-
-
-def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
-    if not doc:
-        return {}
-    return {n: [Slot(t, int(i)) for t, i in slots] for n, slots in doc.get("nodes", {}).items()}
 
 
 def build_doc(*, plan: Plan, tasks: Sequence[EffectiveTask], leader: str, strategy: str,
@@ -72,8 +91,8 @@ def build_doc(*, plan: Plan, tasks: Sequence[EffectiveTask], leader: str, strate
         "tasks": [t.task.to_dict() for t in tasks],
         "paused": [t.task.name for t in tasks if t.paused],
         "drained": sorted(drained),
-        "nodes": {n: [[s.task, s.index] for s in slots] for n, slots in plan.nodes.items()},
-        "unassigned": [[s.task, s.index] for s in plan.unassigned],
+        "nodes": {n: _grouped(slots) for n, slots in plan.nodes.items()},
+        "unassigned": _grouped(plan.unassigned),
         "published_at": time.time(),
     }
 
@@ -116,12 +135,17 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     doc["seed"] = [t.to_dict() for t in seed]
     if _same(current, doc):
         return None
+    try:
+        data = encode(doc)
+    except ValueError as exc:
+        logger.error("assignment not published: {}", exc)
+        return None
     tx = client.transaction()
     tx.check(paths.node(my_child), -1)
     if version < 0:
-        tx.create(paths.assignment, dumps(doc))
+        tx.create(paths.assignment, data)
     else:
-        tx.set_data(paths.assignment, dumps(doc), version=version)
+        tx.set_data(paths.assignment, data, version=version)
     results = tx.commit()
     failures = [r for r in results if isinstance(r, Exception)]
     if failures:

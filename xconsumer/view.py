@@ -10,7 +10,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from .leader import read_assignment
+from .leader import doc_plan, doc_unassigned, read_assignment
 from .membership import dedupe_by_name, read_members
 from .paths import Paths
 from .zk import loads
@@ -43,8 +43,8 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
     members = dedupe_by_name(read_members(client, paths))
     doc, _ = read_assignment(client, paths)
     leader = members[0].name if members else None
-    assignment = {n: [{"task": t, "slot": i} for t, i in slots]
-                  for n, slots in (doc or {}).get("nodes", {}).items()}
+    assignment = {n: [{"task": s.task, "slot": s.index} for s in slots]
+                  for n, slots in doc_plan(doc).items()}
     owners = read_owners(client, paths)
     drained = set((doc or {}).get("drained", []))
     nodes = []
@@ -65,7 +65,7 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
         "nodes": nodes,
         "tasks": task_counts(doc, owners),
         "assignment": assignment,
-        "unassigned": [{"task": t, "slot": i} for t, i in (doc or {}).get("unassigned", [])],
+        "unassigned": [{"task": s.task, "slot": s.index} for s in doc_unassigned(doc)],
         "owners": {k: v.get("node") for k, v in owners.items()},
         "fences": {k: v.get("fence") for k, v in owners.items()},
     }
@@ -76,9 +76,9 @@ def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict
     doc = doc or {}
     paused = set(doc.get("paused", []))
     assigned: dict[str, int] = {}
-    for slots in doc.get("nodes", {}).values():
-        for task, _ in slots:
-            assigned[task] = assigned.get(task, 0) + 1
+    for slots in doc_plan(doc).values():
+        for slot in slots:
+            assigned[slot.task] = assigned.get(slot.task, 0) + 1
     running: dict[str, int] = {}
     for key in owners:
         task = key.rsplit("/", 1)[0]

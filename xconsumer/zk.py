@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -70,8 +71,27 @@ def start_client(client: KazooClient, hosts: str, timeout: float) -> None:
         ) from exc
 
 
+# ZooKeeper refuses a znode (or a whole multi-op) larger than jute.maxbuffer, 1 MiB minus a
+# little by default. Documents past COMPRESS_ABOVE are stored zlib-compressed behind a magic
+# prefix; ZNODE_LIMIT leaves room for the rest of the transaction.
+COMPRESS_ABOVE = 64 * 1024
+ZNODE_LIMIT = 1_000_000
+_MAGIC = b"XCZ1"
+
+
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+def encode(data: Any, *, limit: int = ZNODE_LIMIT) -> bytes:
+    """JSON, compressed when large; ValueError if even that cannot fit in a znode."""
+    raw = dumps(data)
+    if len(raw) > COMPRESS_ABOVE:
+        raw = _MAGIC + zlib.compress(raw, 6)
+    if len(raw) > limit:
+        raise ValueError(f"document is {len(raw)} bytes compressed, over the {limit}-byte "
+                         "znode limit (fewer slots per cluster, or raise jute.maxbuffer)")
+    return raw
 
 
 def loads(raw: bytes | None, *, where: str) -> Any:
@@ -79,8 +99,10 @@ def loads(raw: bytes | None, *, where: str) -> Any:
     if not raw:
         return None
     try:
+        if raw.startswith(_MAGIC):
+            raw = zlib.decompress(raw[len(_MAGIC):])
         return json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, zlib.error) as exc:
         raise ValueError(f"znode {where} holds data that is not valid JSON: {exc}") from exc
 
 

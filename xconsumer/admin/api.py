@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from .. import overrides as ov
+from ..leader import doc_plan, doc_unassigned
 from ..membership import read_members
 from ..view import read_owners
 
@@ -44,9 +45,9 @@ def register_api(app: Flask, node: Any) -> None:
             task = key.rsplit("/", 1)[0]
             running[task] = running.get(task, 0) + 1
         assigned: dict[str, int] = {}
-        for slots in (node.assignment or {}).get("nodes", {}).values():
-            for task, _ in slots:
-                assigned[task] = assigned.get(task, 0) + 1
+        for slots in doc_plan(node.assignment).values():
+            for slot in slots:
+                assigned[slot.task] = assigned.get(slot.task, 0) + 1
         tasks = []
         for eff in ov.effective_tasks(node.seed_tasks(), doc):
             item = eff.to_dict()
@@ -91,9 +92,10 @@ def register_api(app: Flask, node: Any) -> None:
         doc = node.assignment or {}
         return jsonify(generation=doc.get("generation"), leader=doc.get("leader"),
                        strategy=doc.get("strategy"),
-                       nodes={n: [{"task": t, "slot": i} for t, i in slots]
-                              for n, slots in doc.get("nodes", {}).items()},
-                       unassigned=[{"task": t, "slot": i} for t, i in doc.get("unassigned", [])])
+                       nodes={n: [{"task": s.task, "slot": s.index} for s in slots]
+                              for n, slots in doc_plan(doc).items()},
+                       unassigned=[{"task": s.task, "slot": s.index}
+                                   for s in doc_unassigned(doc)])
 
     @app.get("/api/events")
     def events() -> Any:
