@@ -116,7 +116,8 @@ def _status(args: argparse.Namespace) -> int:
     from .zk import make_client, start_client, stop_client
 
     config = _load(args)
-    client, _ = make_client(config.zookeeper.hosts, config.zookeeper.session_timeout)
+    client, _ = make_client(config.zookeeper.hosts, config.zookeeper.session_timeout,
+                            zk=config.zookeeper)
     start_client(client, config.zookeeper.hosts,
                  args.timeout if args.timeout is not None else config.zookeeper.connect_timeout)
     try:

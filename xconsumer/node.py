@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from loguru import logger
@@ -34,6 +34,7 @@ from .metrics import Metrics
 from .overrides import OverrideStore, drained_names, effective_tasks
 from .paths import Paths
 from .runtime import Runtime
+from .stability import Damper
 from .view import read_cluster
 from .works import WorksRegistry
 from .zk import make_client, start_client, stop_client
@@ -72,7 +73,8 @@ class Node:
         self.paths = Paths(config.zookeeper.root, config.cluster.name)
         self.state = RunState.NEW
         self.client, self.session = make_client(config.zookeeper.hosts,
-                                                config.zookeeper.session_timeout)
+                                                config.zookeeper.session_timeout,
+                                                zk=config.zookeeper)
         self.lease = Lease(lambda: self.session.timeout)
         self.events = EventLog(getattr(config.admin, "events", 200))
         self.metrics = Metrics()
@@ -91,6 +93,9 @@ class Node:
         self.assignment: dict[str, Any] | None = None
         self._member_names: list[str] = []
         self._seen_rebalance: int | None = None
+        self.damper = Damper(rejoin_grace=getattr(config.assignment, "rejoin_grace", 0.0),
+                             debounce=getattr(config.assignment, "debounce", 0.0))
+        self._wake_at: float | None = None
         self.started_at = time.time()
         self._admin_factory = admin_factory
         self.admin: Any = None
@@ -143,9 +148,7 @@ class Node:
         self.runtime.revoke_all("node stopping")
         child, self._member_child = self._member_child, None
         if child is not None and self.client.connected:
-            with contextlib.suppress(_ZK_ERRORS):
-                self.client.delete_async(self.paths.node(child)).get(
-                    timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            self._leave(child, max(0.1, min(2.0, deadline - time.monotonic())))
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)
@@ -161,6 +164,19 @@ class Node:
         self.state = RunState.STOPPED
         logger.info("stopped")
         return not stuck
+
+    def _leave(self, child: str, timeout: float) -> None:
+        """Delete our member znode and mark the leave as graceful, atomically."""
+        tx = self.client.transaction()
+        tx.create(self.paths.left_marker(self.name), b"")
+        tx.delete(self.paths.node(child))
+        try:
+            results = tx.commit_async().get(timeout=timeout)
+            if not any(isinstance(r, Exception) for r in results):
+                return
+            self.client.delete_async(self.paths.node(child)).get(timeout=timeout)
+        except _ZK_ERRORS:
+            pass
 
     def __enter__(self) -> Node:
         return self.start()
@@ -188,6 +204,8 @@ class Node:
 
     def _register(self) -> None:
         sent = self.lease.now()
+        with contextlib.suppress(NoNodeError):
+            self.client.delete(self.paths.left_marker(self.name))
         child, session = register(self.client, self.paths, self.member_data(),
                                   wait_for_name=self.session.timeout + 2.0)
         self._member_child, self._member_session = child, session
@@ -219,8 +237,11 @@ class Node:
     def _controller_loop(self) -> None:
         interval = self.config.node.reconcile_interval
         while not self._stop.is_set():
+            timeout = interval
+            if self._wake_at is not None:
+                timeout = max(0.0, min(interval, self._wake_at - time.monotonic()))
             try:
-                reason = self._events.get(timeout=interval)
+                reason = self._events.get(timeout=timeout)
             except queue.Empty:
                 reason = "periodic"
             while not self._events.empty():  # coalesce a burst into one pass
@@ -267,7 +288,8 @@ class Node:
         if self.is_leader:
             self._lead(members)
         else:
-            self._seen_rebalance = None
+            self._seen_rebalance, self._wake_at = None, None
+            self.damper.reset()
         doc, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
         self._note_assignment(doc)
         desired = plan_slots(doc, self.name) if self.lease.valid() else {}
@@ -275,7 +297,30 @@ class Node:
         self.runtime.check_stuck()
         self._observe(desired)
 
-    def _lead(self, members: list[Any]) -> None:
+    def _left_gracefully(self, name: str) -> bool:
+        try:
+            self.client.delete(self.paths.left_marker(name))
+            return True
+        except NoNodeError:
+            return False
+
+    def _sweep_left_markers(self, live: set[str]) -> None:
+        """Drop markers of names we will never ask about (not live, so never departed in
+        our view); a marker of a live name is for a leave we have not processed yet."""
+        try:
+            names = self.client.get_children(self.paths.left)
+        except NoNodeError:
+            return
+        for name in names:
+            if name not in live:
+                with contextlib.suppress(NoNodeError):
+                    self.client.delete(self.paths.left_marker(name))
+
+    def _lead(self, live: list[Any]) -> None:
+        members, self._wake_at = self.damper.plan_members(live, self._left_gracefully)
+        self._sweep_left_markers({m.name for m in live})
+        if members is None:
+            return  # debouncing: look again at _wake_at
         overrides, _ = self.overrides.read(watch=self._on_watch)
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance

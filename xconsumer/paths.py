@@ -55,12 +55,21 @@ class Paths:
         return f"{self.done}/{task}/{index}"
 
     @property
+    def left(self) -> str:
+        return f"{self.base}/left"
+
+    def left_marker(self, name: str) -> str:
+        """Written by a node in the same transaction that deletes its member znode, so the
+        leader can tell a graceful leave (no rejoin grace) from a crash."""
+        return f"{self.left}/{name}"
+
+    @property
     def overrides(self) -> str:
         return f"{self.base}/overrides"
 
     def all_persistent(self) -> tuple[str, ...]:
         """Containers every node makes sure exist before it joins."""
-        return (self.nodes, self.owners, self.done)
+        return (self.nodes, self.owners, self.done, self.left)
 
 
 def node_seq(child: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.security import make_acl, make_digest_acl
 
 from .errors import ZooKeeperUnavailable
 
@@ -33,13 +34,44 @@ class SessionInfo:
         return min(self.requested, self.negotiated)
 
 
-def make_client(hosts: str, session_timeout: float) -> tuple[KazooClient, SessionInfo]:
-    """A client that reconnects fast after an outage and reports the granted session timeout."""
+def security_options(zk: Any) -> dict[str, Any]:
+    """kazoo options for `[zookeeper]` auth and TLS.
+
+    With `auth = "user:password"` the client authenticates with the digest scheme and every
+    znode it creates gets an ACL that gives all permissions to that identity only (plus read
+    to everyone when `acl_read_world`), so a client without the credentials cannot change the
+    assignment, the overrides or anyone's membership.
+    """
+    opts: dict[str, Any] = {}
+    auth = getattr(zk, "auth", None)
+    if auth:
+        user, _, password = auth.partition(":")
+        opts["auth_data"] = [("digest", auth)]
+        acl = [make_digest_acl(user, password, all=True)]
+        if getattr(zk, "acl_read_world", True):
+            acl.append(make_acl("world", "anyone", read=True))
+        opts["default_acl"] = acl
+    if getattr(zk, "use_tls", False):
+        opts.update(use_ssl=True, ca=getattr(zk, "tls_ca", None),
+                    certfile=getattr(zk, "tls_cert", None), keyfile=getattr(zk, "tls_key", None),
+                    verify_certs=getattr(zk, "tls_verify", True))
+    return opts
+
+
+def make_client(hosts: str, session_timeout: float, *, zk: Any = None
+                ) -> tuple[KazooClient, SessionInfo]:
+    """A client that reconnects fast after an outage and reports the granted session timeout.
+
+    `zk` is the `[zookeeper]` config section, for auth and TLS.
+    """
     client = KazooClient(
         hosts=hosts,
         timeout=session_timeout,
+        # max_tries=-1: with a dict, kazoo's default is one retry, after which the client
+        # would stop reconnecting for good.
         connection_retry={"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 0.5},
         command_retry={"max_tries": 3, "delay": 0.05, "backoff": 2, "max_delay": 0.5},
+        **(security_options(zk) if zk is not None else {}),
     )
     info = SessionInfo(session_timeout)
     conn = getattr(client, "_connection", None)
