@@ -24,6 +24,7 @@ from .assignment import Slot
 from .config import TaskConfig
 from .events import EventLog
 from .lease import Lease
+from .loop import handler_loop
 from .metrics import Metrics
 from .paths import Paths
 from .works import Handler, WorksError, WorksRegistry
@@ -122,6 +123,7 @@ class SlotRunner:
         self.started_at: float | None = None
         self.stop_requested_at: float | None = None
         self.stuck_reported = False
+        self.child_pid: int | None = None
         self.log = logger.bind(task=slot.task, slot=slot.index)
         self.thread = threading.Thread(
             target=self._main, name=f"xc-slot-{slot.task}-{slot.index}", daemon=True
@@ -239,50 +241,49 @@ class SlotRunner:
             self.log.info("once slot already completed; nothing to run")
             return
         self.started_at = time.time()
-        self.log.info("slot started (fence {}, generation {})", ctx.fence, self.generation)
-        backoff = 0.0
-        while not ctx.stopping:
-            self.state = "running"
-            began = time.monotonic()
-            try:
-                self.runs += 1
-                handler(ctx)
-            except Exception as exc:  # noqa: BLE001 - handler errors are retried, not fatal
-                self._observe(began, failed=True)
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if self._events is not None:
-                    self._events.add("handler_failed", f"{self.slot.key}: {self.last_error}",
-                                     task=self.slot.task, slot=self.slot.index)
-                backoff = (min(backoff * 2, self.task.retry_backoff_max) if backoff
-                           else self.task.retry_backoff)
-                self.log.opt(exception=exc).error(
-                    "handler {} raised {}; retrying in {:.2f}s", handler.name,
-                    type(exc).__name__, backoff)
-                self.state = "backoff"
-                ctx.sleep(backoff)
-                continue
-            self._observe(began, failed=False)
-            backoff = 0.0
-            if once:
-                if ctx.stopping:
-                    self.log.info("once handler returned after stop was requested; not marked done")
-                    return
+        self.log.info("slot started (fence {}, generation {}{})", ctx.fence, self.generation,
+                      ", in a child process" if self._isolated else "")
+        if self._isolated:
+            from .isolation import run_isolated
+
+            completed = run_isolated(self, ctx, self._report)
+        else:
+            completed = handler_loop(handler, ctx, self.task, self._report)
+        if once:
+            if completed:
                 self._mark_done()
                 self.state = "done"
                 self.log.info("once slot completed")
-                return
-            if self.task.interval > 0:
-                ctx.sleep(self.task.interval)
+            elif self.runs:
+                self.log.info("once handler interrupted by a stop; not marked done")
 
-    def _observe(self, began: float, *, failed: bool) -> None:
-        if self._metrics is None:
+    @property
+    def _isolated(self) -> bool:
+        return getattr(self.task, "isolation", "thread") == "process"
+
+    def _report(self, kind: str, seconds: float, error: BaseException | str | None,
+                backoff: float) -> None:
+        """Bookkeeping for one handler run, from the thread or from the child process."""
+        if kind == "running":
+            self.state = "running"
+            self.runs += 1
             return
-        task = self.slot.task
-        self._metrics.runs.labels(task).inc()
-        self._metrics.duration.labels(task).observe(time.monotonic() - began)
-        if failed:
-            self._metrics.failures.labels(task).inc()
+        if self._metrics is not None:
+            self._metrics.runs.labels(self.slot.task).inc()
+            self._metrics.duration.labels(self.slot.task).observe(seconds)
+        if kind != "failed":
+            return
+        if self._metrics is not None:
+            self._metrics.failures.labels(self.slot.task).inc()
+        self.failures += 1
+        self.last_error = (error if isinstance(error, str)
+                           else f"{type(error).__name__}: {error}")
+        if self._events is not None:
+            self._events.add("handler_failed", f"{self.slot.key}: {self.last_error}",
+                             task=self.slot.task, slot=self.slot.index)
+        log = self.log.opt(exception=error) if isinstance(error, BaseException) else self.log
+        log.error("handler raised {}; retrying in {:.2f}s", self.last_error, backoff)
+        self.state = "backoff"
 
     def _mark_done(self) -> None:
         path = self._paths.done_marker(self.slot.task, self.slot.index)
