@@ -65,14 +65,25 @@ def read_members(client: KazooClient, paths: Paths,
         except NoNodeError:
             continue
         try:
-            data = loads(raw, where=paths.node(child)) or {}
+            data = loads(raw, where=paths.node(child))
         except ValueError as exc:
-            logger.warning("ignoring member {}: {}", child, exc)
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
+            data = exc
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            # Not written by an xconsumer node (every node writes its JSON atomically on
+            # create): it must neither win the election nor receive slots.
+            _warn_once(child, f"ignoring {paths.node(child)}: not a member record ({data!r:.80})")
+            continue
         records.append(MemberRecord(child, node_seq(child), data, stat.ephemeralOwner))
     return records
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message)
 
 
 def dedupe_by_name(records: list[MemberRecord]) -> list[MemberRecord]:

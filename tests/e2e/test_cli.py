@@ -118,3 +118,20 @@ def test_dev_cluster_command_runs_and_stops(tmp_path: Path, zk_hosts: str, zk_ro
     assert "published assignment" in proc.stderr
     assert proc.stderr.count("] stopped") == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_a_second_live_node_with_the_same_name_is_refused(tmp_path: Path, zk_hosts: str,
+                                                          zk_root: str):
+    from tests.cluster import Cluster
+
+    cluster = Cluster(tmp_path, zk_hosts, zk_root,
+                      [{"name": "t", "workName": "record", "workerNum": 1}])
+    try:
+        cluster.start_node("twin")
+        proc = run("run", "--config", str(cluster.config), "--works", str(cluster.works),
+                   "--name", "twin", "--admin-port", "0", cwd=tmp_path, timeout=60)
+        assert proc.returncode == 4
+        assert "node name 'twin' is already used by a live node" in one_line_error(proc)
+        assert cluster.nodes["twin"].alive()
+    finally:
+        cluster.close()

@@ -3,10 +3,8 @@ mode and retries. (Multi-process behaviour is covered in tests/e2e.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kazoo.client import KazooClient
 
 from tests.cluster import RECORD_WORKS, worst_overlap
@@ -37,25 +35,6 @@ reconcile_interval = 0.5
 {tasks}
 """
     return parse_config(text, source="test.toml", env={})
-
-
-@pytest.fixture
-def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "record.jsonl"
-    monkeypatch.setenv("XCONSUMER_TEST_RECORD", str(path))
-    monkeypatch.setenv("XCONSUMER_TEST_RELEASE", str(tmp_path / "release"))
-    return path
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for node in started:
-        node.stop(timeout=5)
-        if node.client.connected:  # a node left with stuck slots keeps its session
-            node.client.stop()
-            node.client.close()
 
 
 def start(nodes: list[Node], config: Config, name: str) -> Node:

@@ -1,0 +1,68 @@
+"""Data in ZooKeeper written by someone else (corrupt or foreign) must not stop the cluster
+or lose anything that can be kept."""
+
+from __future__ import annotations
+
+import pytest
+from kazoo.client import KazooClient
+
+from tests.integration.test_node import RECORD_TASK, make_config, running, start
+from tests.util import wait_until
+from xconsumer.leader import read_assignment
+from xconsumer.paths import Paths
+
+SLOTS = {"r/0", "r/1", "r/2"}
+
+
+@pytest.fixture
+def leader(zk_hosts, zk_root, nodes, record):
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    return node
+
+
+def test_corrupt_assignment_is_rewritten_by_the_leader(zk: KazooClient, zk_root, leader):
+    paths = Paths(zk_root, "it")
+    _, before = read_assignment(zk, paths)
+    zk.set(paths.assignment, b"\x00not json{")
+    wait_until(lambda: read_assignment(zk, paths)[0] is not None, 15)
+    doc, version = read_assignment(zk, paths)
+    assert version > before and doc["leader"] == "a"
+    assert running(leader) == SLOTS
+
+
+def test_foreign_member_znode_never_leads_or_gets_slots(zk: KazooClient, zk_root, nodes,
+                                                       zk_hosts, record):
+    paths = Paths(zk_root, "it")
+    zk.ensure_path(paths.nodes)
+    # Sorts before any real node: would be "leader" if it were trusted.
+    zk.create(paths.node_prefix, b"garbage", ephemeral=True, sequence=True)
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    assert node.is_leader
+    doc, _ = read_assignment(zk, paths)
+    assert list(doc["nodes"]) == ["a"]
+
+
+def test_corrupt_overrides_fall_back_to_app_toml(zk: KazooClient, zk_root, leader):
+    paths = Paths(zk_root, "it")
+    zk.create(paths.overrides, b"[1, 2", makepath=True)
+    leader._kick("test")
+    wait_until(lambda: leader.overrides.read()[1] == 0, 5)
+    assert leader.overrides.read()[0]["tasks"] == {}
+    assert running(leader) == SLOTS
+    # The next change replaces the unreadable document with a valid one.
+    from xconsumer.overrides import update_task
+
+    leader.overrides.update(lambda d: update_task(d, leader.seed_tasks(), "r", {"workerNum": 2}))
+    wait_until(lambda: running(leader) == {"r/0", "r/1"}, 15)
+
+
+def test_corrupt_owner_znode_data_does_not_break_views(zk: KazooClient, zk_root, leader):
+    paths = Paths(zk_root, "it")
+    path = paths.owner("r", 0)
+    stat = zk.exists(path)
+    zk.set(path, b"{{{", version=stat.version)
+    view = leader.cluster_view()
+    assert "r/0" not in view["owners"] and {"r/1", "r/2"} <= set(view["owners"])
+    assert running(leader) == SLOTS
