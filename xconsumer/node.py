@@ -269,6 +269,8 @@ class Node:
         members = dedupe_by_name(read_members(self.client, self.paths, watch=self._on_watch))
         children = [m.child for m in members]
         if self._member_child not in children:
+            if self._stop.is_set():
+                return  # we deleted it ourselves: leaving
             logger.warning("our member znode {} is gone; rejoining", self._member_child)
             self.lease.invalidate()
             self.runtime.revoke_all("membership lost")
