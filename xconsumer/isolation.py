@@ -12,8 +12,12 @@ moving and the child's `ctx.stopping` turns true on time by itself.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import os
 import queue
+import signal
 import threading
 import time
 from typing import Any
@@ -21,6 +25,8 @@ from typing import Any
 from loguru import logger
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+EXIT_ORPHANED = 70
+EXIT_LEASE = 71
 _POLL = 0.05
 
 
@@ -36,16 +42,22 @@ class ChildContext:
         self.fence = spec["fence"]
         self._deadline = deadline
         self._stop = stop
+        self._hard_margin = spec["hard_margin"]
+        self._parent = spec["parent_pid"]
         self.stop_event = threading.Event()
         self.logger = logger.bind(task=self.task, slot=self.slot)
         threading.Thread(target=self._mirror, name="xc-child-stop", daemon=True).start()
 
     def _mirror(self) -> None:
         """Mirror the cross-process stop (and the lease deadline) into a local Event, so
-        `ctx.stop_event.wait()` works in the child as it does in a thread slot."""
-        while not self.stop_event.is_set():
-            if self._stop.wait(_POLL) or time.monotonic() >= self._deadline.value:
+        `ctx.stop_event.wait()` works in the child as it does in a thread slot; and end the
+        child outright when its parent is gone or the lease is past saving (see _guard)."""
+        while True:
+            if self.stop_event.is_set():
+                time.sleep(_POLL)
+            elif self._stop.wait(_POLL) or time.monotonic() >= self._deadline.value:
                 self.stop_event.set()
+            _guard(self._deadline, self._hard_margin, self._parent)
 
     @property
     def stopping(self) -> bool:
@@ -62,8 +74,27 @@ class ChildContext:
         return False
 
 
+def _guard(deadline: Any, hard_margin: float, parent: int) -> None:
+    """Exit at once when the parent died (kill -9 leaves children running) or when the lease
+    ended more than `hard_margin` ago: past that point the session may expire and another
+    node may start this slot, so a handler that ignores ctx.stopping must not run on."""
+    if os.getppid() != parent:
+        os._exit(EXIT_ORPHANED)
+    if time.monotonic() >= deadline.value + hard_margin:
+        os._exit(EXIT_LEASE)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this child when its parent thread dies."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any) -> None:
     """Entry point of the child process (spawned: a fresh interpreter)."""
+    _die_with_parent()
+    _guard(deadline, spec["hard_margin"], spec["parent_pid"])
     from .config import TaskConfig
     from .logs import setup_logging
     from .loop import handler_loop
@@ -88,18 +119,26 @@ def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any) -> 
 def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
     """Run the slot's handler loop in a child; True when a once-slot completed there."""
     lease = runner._lease
+    # The lease ends at 2/3 of the session; half of the remaining third is the most a child
+    # may overrun it before it exits by itself (or is killed here).
+    hard_margin = lease.session_timeout / 6.0
     mp = multiprocessing.get_context("spawn")
     deadline = mp.Value("d", time.monotonic() + max(lease.remaining(), 0.0), lock=False)
     stop = mp.Event()
     results = mp.Queue()
     spec = {"task": runner.task.to_dict(), "slot": runner.slot.index, "node": runner.node,
             "generation": runner.generation, "fence": ctx.fence,
-            "works_dir": str(runner._registry.path), "log_level": "INFO"}
+            "works_dir": str(runner._registry.path), "log_level": "INFO",
+            "parent_pid": os.getpid(), "hard_margin": hard_margin}
     proc = mp.Process(target=child_main, args=(spec, deadline, stop, results),
                       name=f"xc-slot-{runner.slot.task}-{runner.slot.index}", daemon=True)
     proc.start()
     runner.child_pid = proc.pid
     runner.log.info("handler running in child process {}", proc.pid)
+    def limit(seconds: float) -> float:
+        # A stop caused by the lease cannot wait for stop_timeout: the session may expire.
+        return seconds if lease.valid() else min(seconds, hard_margin)
+
     completed = False
     asked_at: float | None = None
     signalled = ""
@@ -113,12 +152,13 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
             if asked_at is None:
                 stop.set()
                 asked_at = now
-            elif not signalled and now - asked_at > runner.task.stop_timeout:
+            elif not signalled and now - asked_at > limit(runner.task.stop_timeout):
                 runner.log.warning("child {} ignored stop for {:.1f}s: terminating it",
                                    proc.pid, now - asked_at)
                 proc.terminate()
                 signalled = "term"
-            elif signalled == "term" and now - asked_at > runner.task.stop_timeout + KILL_GRACE:
+            elif signalled == "term" and now - asked_at > limit(runner.task.stop_timeout
+                                                                + KILL_GRACE):
                 runner.log.warning("child {} survived SIGTERM: killing it", proc.pid)
                 proc.kill()
                 signalled = "kill"

@@ -19,6 +19,7 @@ from loguru import logger
 
 from .assignment import Plan, Slot, get_strategy, moved_slots
 from .config import TaskConfig
+from .errors import ConfigError
 from .membership import MemberRecord
 from .overrides import EffectiveTask, with_paused
 from .paths import Paths
@@ -65,10 +66,31 @@ def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
     """What `doc` asks `node` to run, with each slot's task definition."""
     if not doc:
         return {}
-    tasks = {t["name"]: TaskConfig.from_dict(t, where="assignment znode")
-             for t in doc.get("tasks", [])}
+    tasks = {}
+    for raw in doc.get("tasks", []):
+        task = lenient_task(raw)
+        if task is not None:
+            tasks[task.name] = task
     return {slot: tasks[slot.task] for slot in doc_plan(doc).get(node, [])
             if slot.task in tasks}
+
+
+_KNOWN_TASK_KEYS = frozenset(TaskConfig(name="x", work_name="x", worker_num=0).to_dict())
+
+
+def lenient_task(raw: Any) -> TaskConfig | None:
+    """A task from a published document, tolerating keys a newer leader may add (rolling
+    upgrade); a task that still does not parse is skipped, never allowed to stop a node
+    from applying the rest of the assignment (revocations above all)."""
+    if not isinstance(raw, dict):
+        return None
+    for candidate in (raw, {k: v for k, v in raw.items() if k in _KNOWN_TASK_KEYS}):
+        try:
+            return TaskConfig.from_dict(candidate, where="assignment znode")
+        except ConfigError as exc:
+            error = exc
+    logger.warning("skipping a task of the published assignment: {}", error)
+    return None
 
 
 def _grouped(slots: Sequence[Slot]) -> dict[str, list[int]]:

@@ -52,5 +52,9 @@ class Lease:
     def valid(self) -> bool:
         return self.remaining() > 0
 
+    @property
+    def session_timeout(self) -> float:
+        return self._session_timeout()
+
     def now(self) -> float:
         return self._clock()

@@ -8,6 +8,7 @@ cluster view, but only the leader acts on it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,13 @@ def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
         gone = threading.Event()
         if client.exists(paths.node(twin.child), watch=lambda _e, ev=gone: ev.set()) is not None:
             gone.wait(min(remaining, 1.0))
-    path = client.create(paths.node_prefix, dumps(data), ephemeral=True, sequence=True,
-                         makepath=True)
-    return path.rsplit("/", 1)[1], session
+    path, stat = client.create(paths.node_prefix, dumps(data), ephemeral=True, sequence=True,
+                               makepath=True, include_data=True)
+    child, session = path.rsplit("/", 1)[1], stat.ephemeralOwner
+    # An earlier attempt on this same session may have been applied after its reply was lost
+    # (the connection dropped): that twin is ours and must go, or it would shadow this one.
+    for rec in read_members(client, paths):
+        if rec.name == name and rec.session == session and rec.child != child:
+            with contextlib.suppress(NoNodeError):
+                client.delete(paths.node(rec.child))
+    return child, session

@@ -390,10 +390,16 @@ class Node:
         was_valid = self.lease.valid()
         while not self._stop.is_set():
             interval = max(0.05, self.session.timeout / 6.0)
+            # Notice an ended lease *before* renewing: a late reply must not hide the gap in
+            # which handlers already saw ctx.stopping.
+            was_valid = self._lease_transition(was_valid)
             child, session = self._member_child, self._member_session
             if child is not None and self.client.connected:
                 sent = self.lease.now()
                 try:
+                    # sync goes through the ZooKeeper leader: a follower cut off from the
+                    # quorum would still answer a plain read while our session expires.
+                    self.client.sync_async(self.paths.node(child)).get(timeout=interval * 2)
                     stat = self.client.exists_async(self.paths.node(child)).get(
                         timeout=interval * 2)
                     if stat is not None and stat.ephemeralOwner == session:
@@ -403,16 +409,18 @@ class Node:
                         self._kick("membership lost")
                 except _ZK_ERRORS:
                     pass
-            valid = self.lease.valid()
-            if was_valid and not valid:
-                logger.warning("membership lease ended: stopping all slots until it is proven "
-                               "again")
-                self.runtime.revoke_all("lease ended")
-                self._kick("lease ended")
-            elif valid and not was_valid:
-                self._kick("lease renewed")
-            was_valid = valid
+            was_valid = self._lease_transition(was_valid)
             self._stop.wait(interval)
+
+    def _lease_transition(self, was_valid: bool) -> bool:
+        valid = self.lease.valid()
+        if was_valid and not valid:
+            logger.warning("membership lease ended: stopping all slots until it is proven again")
+            self.runtime.revoke_all("lease ended")
+            self._kick("lease ended")
+        elif valid and not was_valid:
+            self._kick("lease renewed")
+        return valid
 
     # -- views for the admin API --------------------------------------------------------------
     def cluster_view(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
 
 from .assignment import Slot
 from .config import TaskConfig
@@ -46,9 +48,14 @@ class Runtime:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._runners: dict[Slot, SlotRunner] = {}
+        # Slots whose runner ended without being able to delete its owner znode (the
+        # connection was down). Left alone, the znode would live as long as our session and
+        # keep the slot's next owner waiting.
+        self._orphans: set[Slot] = set()
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
         """Revoke before assign: stop what we lost, then start what we gained."""
+        self._release_orphans()
         with self._lock:
             for slot, runner in list(self._runners.items()):
                 spec = desired.get(slot)
@@ -76,7 +83,33 @@ class Runtime:
                 self._runners[slot] = runner
                 runner.start()
 
+    def _release_orphans(self) -> None:
+        """Delete owner znodes our session still holds for slots no runner of ours runs.
+
+        Runs on the controller thread, like `apply()`, so no runner can be started for the
+        slot between the check and the delete; the version check covers the rest."""
+        session = self._session_id()
+        for slot in sorted(self._orphans):
+            with self._lock:
+                runner = self._runners.get(slot)
+                if runner is not None and runner.alive:
+                    self._orphans.discard(slot)  # it adopts or releases the znode itself
+                    continue
+            path = self._paths.owner(slot.task, slot.index)
+            try:
+                stat = self._client.exists_async(path).get(timeout=5.0)
+                if stat is not None and session is not None and stat.ephemeralOwner == session:
+                    self._client.delete_async(path, version=stat.version).get(timeout=5.0)
+                self._orphans.discard(slot)
+            except NoNodeError:
+                self._orphans.discard(slot)
+            except (KazooException, KazooTimeoutError):
+                return  # still no connection: next pass
+
     def _runner_exited(self, runner: SlotRunner) -> None:
+        if runner.may_hold_owner:
+            with self._lock:
+                self._orphans.add(runner.slot)
         if runner.stuck_reported:
             runner.log.warning("stuck slot finally stopped after {:.1f}s",
                                time.monotonic() - (runner.stop_requested_at or 0.0))

@@ -31,6 +31,7 @@ from .works import Handler, WorksError, WorksRegistry
 from .zk import dumps
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
+RELEASE_TIMEOUT = 2.0
 
 
 def restart_needed(old: TaskConfig, new: TaskConfig) -> bool:
@@ -58,8 +59,14 @@ class SlotContext:
 
     @property
     def stopping(self) -> bool:
-        """True once asked to stop *or* once this node can no longer prove its membership."""
-        return self.stop_event.is_set() or not self._lease.valid()
+        """True once asked to stop *or* once this node can no longer prove its membership.
+
+        Latched: once the lease has been seen ended, the slot stays stopping even if the
+        lease is renewed a moment later, so a handler that returned early because of it is
+        never taken for one that finished (the slot restarts cleanly instead)."""
+        if not self.stop_event.is_set() and not self._lease.valid():
+            self.stop_event.set()
+        return self.stop_event.is_set()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`; False as soon as the slot must stop (so callers can return)."""
@@ -97,7 +104,8 @@ class SlotRunner:
     def __init__(self, *, slot: Slot, task: TaskConfig, generation: int, node: str,
                  client: KazooClient, paths: Paths, lease: Lease, registry: WorksRegistry,
                  session_id: Callable[[], int | None], on_exit: Callable[[SlotRunner], None],
-                 retry_wait: float = 1.0, metrics: Metrics | None = None,
+                 retry_wait: float = 1.0, call_timeout: float = 10.0,
+                 metrics: Metrics | None = None,
                  events: EventLog | None = None) -> None:
         self.slot = slot
         self._metrics = metrics
@@ -116,7 +124,6 @@ class SlotRunner:
         self._wake = threading.Event()
         self.state = "starting"
         self.fence: int | None = None
-        self._owner_session: int | None = None
         self.runs = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -124,6 +131,9 @@ class SlotRunner:
         self.stop_requested_at: float | None = None
         self.stuck_reported = False
         self.child_pid: int | None = None
+        self.may_hold_owner = False
+        self.exited = False
+        self._call_timeout = call_timeout
         self.log = logger.bind(task=slot.task, slot=slot.index)
         self.thread = threading.Thread(
             target=self._main, name=f"xc-slot-{slot.task}-{slot.index}", daemon=True
@@ -144,7 +154,8 @@ class SlotRunner:
 
     @property
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        """False from the moment the slot thread reports its exit (it only returns after)."""
+        return self.thread.is_alive() and not self.exited
 
     def status(self) -> SlotStatus:
         return SlotStatus(self.slot.task, self.slot.index, self.state, self.fence,
@@ -159,6 +170,7 @@ class SlotRunner:
             self.state = "failed"
             self.last_error = str(exc)
             self.log.error("cannot run slot: {}", exc)
+            self.exited = True
             self._on_exit(self)
             return
         try:
@@ -171,27 +183,33 @@ class SlotRunner:
             self._release()
             if self.state not in ("done", "failed"):
                 self.state = "stopped"
+            self.exited = True
             self._on_exit(self)
 
     def _owner_data(self) -> bytes:
         return dumps({"node": self.node, "generation": self.generation,
                       "session": f"{self._session_id() or 0:x}", "started_at": time.time()})
 
+    def _call(self, result: Any) -> Any:
+        """Every ZooKeeper call from a slot thread is bounded: a request queued behind a
+        dead connection must not hold the slot (or a shutdown) hostage."""
+        return result.get(timeout=self._call_timeout)
+
     def _acquire(self) -> bool:
         """Create the owner znode, waiting (on a watch) while a previous owner still holds it."""
         path = self._paths.owner(self.slot.task, self.slot.index)
         self.state = "waiting"
         waited_for: str | None = None
+        self.may_hold_owner = True  # from the first create attempt on, see Runtime.orphans
         while not self.stop_event.is_set():
             if not self._lease.valid():
                 self._wake.wait(0.05)
                 self._wake.clear()
                 continue
-            session = self._session_id()
             try:
-                _, stat = self._client.create(path, self._owner_data(), ephemeral=True,
-                                              makepath=True, include_data=True)
-                self.fence, self._owner_session = stat.czxid, session
+                _, stat = self._call(self._client.create_async(
+                    path, self._owner_data(), ephemeral=True, makepath=True, include_data=True))
+                self.fence = stat.czxid
                 return True
             except NodeExistsError:
                 pass
@@ -200,22 +218,25 @@ class SlotRunner:
                 self.stop_event.wait(self._retry_wait)
                 continue
             try:
-                stat = self._client.exists(path, watch=lambda _e: self._wake.set())
+                stat = self._call(self._client.exists_async(
+                    path, watch=lambda _e: self._wake.set()))
             except _ZK_ERRORS:
                 self.stop_event.wait(self._retry_wait)
                 continue
             if stat is None:
                 continue
+            session = self._session_id()
             if session is not None and stat.ephemeralOwner == session:
                 # Left by an earlier runner of this slot on this very session (it ended
-                # while the connection was suspended): it is ours, adopt it. Rewriting it
-                # bumps its version, so a delete the earlier runner left queued (with the
-                # old version) can no longer remove it under us.
+                # while the connection was suspended), or by one of our own creates that
+                # timed out: it is ours, adopt it. Rewriting it bumps its version, so a
+                # delete left queued with the old version can no longer remove it under us.
                 try:
-                    self._client.set(path, self._owner_data(), version=stat.version)
+                    self._call(self._client.set_async(path, self._owner_data(),
+                                                      version=stat.version))
                 except _ZK_ERRORS:
                     continue
-                self.fence, self._owner_session = stat.czxid, session
+                self.fence = stat.czxid
                 return True
             if waited_for is None:
                 waited_for = f"{stat.ephemeralOwner:x}"
@@ -225,11 +246,15 @@ class SlotRunner:
         return False
 
     def _done_marker_exists(self) -> bool:
-        try:
-            return self._client.exists(self._paths.done_marker(self.slot.task, self.slot.index)) \
-                is not None
-        except _ZK_ERRORS:
-            return False
+        """Whether a once-slot already completed; an unreadable answer is retried, because
+        guessing "no" would run a completed job again."""
+        path = self._paths.done_marker(self.slot.task, self.slot.index)
+        while not self.stop_event.is_set():
+            try:
+                return self._call(self._client.exists_async(path)) is not None
+            except _ZK_ERRORS:
+                self.stop_event.wait(self._retry_wait)
+        return True  # stopping anyway: do not start the handler
 
     def _run(self, handler: Handler) -> None:
         ctx = SlotContext(task=self.task, slot=self.slot.index, node=self.node,
@@ -290,7 +315,7 @@ class SlotRunner:
         data = dumps({"node": self.node, "fence": self.fence, "finished_at": time.time()})
         for _ in range(10):
             try:
-                self._client.create(path, data, makepath=True)
+                self._call(self._client.create_async(path, data, makepath=True))
                 return
             except NodeExistsError:
                 return
@@ -301,25 +326,27 @@ class SlotRunner:
         self.log.error("done marker not written; the slot may run again after a handover")
 
     def _release(self) -> None:
-        """Delete our owner znode, only if it is still the one we created on this session."""
-        if self.fence is None:
+        """Delete our owner znode: the one whose czxid is our fence (a czxid names a single
+        creation, so this never deletes another owner's znode). When that cannot be done now
+        (connection suspended), `may_hold_owner` stays set and the runtime retries."""
+        if not self.may_hold_owner:
             return
+        if not self._client.connected:
+            self.fence = None
+            return  # nothing can be deleted now; the runtime retries once connected
         path = self._paths.owner(self.slot.task, self.slot.index)
-        if self._session_id() != self._owner_session:
-            return  # the session that owned it is gone, and the znode with it
-        wait = max(self._lease_timeout(), 1.0)
         try:
-            stat = self._client.exists_async(path).get(timeout=wait)
-            if stat is not None and stat.czxid == self.fence:
-                # Waits for the reply, so no new runner of this slot can adopt the znode
-                # while this delete is still queued behind a suspended connection.
-                self._client.delete_async(path, version=stat.version).get(timeout=wait)
+            # Short: a frozen server must not keep this thread (and the node's view of the
+            # slot) alive; the runtime's retry does the rest.
+            stat = self._client.exists_async(path).get(timeout=RELEASE_TIMEOUT)
+            if stat is not None and (stat.czxid == self.fence or (
+                    self.fence is None and stat.ephemeralOwner == self._session_id())):
+                self._client.delete_async(path, version=stat.version).get(
+                    timeout=RELEASE_TIMEOUT)
+            self.may_hold_owner = False
         except NoNodeError:
-            pass
+            self.may_hold_owner = False
         except _ZK_ERRORS as exc:
-            self.log.warning("could not delete owner znode ({}); it goes with the session",
+            self.log.warning("could not delete owner znode now ({}); will retry",
                              type(exc).__name__)
         self.fence = None
-
-    def _lease_timeout(self) -> float:
-        return max(self._lease.remaining(), 0.0) + 5.0

@@ -9,6 +9,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import Connect
 from kazoo.security import make_acl, make_digest_acl
 
 from .errors import ZooKeeperUnavailable
@@ -75,18 +76,20 @@ def make_client(hosts: str, session_timeout: float, *, zk: Any = None
     )
     info = SessionInfo(session_timeout)
     conn = getattr(client, "_connection", None)
-    original = getattr(conn, "_connect", None)
+    original = getattr(conn, "_invoke", None)
     if original is not None:
-        # kazoo computes read_timeout = negotiated * 2/3 (ms) and returns it from _connect
-        # without storing the granted timeout anywhere; recover it here. If a kazoo release
-        # changes this private method we fall back to the requested timeout.
-        def _connect(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            with contextlib.suppress(TypeError, ValueError, IndexError):
-                info.negotiated = float(result[0]) * 1.5 / 1000.0
+        # kazoo reads the server's ConnectResponse (with the granted timeout) in the private
+        # _invoke during connection set-up, and fires CONNECTED before it would let us see
+        # the value any other way. Catch it here, before anyone can renew a lease with it;
+        # if a kazoo release changes this method we fall back to the requested timeout.
+        def _invoke(timeout: Any, request: Any, xid: Any = None) -> Any:
+            result = original(timeout, request, xid)
+            if isinstance(request, Connect):
+                with contextlib.suppress(TypeError, ValueError, IndexError, AttributeError):
+                    info.negotiated = float(result[0].time_out) / 1000.0
             return result
 
-        conn._connect = _connect
+        conn._invoke = _invoke
     return client, info
 
 
