@@ -24,6 +24,8 @@ from typing import Any
 
 from loguru import logger
 
+from .lease import lease_clock
+
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 EXIT_ORPHANED = 70
 EXIT_LEASE = 71
@@ -55,14 +57,14 @@ class ChildContext:
         while True:
             if self.stop_event.is_set():
                 time.sleep(_POLL)
-            elif self._stop.wait(_POLL) or time.monotonic() >= self._deadline.value:
+            elif self._stop.wait(_POLL) or lease_clock() >= self._deadline.value:
                 self.stop_event.set()
             _guard(self._deadline, self._hard_margin, self._parent)
 
     @property
     def stopping(self) -> bool:
         return (self.stop_event.is_set() or self._stop.is_set()
-                or time.monotonic() >= self._deadline.value)
+                or lease_clock() >= self._deadline.value)
 
     def sleep(self, seconds: float) -> bool:
         end = time.monotonic() + max(0.0, seconds)
@@ -70,7 +72,8 @@ class ChildContext:
             now = time.monotonic()
             if now >= end:
                 return True
-            self.stop_event.wait(min(end - now, max(self._deadline.value - now, 0.0), _POLL * 4))
+            left = max(self._deadline.value - lease_clock(), 0.0)
+            self.stop_event.wait(min(end - now, left, _POLL * 4))
         return False
 
 
@@ -80,7 +83,7 @@ def _guard(deadline: Any, hard_margin: float, parent: int) -> None:
     node may start this slot, so a handler that ignores ctx.stopping must not run on."""
     if os.getppid() != parent:
         os._exit(EXIT_ORPHANED)
-    if time.monotonic() >= deadline.value + hard_margin:
+    if lease_clock() >= deadline.value + hard_margin:
         os._exit(EXIT_LEASE)
 
 
@@ -123,7 +126,7 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
     # may overrun it before it exits by itself (or is killed here).
     hard_margin = lease.session_timeout / 6.0
     mp = multiprocessing.get_context("spawn")
-    deadline = mp.Value("d", time.monotonic() + max(lease.remaining(), 0.0), lock=False)
+    deadline = mp.Value("d", lease.now() + max(lease.remaining(), 0.0), lock=False)
     stop = mp.Event()
     results = mp.Queue()
     spec = {"task": runner.task.to_dict(), "slot": runner.slot.index, "node": runner.node,
@@ -143,7 +146,7 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
     asked_at: float | None = None
     signalled = ""
     while True:
-        deadline.value = time.monotonic() + max(lease.remaining(), 0.0)
+        deadline.value = lease.now() + max(lease.remaining(), 0.0)
         completed = _drain(results, report) or completed
         if not proc.is_alive():
             break

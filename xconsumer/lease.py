@@ -15,6 +15,18 @@ import threading
 import time
 from collections.abc import Callable
 
+
+def lease_clock() -> float:
+    """Seconds on a clock that keeps counting while the machine (or VM) is suspended.
+
+    CLOCK_MONOTONIC stops during a suspend, so a lease measured with it would outlive the
+    session; CLOCK_BOOTTIME does not stop. It is system-wide, so a child process compares
+    against the same clock."""
+    return time.clock_gettime(_CLOCK)
+
+
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
 # The lease ends at this fraction of the session timeout after the last proven contact.
 # kazoo itself declares a connection dead after 2/3 of the session without data, so a
 # healthy client renews long before this; the remaining third is the budget handlers have
@@ -26,7 +38,7 @@ class Lease:
     """Valid until a deadline that only server replies push forward."""
 
     def __init__(self, session_timeout: Callable[[], float], *,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = lease_clock,
                  fraction: float = LEASE_FRACTION) -> None:
         self._session_timeout = session_timeout
         self._clock = clock

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 from .membership import MemberRecord
 
+MAX_DEBOUNCE_FACTOR = 10
+
 
 class Damper:
     def __init__(self, *, rejoin_grace: float = 0.0, debounce: float = 0.0,
@@ -28,6 +30,7 @@ class Damper:
         self._ghosts: dict[str, tuple[MemberRecord, float]] = {}
         self._names: frozenset[str] | None = None
         self._changed_at = float("-inf")
+        self._burst_at = float("-inf")
 
     def reset(self) -> None:
         """Forget everything (this node stopped leading)."""
@@ -45,6 +48,8 @@ class Damper:
         now = self._clock()
         names = frozenset(m.name for m in live)
         if self._names is not None and names != self._names:
+            if now - self._changed_at >= self.debounce:
+                self._burst_at = now  # a new burst starts
             self._changed_at = now
         self._names = names
         for name in set(self._known) - names:
@@ -55,7 +60,10 @@ class Damper:
                 del self._ghosts[name]
         self._known = {m.name: m for m in live}
         wake = [until for _, until in self._ghosts.values()]
-        if self.debounce > 0 and now - self._changed_at < self.debounce:
-            return None, min([self._changed_at + self.debounce, *wake])
+        # Wait for quiet, but never longer than MAX_DEBOUNCE_FACTOR debounces in a row: a
+        # node crash-looping must not keep the leader from ever publishing.
+        limit = self._burst_at + self.debounce * MAX_DEBOUNCE_FACTOR
+        if self.debounce > 0 and now - self._changed_at < self.debounce and now < limit:
+            return None, min([self._changed_at + self.debounce, limit, *wake])
         ghosts = [rec for rec, _ in self._ghosts.values()]
         return list(live) + sorted(ghosts, key=lambda r: r.seq), (min(wake) if wake else None)

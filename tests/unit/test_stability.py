@@ -79,3 +79,17 @@ def test_reset_forgets_ghosts():
     d.plan_members([rec("a", 0)], lambda n: False)
     d.reset()
     assert names(d.plan_members([rec("a", 0)], lambda n: False)[0]) == ["a"]
+
+
+def test_debounce_gives_up_waiting_after_ten_debounces():
+    clock = Clock()
+    d = Damper(debounce=1.0, clock=clock)
+    d.plan_members([rec("a", 0)], lambda n: False)
+    members = [rec("a", 0)]
+    for step in range(1, 30):  # a change every 0.5 s, forever
+        clock.t = 100.0 + step * 0.5
+        members = members[:1] + [rec(f"x{step}", step)]
+        planned, _ = d.plan_members(members, lambda n: False)
+        if planned is not None:
+            break
+    assert planned is not None and clock.t <= 100.5 + 10.0
