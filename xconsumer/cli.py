@@ -1,4 +1,11 @@
-"""Command line: `xconsumer run` joins the cluster, `xconsumer status` only looks at it.
+"""Command line: `xconsumer run` joins the cluster, `xconsumer status` only looks at it, and
+the management commands (`tasks`, `scale`, `pause`, `resume`, `reset`, `drain`, `undrain`,
+`rebalance`, `events`) change it.
+
+Management commands reach the cluster one of two ways, with the same `--json` output either
+way: straight through ZooKeeper (`--config`/`--zk`, no node needed, the same pure override
+functions the API uses), or through any node's admin API (`--url`, for hosts that can reach
+a node but not ZooKeeper, and the only way to see events, which live in node memory).
 
 Every expected failure becomes one line on stderr and a named exit code; a traceback means a
 bug in xconsumer, never a mistake in the user's input.
@@ -21,11 +28,17 @@ from . import __version__
 from .config import Config, load_config
 from .errors import XConsumerError
 from .logs import setup_logging
+from .manage import (
+    EXIT_OK,
+    EXIT_REQUEST,
+    EXIT_UNREACHABLE,
+    MANAGE_COMMANDS,
+    run_manage,
+)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_STUCK = 5
 EXIT_INTERRUPTED = 130
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +70,40 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for ZooKeeper")
+
+    def manage(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text + ". Talks to "
+                           "ZooKeeper (--config/--zk) or to a node's admin API (--url).")
+        common(p)
+        # A one-shot command should print its result or one error line, not kazoo's
+        # reconnect warnings; --log-level or XCONSUMER_LOG_LEVEL still turn them back on.
+        p.set_defaults(log_level=os.environ.get("XCONSUMER_LOG_LEVEL", "ERROR").upper())
+        p.add_argument("--url", help="a node's admin URL, e.g. http://node:8000; use its API "
+                                     "instead of ZooKeeper")
+        p.add_argument("--token", default=os.environ.get("XCONSUMER_ADMIN_TOKEN"),
+                       help="bearer token for --url mutations (default: "
+                            "XCONSUMER_ADMIN_TOKEN)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--timeout", type=float, default=None,
+                       help="seconds to wait for ZooKeeper or the admin API")
+        return p
+
+    manage("tasks", "list tasks with desired, assigned and running slot counts")
+    scale = manage("scale", "set a task's number of slots (workerNum)")
+    scale.add_argument("task", help="task name (see `xconsumer tasks`)")
+    scale.add_argument("workers", metavar="N", help="new workerNum (non-negative integer)")
+    for name, text in (("pause", "pause a task: run none of its slots, keep workerNum"),
+                       ("resume", "resume a paused task"),
+                       ("reset", "drop a task's runtime overrides: back to app.toml")):
+        manage(name, text).add_argument("task", help="task name (see `xconsumer tasks`)")
+    for name, text in (("drain", "drain a node: move its slots to the other nodes"),
+                       ("undrain", "undrain a node: let it run slots again")):
+        manage(name, text).add_argument("node", help="node name (see `xconsumer status`)")
+    manage("rebalance", "ask the leader for a full rebalance, ignoring stickiness")
+    events = manage("events", "recent cluster events, as a node saw them (from its memory: "
+                              "via --url, else the leader's admin URL)")
+    events.add_argument("--after", type=int, default=0, help="only events after this seq")
+    events.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
     return parser
 
 
@@ -155,14 +202,28 @@ def format_status(view: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kazoo.exceptions import KazooException
+    from kazoo.handlers.threading import KazooTimeoutError
+
+    from .overrides import OverrideError
+
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
         if args.command == "run":
             return _run(args)
+        if args.command in MANAGE_COMMANDS:
+            return run_manage(args, _load)
         return _status(args)
+    except OverrideError as exc:
+        sys.stderr.write(f"xconsumer: error: {exc}\n")
+        return EXIT_REQUEST
     except XConsumerError as exc:
         sys.stderr.write(f"xconsumer: error: {exc}\n")
         return exc.exit_code
+    except (KazooException, KazooTimeoutError) as exc:
+        sys.stderr.write(f"xconsumer: error: ZooKeeper did not answer: "
+                         f"{type(exc).__name__} {exc}".rstrip() + "\n")
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

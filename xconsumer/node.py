@@ -35,7 +35,7 @@ from .overrides import OverrideStore, drained_names, effective_tasks
 from .paths import Paths
 from .runtime import Runtime
 from .stability import Damper
-from .view import read_cluster
+from .view import read_cluster, seed_from_doc
 from .works import WorksRegistry
 from .zk import make_client, start_client, stop_client
 
@@ -377,13 +377,7 @@ class Node:
 
     def seed_tasks(self) -> list[TaskConfig]:
         """The leader's app.toml tasks (published with the assignment), else our own."""
-        seed = (self.assignment or {}).get("seed")
-        if isinstance(seed, list):
-            try:
-                return [TaskConfig.from_dict(t, where="assignment seed") for t in seed]
-            except ConfigError:
-                pass
-        return list(self.config.tasks)
+        return seed_from_doc(self.assignment, self.config.tasks)
 
     # -- lease ------------------------------------------------------------------------------
     def _lease_loop(self) -> None:

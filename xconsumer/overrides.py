@@ -183,8 +183,10 @@ def remove_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> d
 def reset_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> dict[str, Any]:
     """Back to app.toml: drop every override of a seeded task (a removed one comes back)."""
     if not any(t.name == name for t in seed):
-        raise OverrideError(f"task {name!r} is not in app.toml; remove it instead",
-                            status=404 if name not in normalize(doc)["tasks"] else 409)
+        if name not in normalize(doc)["tasks"]:
+            raise OverrideError(f"unknown task {name!r}", status=404)
+        raise OverrideError(f"task {name!r} was added at runtime, not in app.toml: there is "
+                            "nothing to reset it to; remove it instead", status=409)
     doc = copy.deepcopy(normalize(doc))
     doc["tasks"].pop(name, None)
     return doc
@@ -258,3 +260,18 @@ def drained_names(doc: dict[str, Any]) -> Iterable[str]:
 def with_paused(tasks: Sequence[EffectiveTask]) -> list[TaskConfig]:
     """The task list the strategy sees: a paused task is scheduled with zero workers."""
     return [replace(e.task, worker_num=0) if e.paused else e.task for e in tasks]
+
+
+def drain_node(client: KazooClient, paths: Any, store: OverrideStore, node: str,
+               drained: bool, expected: int | None = None) -> dict[str, Any]:
+    """Drain (or undrain) a node by name; draining needs a live node, undraining does not
+    (a drained node that died must still be removable from the list)."""
+    from .membership import read_members
+
+    live = {m.name for m in read_members(client, paths)}
+    if drained and node not in live:
+        raise OverrideError(f"unknown node {node!r} (live: {', '.join(sorted(live)) or 'none'})",
+                            status=404)
+    doc, version = store.update(lambda d: set_drained(d, node, drained), expected=expected)
+    return {"version": version, "node": node, "drained": drained,
+            "drained_nodes": doc["drained"]}

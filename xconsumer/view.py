@@ -5,13 +5,16 @@ Shared by the admin API and `xconsumer status`, which must work without joining 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from .leader import doc_plan, doc_unassigned, read_assignment
+from .config import TaskConfig
+from .leader import doc_plan, doc_unassigned, lenient_task, read_assignment
 from .membership import dedupe_by_name, read_members
+from .overrides import OverrideStore, effective_tasks
 from .paths import Paths
 from .zk import loads
 
@@ -90,3 +93,36 @@ def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict
                     "desired": 0 if name in paused else task.get("workerNum", 0),
                     "assigned": assigned.get(name, 0), "running": running.get(name, 0)})
     return out
+
+
+def seed_from_doc(doc: dict[str, Any] | None, fallback: Sequence[TaskConfig]) -> list[TaskConfig]:
+    """The leader's app.toml tasks as published with the assignment, else `fallback`, so a
+    node or CLI with an outdated app.toml still edits the table the cluster really runs."""
+    seed = (doc or {}).get("seed")
+    if isinstance(seed, list):
+        tasks = [lenient_task(t) for t in seed]
+        if all(t is not None for t in tasks):
+            return [t for t in tasks if t is not None]
+    return list(fallback)
+
+
+def tasks_table(client: KazooClient, paths: Paths, published: dict[str, Any] | None,
+                seed: Sequence[TaskConfig]) -> dict[str, Any]:
+    """Effective tasks (app.toml + overrides) with assigned and running counts, and the
+    overrides version a conditional edit must quote."""
+    doc, version = OverrideStore(client, paths.overrides).read()
+    running: dict[str, int] = {}
+    for key in read_owners(client, paths):
+        task = key.rsplit("/", 1)[0]
+        running[task] = running.get(task, 0) + 1
+    assigned: dict[str, int] = {}
+    for slots in doc_plan(published).values():
+        for slot in slots:
+            assigned[slot.task] = assigned.get(slot.task, 0) + 1
+    tasks = []
+    for eff in effective_tasks(seed, doc):
+        item = eff.to_dict()
+        item["assigned"] = assigned.get(eff.task.name, 0)
+        item["running"] = running.get(eff.task.name, 0)
+        tasks.append(item)
+    return {"version": version, "tasks": tasks}

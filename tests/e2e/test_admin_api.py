@@ -215,3 +215,18 @@ def test_events_metrics_and_node_view(cluster: Cluster):
     assert "xconsumer_zookeeper_connected 1.0" in text
     node = call(f"{url}/api/node")[1]
     assert node["leader"] is True and node["id"] == "n1"
+
+
+def test_curl_style_requests_weak_etags_and_both_version_forms(cluster: Cluster):
+    url = url_of(cluster, "n1")
+    # curl -d sends application/x-www-form-urlencoded; the body is still JSON.
+    status, body, _ = call(f"{url}/api/tasks/alpha/scale", "POST", {"workerNum": 3},
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, body
+    version = body["version"]
+    status, body, _ = call(f"{url}/api/tasks/alpha", "PATCH",
+                           {"workerNum": 2, "version": version},
+                           headers={"If-Match": f'W/"{version}"'})
+    assert status == 200, body
+    status, body, _ = call(f"{url}/api/tasks/nosuch/reset", "POST")
+    assert status == 404 and body["message"] == "unknown task 'nosuch'"

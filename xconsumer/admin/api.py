@@ -3,6 +3,7 @@ override function or one read; the rules themselves live in `xconsumer.overrides
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,15 +12,18 @@ from flask import Flask, jsonify, request
 from .. import overrides as ov
 from ..leader import doc_plan, doc_unassigned
 from ..membership import read_members
-from ..view import read_owners
+from ..view import tasks_table
 
 
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
-    if data is None and request.get_data():
-        raise ov.OverrideError("request body is not valid JSON")
-    if data is None:
+    """The JSON object sent, whatever the Content-Type says (`curl -d` sends form type)."""
+    raw = request.get_data()
+    if not raw.strip():
         return {}
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ov.OverrideError("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ov.OverrideError("request body must be a JSON object")
     return data
@@ -27,7 +31,10 @@ def _body() -> dict[str, Any]:
 
 def _expected_version(body: dict[str, Any]) -> int | None:
     """The overrides version the client based its edit on: If-Match header or "version"."""
-    raw = request.headers.get("If-Match", "").strip().strip('"') or body.pop("version", None)
+    in_body = body.pop("version", None)
+    header = request.headers.get("If-Match", "").strip()
+    header = header.removeprefix("W/").strip('"')  # a proxy may weaken our ETag
+    raw = header or in_body
     if raw in (None, "", "*"):
         return None
     try:
@@ -38,23 +45,8 @@ def _expected_version(body: dict[str, Any]) -> int | None:
 
 def register_api(app: Flask, node: Any) -> None:
     def tasks_payload() -> tuple[dict[str, Any], int]:
-        doc, version = node.overrides.read()
-        owners = read_owners(node.client, node.paths)
-        running: dict[str, int] = {}
-        for key in owners:
-            task = key.rsplit("/", 1)[0]
-            running[task] = running.get(task, 0) + 1
-        assigned: dict[str, int] = {}
-        for slots in doc_plan(node.assignment).values():
-            for slot in slots:
-                assigned[slot.task] = assigned.get(slot.task, 0) + 1
-        tasks = []
-        for eff in ov.effective_tasks(node.seed_tasks(), doc):
-            item = eff.to_dict()
-            item["assigned"] = assigned.get(eff.task.name, 0)
-            item["running"] = running.get(eff.task.name, 0)
-            tasks.append(item)
-        return {"version": version, "tasks": tasks}, version
+        payload = tasks_table(node.client, node.paths, node.assignment, node.seed_tasks())
+        return payload, payload["version"]
 
     def respond(payload: dict[str, Any], version: int, status: int = 200) -> Any:
         resp = jsonify(payload)
@@ -170,14 +162,9 @@ def register_api(app: Flask, node: Any) -> None:
 
     def set_drain(name: str, drained: bool) -> Any:
         body = _body()
-        live = {m.name for m in read_members(node.client, node.paths)}
-        if drained and name not in live:
-            raise ov.OverrideError(f"unknown node {name!r} (live: {', '.join(sorted(live))})",
-                                   status=404)
-        doc, version = node.overrides.update(lambda d: ov.set_drained(d, name, drained),
-                                             expected=_expected_version(body))
-        return respond({"version": version, "node": name, "drained": drained,
-                        "drained_nodes": doc["drained"]}, version)
+        result = ov.drain_node(node.client, node.paths, node.overrides, name, drained,
+                               expected=_expected_version(body))
+        return respond(result, result["version"])
 
     @app.post("/api/nodes/<name>/drain")
     def drain(name: str) -> Any:

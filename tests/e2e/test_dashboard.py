@@ -1,0 +1,165 @@
+"""The dashboard in a real headless Chromium, against real node processes on a real ZooKeeper.
+
+Driven with Playwright's Python package pointed at the system Chromium (Debian's `chromium`,
+installed by bin/setup): Playwright cannot download its own browsers here, but drives any
+recent Chromium over CDP, and its auto-waiting locators keep the test free of sleeps. Every
+change is made by clicking the page and checked in ZooKeeper, never only in the page, so the
+test proves the page really drives the cluster.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import REPO, Cluster
+from tests.util import wait_until
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "dash-token"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags that let Chromium run as root in a container without a GPU, and keep it off the
+# network except for the page under test. Playwright adds --headless and a fresh profile dir.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+SCREENSHOT = REPO / "docs" / "img" / "dashboard.png"
+UI_TIMEOUT_MS = 20_000  # upper bound of every wait in the browser
+CLUSTER_TIMEOUT = 30.0  # upper bound of every wait on ZooKeeper
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, zk_hosts, zk_root,
+                [{"name": "alpha", "workName": "record", "workerNum": 2},
+                 {"name": "beta", "workName": "record", "workerNum": 2}],
+                extra={"admin": {"token": TOKEN}})
+    try:
+        c.start_node("n1")
+        c.start_node("n2")
+        c.wait_converged({"n1", "n2"})
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium binary on PATH (`chromium`); bin/setup installs Debian's "
+                    "chromium package")
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_ARGS, timeout=UI_TIMEOUT_MS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(UI_TIMEOUT_MS)
+            pg.on("pageerror", lambda exc: errors.append(str(exc)))
+            pg.errors = errors  # type: ignore[attr-defined]
+            yield pg
+        finally:
+            browser.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def set_workers(cluster: Cluster, task: str, n: int) -> None:
+    """Keep Cluster.expected_slots() (read by wait_converged) in step with the page's edit."""
+    for t in cluster.tasks:
+        if t["name"] == task:
+            t["workerNum"] = n
+
+
+def owners_of(cluster: Cluster, task: str) -> dict[str, str]:
+    return {k: v for k, v in cluster.view()["owners"].items() if k.startswith(f"{task}/")}
+
+
+def test_dashboard_shows_the_cluster_and_drives_it(cluster: Cluster, page, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    url = next(n["admin_url"] for n in cluster.view()["nodes"] if n["id"] == "n2")
+    page.goto(url + "/")
+    tid = page.get_by_test_id
+
+    # What the cluster looks like, as the page polls it.
+    expect(tid("leader")).to_have_text("n1")
+    expect(tid("conn-status")).to_have_text("live")
+    expect(tid("cluster-name")).to_have_text("e2e")
+    expect(tid("node-row-n1")).to_be_visible()
+    expect(tid("node-row-n2")).to_be_visible()
+    expect(tid("leader-mark-n1")).to_be_visible()
+    expect(tid("leader-mark-n2")).to_have_count(0)
+    expect(tid("served-by")).to_have_text("served by n2")
+    for task in ("alpha", "beta"):
+        expect(tid(f"task-row-{task}")).to_be_visible()
+        expect(tid(f"task-running-{task}")).to_have_text("2")
+        expect(tid(f"scale-input-{task}")).to_have_value("2")
+    expect(tid("assignment-n1").get_by_test_id("chip-alpha/0").or_(
+        tid("assignment-n2").get_by_test_id("chip-alpha/0"))).to_be_visible()
+    expect(tid("events").locator("li").first).to_be_visible()
+
+    # Without the token the API refuses, and the page shows the API's message inline.
+    tid("scale-input-alpha").fill("5")
+    tid("scale-btn-alpha").click()
+    expect(tid("flash")).to_have_attribute("data-kind", "error")
+    expect(tid("flash-text")).to_contain_text("Authorization: Bearer")
+    assert len(owners_of(cluster, "alpha")) == 2
+
+    # With the token, scaling through the page changes what runs on both nodes.
+    tid("token-input").fill(TOKEN)
+    assert page.evaluate("localStorage.getItem('xconsumer.adminToken')") == TOKEN
+    expect(tid("scale-input-alpha")).to_have_value("5")  # the typed value survived polling
+    tid("scale-btn-alpha").click()
+    expect(tid("flash")).to_have_attribute("data-kind", "ok")
+    set_workers(cluster, "alpha", 5)
+    view = cluster.wait_converged({"n1", "n2"}, timeout=CLUSTER_TIMEOUT)
+    alpha = {k: v for k, v in view["owners"].items() if k.startswith("alpha/")}
+    assert sorted(alpha) == [f"alpha/{i}" for i in range(5)]
+    assert set(alpha.values()) == {"n1", "n2"}, alpha
+    expect(tid("task-running-alpha")).to_have_text("5")
+    expect(tid("task-overridden-alpha")).to_contain_text("workerNum")
+    for key, node in alpha.items():
+        expect(tid(f"assignment-{node}").get_by_test_id(f"chip-{key}")).to_have_attribute(
+            "data-state", "running")
+
+    # Pause through the page: nothing of beta runs anywhere.
+    tid("pause-btn-beta").click()
+    wait_until(lambda: not owners_of(cluster, "beta"), CLUSTER_TIMEOUT,
+               message=lambda: f"beta still running: {owners_of(cluster, 'beta')}")
+    set_workers(cluster, "beta", 0)
+    cluster.wait_converged({"n1", "n2"}, timeout=CLUSTER_TIMEOUT)
+    expect(tid("task-status-beta")).to_have_text("paused")
+    expect(tid("task-running-beta")).to_have_text("0")
+    expect(tid("resume-btn-beta")).to_be_visible()
+    expect(tid("pause-btn-beta")).to_be_hidden()
+    expect(tid("chip-beta/0")).to_have_count(0)
+    expect(tid("slot-count")).to_have_text("5 / 5")
+
+    # A picture for humans (README) and for whoever debugs a failure of this test.
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # Resume brings beta back; drain/undrain move n2's slots away and back.
+    tid("resume-btn-beta").click()
+    set_workers(cluster, "beta", 2)
+    cluster.wait_converged({"n1", "n2"}, timeout=CLUSTER_TIMEOUT)
+    expect(tid("task-running-beta")).to_have_text("2")
+
+    tid("drain-btn-n2").click()
+    view = wait_until(lambda: (v := cluster.converged({"n1", "n2"})) and
+                      not v["assignment"].get("n2") and v, CLUSTER_TIMEOUT,
+                      message=lambda: f"n2 not drained: {cluster.view()['assignment']}")
+    assert set(view["owners"].values()) == {"n1"}
+    expect(tid("node-row-n2").get_by_test_id("node-state-n2")).to_have_text("draining")
+    tid("undrain-btn-n2").click()
+    wait_until(lambda: (v := cluster.converged({"n1", "n2"})) and v["assignment"].get("n2"),
+               CLUSTER_TIMEOUT, message=lambda: f"n2 got nothing back: {cluster.view()}")
+    expect(tid("node-state-n2")).to_have_text("active")
+    assert page.errors == []  # type: ignore[attr-defined]
