@@ -38,6 +38,8 @@ _TOML_POS_RE = re.compile(
 MAX_WORKER_NUM = 100_000
 DEFAULT_STRATEGIES: tuple[str, ...] = ("round_robin", "sticky")
 TASK_MODES: tuple[str, ...] = ("loop", "once")
+TASK_ISOLATION: tuple[str, ...] = ("thread", "process")
+MAX_EVENTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,25 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class ZooKeeperConfig:
+    """Where ZooKeeper is and how to talk to it.
+
+    `auth` ("user:password") makes the node authenticate with the digest scheme and create
+    the cluster's znodes with an ACL that gives every permission to that identity only (plus
+    read to everyone when `acl_read_world`), so a stray client cannot rewrite the assignment.
+    The TLS files are passed to kazoo as they are; they are checked to exist when `use_tls`.
+    """
+
     hosts: str = "127.0.0.1:2181"
     session_timeout: float = 10.0
     root: str = "/xconsumer"
     connect_timeout: float = 15.0
+    auth: str | None = None
+    acl_read_world: bool = True
+    use_tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    events: int = 200  # how many recent events the node keeps in memory for the API
 
 
 @dataclass(frozen=True)
@@ -67,11 +85,22 @@ class NodeConfig:
     works: tuple[str, ...] | None = None
     leader_works: bool = True
     reconcile_interval: float = 5.0
+    weight: float = 1.0  # relative capacity: a node of weight 2 gets about twice the slots
 
 
 @dataclass(frozen=True)
 class AssignmentConfig:
+    """How the leader plans, and how it rides out churn.
+
+    `rejoin_grace`: seconds the leader keeps the slots of a node that vanished without leaving
+    gracefully, in case it comes back (a flapping node then gets its slots back instead of
+    causing two rebalances). `debounce`: seconds the leader waits after a membership change
+    for more changes before publishing, so a rolling restart is one rebalance, not many.
+    """
+
     strategy: str = "round_robin"
+    rejoin_grace: float = 0.0
+    debounce: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,9 +119,17 @@ class TaskConfig:
     stop_timeout: float = 10.0
     retry_backoff: float = 1.0
     retry_backoff_max: float = 30.0
+    max_per_node: int | None = None
+    isolation: str = "thread"
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, attr) for key, (attr, _) in _TASK_FIELDS.items()}
+        """The TOML keys; optional keys still at their default are left out, so the documents
+        of existing clusters do not change (and older nodes can still read them)."""
+        out = {key: getattr(self, attr) for key, (attr, _) in _TASK_FIELDS.items()}
+        for key, default in _TASK_OMITTED.items():
+            if out[key] == default:
+                del out[key]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "task") -> TaskConfig:
@@ -116,6 +153,7 @@ class Config:
 
 ENV_VARS: dict[str, tuple[str, str]] = {
     "XCONSUMER_ZK": ("zookeeper", "hosts"),
+    "XCONSUMER_ZK_AUTH": ("zookeeper", "auth"),
     "XCONSUMER_NAME": ("node", "name"),
     "XCONSUMER_ADMIN_PORT": ("admin", "port"),
     "XCONSUMER_ADMIN_HOST": ("admin", "host"),
@@ -156,8 +194,9 @@ def _suggest(key: str, known: Collection[str]) -> str:
     return f"; did you mean {hit}?" if hit else ""
 
 
-def _number(minimum: float, *, inclusive: bool) -> Check:
+def _number(minimum: float, *, inclusive: bool, unit: str = "seconds") -> Check:
     op = ">=" if inclusive else ">"
+    what = f"a number {op} {minimum:g}" + (f" ({unit})" if unit else "")
 
     def check(value: Any, label: str) -> float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -166,7 +205,7 @@ def _number(minimum: float, *, inclusive: bool) -> Check:
         except OverflowError:
             number = math.inf
         if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
-            _fail(label, f"must be a number {op} {minimum:g} (seconds)", value)
+            _fail(label, f"must be {what}", value)
         return number
 
     return check
@@ -216,10 +255,34 @@ def _node_name(value: Any, label: str) -> str | None:
     return None if value == "" else _cluster_name(value, label)
 
 
-def _token(value: Any, label: str) -> str | None:
+def _optional_string(what: str) -> Check:
+    """A string where empty means "not set": TOML has no null to say so."""
+
+    def check(value: Any, label: str) -> str | None:
+        if not isinstance(value, str):
+            _fail(label, f"must be a string (empty for {what})", value)
+        return value or None
+
+    return check
+
+
+_token = _optional_string("no token")
+_tls_file = _optional_string("none")
+
+
+def _zk_auth(value: Any, label: str) -> str | None:
+    """Digest credentials. The message never shows the value: it may hold a password."""
     if not isinstance(value, str):
-        _fail(label, "must be a string (empty for no token)", value)
-    return value or None
+        raise ConfigError(f"{label} must be a string 'user:password' (empty for no "
+                          f"authentication), got a value of type {type(value).__name__}")
+    if not value:
+        return None
+    user, colon, password = value.partition(":")
+    if not (colon and user and password):
+        problem = "no ':'" if not colon else "an empty user" if not user else "an empty password"
+        raise ConfigError(f"{label} must be 'user:password' (digest credentials, both parts "
+                          f"non-empty), got a value with {problem}")
+    return value
 
 
 def _zk_hosts(value: Any, label: str) -> str:
@@ -248,15 +311,23 @@ def _works(value: Any, label: str) -> tuple[str, ...]:
 
 
 _positive = _number(0.0, inclusive=False)
+_non_negative = _number(0.0, inclusive=True)
+_events = _rule(lambda v: _is_int(v) and 1 <= v <= MAX_EVENTS,
+                f"an integer 1..{MAX_EVENTS} (events kept in memory)")
 # Section -> key -> check; the key order is the order "known: ..." lists them in.
 _SECTIONS: dict[str, dict[str, Check]] = {
     "cluster": {"name": _cluster_name},
     "zookeeper": {"hosts": _zk_hosts, "session_timeout": _number(1.0, inclusive=True),
-                  "root": _zk_root, "connect_timeout": _positive},
-    "admin": {"enabled": _bool, "host": _host, "port": _port, "token": _token},
+                  "root": _zk_root, "connect_timeout": _positive, "auth": _zk_auth,
+                  "acl_read_world": _bool, "use_tls": _bool, "tls_ca": _tls_file,
+                  "tls_cert": _tls_file, "tls_key": _tls_file, "tls_verify": _bool},
+    "admin": {"enabled": _bool, "host": _host, "port": _port, "token": _token,
+              "events": _events},
     "node": {"name": _node_name, "works": _works, "leader_works": _bool,
-             "reconcile_interval": _positive},
-    "assignment": {"strategy": _pattern(re.compile(r".+"), "a non-empty strategy name")},
+             "reconcile_interval": _positive,
+             "weight": _number(0.0, inclusive=False, unit="relative capacity, default 1")},
+    "assignment": {"strategy": _pattern(re.compile(r".+"), "a non-empty strategy name"),
+                   "rejoin_grace": _non_negative, "debounce": _non_negative},
 }
 _SECTION_TYPES: dict[str, Any] = {f.name: f.default_factory for f in fields(Config)
                                   if f.name in _SECTIONS}
@@ -271,17 +342,34 @@ def _worker_num(value: Any, label: str) -> int:
     return int(value)
 
 
+def _max_per_node(value: Any, label: str) -> int | None:
+    """None (JSON null, from the API or a znode) means no limit; TOML just leaves it out."""
+    if value is None:
+        return None
+    if not _is_int(value) or value < 1:
+        _fail(label, "must be an integer >= 1 (most slots of this task on one node)", value)
+    return int(value)
+
+
+_isolation = _pattern(re.compile("|".join(TASK_ISOLATION)),
+                      "'thread' (in the node process) or 'process' (a child process that is "
+                      "terminated if it does not stop within stop_timeout)")
+
 # TOML key -> (TaskConfig attribute, check); order is the to_dict order.
 _TASK_FIELDS: dict[str, tuple[str, Check]] = {
     "name": ("name", _task_name),
     "workName": ("work_name", _work_name),
     "workerNum": ("worker_num", _worker_num),
     "mode": ("mode", _mode),
-    "interval": ("interval", _number(0.0, inclusive=True)),
+    "interval": ("interval", _non_negative),
     "stop_timeout": ("stop_timeout", _positive),
     "retry_backoff": ("retry_backoff", _positive),
     "retry_backoff_max": ("retry_backoff_max", _positive),
+    "max_per_node": ("max_per_node", _max_per_node),
+    "isolation": ("isolation", _isolation),
 }
+# Optional keys that to_dict leaves out while they hold these defaults.
+_TASK_OMITTED: dict[str, Any] = {"max_per_node": None, "isolation": "thread"}
 _TASK_REQUIRED = ("name", "workName", "workerNum")
 
 
@@ -404,6 +492,26 @@ def _toml_error(source: str, text: str, exc: Exception) -> str:
     return f"{source}: invalid TOML at line {line}, column {column}: {match['msg']}"
 
 
+def _check_tls(zk: ZooKeeperConfig, raw: Mapping[str, tuple[Any, str]], source: str) -> None:
+    """With TLS on, a missing file is reported now, naming the key and the path, instead of
+    as an SSL error on every connection attempt. With TLS off the files are not used."""
+    if not zk.use_tls:
+        return
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(zk, key)
+        if path is None:
+            continue
+        label = raw[key][1]
+        if not Path(path).exists():
+            raise ConfigError(f"{label} file {path} not found (cwd: {os.getcwd()})")
+        if not Path(path).is_file():
+            raise ConfigError(f"{label} {path} is not a file")
+    if (zk.tls_cert is None) != (zk.tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if zk.tls_key is None else ("tls_key", "tls_cert")
+        raise ConfigError(f"{raw[given][1]} is set but {missing} is not: a client certificate "
+                          f"is only used together with its key")
+
+
 def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None,
                  overrides: Mapping[str, Any] | None = None,
                  strategies: Collection[str] = DEFAULT_STRATEGIES) -> Config:
@@ -425,6 +533,7 @@ def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] 
         value, label = raw["assignment"].get("strategy", default)
         raise ConfigError(f"{label} must be one of {', '.join(map(repr, allowed))}, "
                           f"got {_show(value)}{_suggest(strategy, allowed)}")
+    _check_tls(sections["zookeeper"], raw["zookeeper"], source)
     return Config(**sections, tasks=_tasks(data, source), source=source)
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from xconsumer.assignment import (
+    MAX_TURNS,
+    STRATEGIES,
     Member,
     Plan,
     Slot,
@@ -14,6 +16,7 @@ from xconsumer.assignment import (
     get_strategy,
     moved_slots,
     round_robin,
+    sticky,
 )
 
 
@@ -22,6 +25,11 @@ class T:
     name: str
     work_name: str
     worker_num: int
+
+
+@dataclass(frozen=True)
+class Limited(T):
+    max_per_node: int | None = None
 
 
 ALL = frozenset({"RunA", "RunB"})
@@ -104,6 +112,8 @@ def test_deterministic_whatever_the_input_order():
 
 def test_strategy_registry():
     assert get_strategy("round_robin") is round_robin
+    assert get_strategy("sticky") is sticky
+    assert set(STRATEGIES) == {"round_robin", "sticky"}
     with pytest.raises(ValueError, match="unknown assignment strategy 'nope'"):
         get_strategy("nope")
 
@@ -113,3 +123,70 @@ def test_moved_slots_counts_owner_changes():
     b = {"n1": [Slot("x", 0)], "n2": [Slot("x", 2), Slot("x", 1)], "n3": [Slot("x", 3)]}
     assert moved_slots(a, b) == 2
     assert moved_slots(a, a) == 0
+
+
+def test_moved_slots_accepts_plans():
+    plan = round_robin([T("x", "a", 4)], members("a", "b"), leader="a")
+    assert moved_slots(plan, plan.nodes) == 0
+    assert moved_slots(plan, {}) == 4
+
+
+# --- weights and max_per_node ------------------------------------------------------------
+
+
+def weighted(*pairs: tuple[str, float]) -> list[Member]:
+    return [Member(n, i, ALL, weight=w) for i, (n, w) in enumerate(pairs)]
+
+
+def test_member_weight_defaults_to_one():
+    assert Member("a", 0).weight == 1.0
+
+
+def test_round_robin_equal_weights_other_than_one_change_nothing():
+    tasks = [T("x", "a", 4), T("y", "b", 3)]
+    heavy = weighted(("L", 3.0), ("F1", 3.0), ("F2", 3.0))
+    assert round_robin(tasks, heavy, leader="L") == round_robin(tasks, members("L", "F1", "F2"),
+                                                                 leader="L")
+
+
+def test_round_robin_weighted_ring_gives_extra_turns_in_rounds():
+    # followers first, leader last: ring B(2) C(1) L(1) B -> B gets every other slot
+    ms = weighted(("L", 1.0), ("B", 2.0), ("C", 1.0))
+    plan = round_robin([T("x", "a", 8)], ms, leader="L")
+    assert keys(plan) == {"B": ["x/0", "x/3", "x/4", "x/7"], "C": ["x/1", "x/5"],
+                          "L": ["x/2", "x/6"]}
+
+
+def test_round_robin_weights_are_ratios_to_the_smallest():
+    ms = weighted(("a", 0.5), ("b", 1.5))
+    plan = round_robin([T("x", "a", 8)], ms, leader=None)
+    assert {n: len(s) for n, s in plan.nodes.items()} == {"a": 2, "b": 6}
+
+
+def test_round_robin_turns_are_capped():
+    ms = weighted(("a", 1.0), ("b", 1e9))
+    plan = round_robin([T("x", "a", MAX_TURNS + 1)], ms, leader=None)
+    assert {n: len(s) for n, s in plan.nodes.items()} == {"a": 1, "b": MAX_TURNS}
+
+
+def test_round_robin_max_per_node_skips_full_nodes_and_leaves_the_rest():
+    plan = round_robin([Limited("x", "a", 7, max_per_node=2)], members("L", "F1", "F2"),
+                       leader="L")
+    assert keys(plan) == {"F1": ["x/0", "x/3"], "F2": ["x/1", "x/4"], "L": ["x/2", "x/5"]}
+    assert plan.unassigned == (Slot("x", 6),)
+
+
+def test_round_robin_max_per_node_is_per_task_and_keeps_the_pointer_moving():
+    tasks = [Limited("x", "a", 3, max_per_node=1), T("y", "b", 3)]
+    ms = [Member("L", 0, ALL), Member("F1", 1, ALL), Member("F2", 2, frozenset({"RunB"}))]
+    plan = round_robin(tasks, ms, leader="L")
+    # x: F1, (F2 cannot), L, then both full; y continues from the pointer after L
+    assert keys(plan) == {"F1": ["x/0", "y/0"], "F2": ["y/1"], "L": ["x/1", "y/2"]}
+    assert plan.unassigned == (Slot("x", 2),)
+
+
+def test_round_robin_weights_and_max_per_node_together():
+    ms = weighted(("a", 3.0), ("b", 1.0))
+    plan = round_robin([Limited("x", "a", 8, max_per_node=3)], ms, leader=None)
+    assert {n: len(s) for n, s in plan.nodes.items()} == {"a": 3, "b": 3}
+    assert len(plan.unassigned) == 2

@@ -41,21 +41,28 @@ hosts = "zk1:2181,zk2:2182/apps/x"
 session_timeout = 4
 root = "/svc/xc"
 connect_timeout = 2.5
+auth = "svc:pa:ss"
+acl_read_world = false
+tls_verify = false
 
 [admin]
 enabled = false
 host = "0.0.0.0"
 port = 0
 token = "s3cret"
+events = 50
 
 [node]
 name = "worker-a"
 works = ["test01", "poller"]
 leader_works = false
 reconcile_interval = 0.5
+weight = 2.5
 
 [assignment]
 strategy = "sticky"
+rejoin_grace = 30
+debounce = 0.5
 
 [[task]]
 name = "ingest"
@@ -66,6 +73,8 @@ interval = 0
 stop_timeout = 3
 retry_backoff = 0.5
 retry_backoff_max = 8
+max_per_node = 2
+isolation = "process"
 
 [[task]]
 name = "poll"
@@ -103,6 +112,14 @@ def test_defaults() -> None:
     assert config.admin == AdminConfig(enabled=True, host="127.0.0.1", port=8000, token=None)
     assert config.node == NodeConfig(None, None, True, 5.0)
     assert config.assignment == AssignmentConfig("round_robin")
+    zk = config.zookeeper
+    assert (zk.auth, zk.acl_read_world, zk.use_tls, zk.tls_ca, zk.tls_cert, zk.tls_key,
+            zk.tls_verify) == (None, True, False, None, None, None, True)
+    assert config.admin.events == 200
+    assert config.node.weight == 1.0
+    assert (config.assignment.rejoin_grace, config.assignment.debounce) == (0.0, 0.0)
+    task = TaskConfig("t", "w", 1)
+    assert (task.max_per_node, task.isolation) == (None, "thread")
     assert config.tasks == ()
     assert config.source == "<defaults>"
 
@@ -118,14 +135,17 @@ def test_full_file_round_trips_into_the_dataclasses() -> None:
     assert config.cluster == ClusterConfig(name="prod.eu-1")
     assert config.zookeeper == ZooKeeperConfig(
         hosts="zk1:2181,zk2:2182/apps/x", session_timeout=4.0, root="/svc/xc",
-        connect_timeout=2.5)
-    assert config.admin == AdminConfig(enabled=False, host="0.0.0.0", port=0, token="s3cret")
+        connect_timeout=2.5, auth="svc:pa:ss", acl_read_world=False, tls_verify=False)
+    assert config.admin == AdminConfig(enabled=False, host="0.0.0.0", port=0, token="s3cret",
+                                       events=50)
     assert config.node == NodeConfig(name="worker-a", works=("test01", "poller"),
-                                     leader_works=False, reconcile_interval=0.5)
-    assert config.assignment == AssignmentConfig(strategy="sticky")
+                                     leader_works=False, reconcile_interval=0.5, weight=2.5)
+    assert config.assignment == AssignmentConfig(strategy="sticky", rejoin_grace=30.0,
+                                                 debounce=0.5)
     assert config.tasks == (
         TaskConfig(name="ingest", work_name="test01", worker_num=4, mode="once", interval=0.0,
-                   stop_timeout=3.0, retry_backoff=0.5, retry_backoff_max=8.0),
+                   stop_timeout=3.0, retry_backoff=0.5, retry_backoff_max=8.0,
+                   max_per_node=2, isolation="process"),
         TaskConfig(name="poll", work_name="poller", worker_num=0),
     )
     assert config.task("poll") is config.tasks[1]
@@ -138,6 +158,10 @@ def test_numbers_are_normalised_to_the_field_types() -> None:
     assert isinstance(config.tasks[0].interval, float)
     assert type(config.tasks[0].worker_num) is int
     assert type(config.admin.port) is int
+    assert type(config.admin.events) is int
+    assert isinstance(config.node.weight, float)
+    assert isinstance(config.assignment.rejoin_grace, float)
+    assert type(config.tasks[0].max_per_node) is int
 
 
 def test_config_is_frozen() -> None:
@@ -155,6 +179,14 @@ def test_config_is_frozen() -> None:
         ('[zookeeper]\nhosts = "a:1 , b:2"', "zookeeper.hosts", "a:1,b:2"),
         ('[zookeeper]\nhosts = "[::1]:2181,zk"', "zookeeper.hosts", "[::1]:2181,zk"),
         ("[zookeeper]\nsession_timeout = 1", "zookeeper.session_timeout", 1.0),
+        ('[zookeeper]\nauth = ""', "zookeeper.auth", None),
+        ('[zookeeper]\ntls_ca = ""', "zookeeper.tls_ca", None),
+        ("[node]\nweight = 3", "node.weight", 3.0),
+        ("[node]\nweight = 0.25", "node.weight", 0.25),
+        ("[assignment]\nrejoin_grace = 0", "assignment.rejoin_grace", 0.0),
+        ("[assignment]\ndebounce = 2", "assignment.debounce", 2.0),
+        ("[admin]\nevents = 1", "admin.events", 1),
+        ("[admin]\nevents = 100000", "admin.events", 100000),
     ],
 )
 def test_normalised_values(text: str, attr: str, expected: Any) -> None:
@@ -207,6 +239,29 @@ BAD_VALUES = [
     ('[assignment]\nstrategy = "random"', ["[assignment] strategy", "'round_robin'",
                                            "'sticky'", "'random'"]),
     ('[assignment]\nstrategy = ""', ["[assignment] strategy", "''"]),
+    ("[assignment]\nrejoin_grace = -1", ["[assignment] rejoin_grace", ">= 0 (seconds)",
+                                         "got -1"]),
+    ('[assignment]\nrejoin_grace = "30s"', ["[assignment] rejoin_grace", "'30s'"]),
+    ("[assignment]\ndebounce = -0.5", ["[assignment] debounce", ">= 0 (seconds)", "-0.5"]),
+    ("[assignment]\ndebounce = true", ["[assignment] debounce", "True"]),
+    ("[node]\nweight = 0", ["[node] weight must be a number > 0 (relative capacity",
+                            "got 0"]),
+    ("[node]\nweight = -2", ["[node] weight", "> 0", "-2"]),
+    ('[node]\nweight = "2"', ["[node] weight", "'2'"]),
+    ("[node]\nweight = inf", ["[node] weight", "inf"]),
+    ("[node]\nweight = true", ["[node] weight", "True"]),
+    ("[admin]\nevents = 0", ["[admin] events must be an integer 1..100000", "got 0"]),
+    ("[admin]\nevents = 100001", ["[admin] events", "100001"]),
+    ("[admin]\nevents = 2.5", ["[admin] events", "2.5"]),
+    ('[admin]\nevents = "200"', ["[admin] events", "'200'"]),
+    ("[zookeeper]\nauth = 5", ["[zookeeper] auth", "'user:password'", "got a value of type int"]),
+    ('[zookeeper]\nauth = ["u:secret"]', ["[zookeeper] auth", "of type list"]),
+    ('[zookeeper]\nacl_read_world = "yes"', ["[zookeeper] acl_read_world", "'yes'"]),
+    ("[zookeeper]\nuse_tls = 1", ["[zookeeper] use_tls", "true or false", "got 1"]),
+    ("[zookeeper]\ntls_verify = 0", ["[zookeeper] tls_verify", "got 0"]),
+    ("[zookeeper]\ntls_ca = 5", ["[zookeeper] tls_ca must be a string", "got 5"]),
+    ('[zookeeper]\ntls_cert = ["a"]', ["[zookeeper] tls_cert", "['a']"]),
+    ("[zookeeper]\ntls_key = false", ["[zookeeper] tls_key", "False"]),
     ("zookeeper = 5", ["[zookeeper] must be a table", "got 5"]),
 ]
 
@@ -260,6 +315,19 @@ BAD_TASKS = [
     (dict(worker_num="2"), "did you mean workerNum?"),
     (dict(work_name='"x"'), "did you mean workName?"),
     (dict(intervall="2"), "did you mean interval?"),
+    (dict(max_per_node="0"), "task[0] (name 'ingest') max_per_node must be an integer >= 1 "
+                             "(most slots of this task on one node), got 0"),
+    (dict(max_per_node="-3"), "max_per_node must be an integer >= 1"),
+    (dict(max_per_node="1.5"), "max_per_node must be an integer >= 1 (most slots of this task "
+                               "on one node), got 1.5"),
+    (dict(max_per_node='"2"'), "got '2'"),
+    (dict(max_per_node="true"), "max_per_node must be an integer >= 1 (most slots of this "
+                                "task on one node), got True"),
+    (dict(maxPerNode="2"), "did you mean max_per_node?"),
+    (dict(isolation='"fork"'), "task[0] (name 'ingest') isolation must be 'thread' (in the "
+                               "node process) or 'process'"),
+    (dict(isolation='"Process"'), "got 'Process'"),
+    (dict(isolation="1"), "isolation must be 'thread'"),
 ]
 
 
@@ -285,7 +353,8 @@ def test_duplicate_task_names() -> None:
 def test_unknown_key_in_a_section() -> None:
     assert error_of("[zookeeper]\nsesion_timeout = 3") == (
         "app.toml: unknown key [zookeeper] sesion_timeout (known: hosts, session_timeout, "
-        "root, connect_timeout; did you mean session_timeout?)")
+        "root, connect_timeout, auth, acl_read_world, use_tls, tls_ca, tls_cert, tls_key, "
+        "tls_verify; did you mean session_timeout?)")
 
 
 def test_unknown_key_in_snake_or_camel_case_suggests_the_right_spelling() -> None:
@@ -295,7 +364,8 @@ def test_unknown_key_in_snake_or_camel_case_suggests_the_right_spelling() -> Non
 
 def test_unknown_key_without_a_close_match_lists_the_known_ones() -> None:
     message = error_of("[admin]\nzzz = 1")
-    assert message == "app.toml: unknown key [admin] zzz (known: enabled, host, port, token)"
+    assert message == ("app.toml: unknown key [admin] zzz (known: enabled, host, port, token, "
+                       "events)")
 
 
 def test_unknown_quoted_key_is_shown_quoted_on_one_line() -> None:
@@ -464,7 +534,7 @@ def test_env_beats_file() -> None:
 def test_env_var_table_is_complete() -> None:
     assert set(ENV_VARS) == {"XCONSUMER_ZK", "XCONSUMER_NAME", "XCONSUMER_ADMIN_PORT",
                              "XCONSUMER_ADMIN_HOST", "XCONSUMER_ADMIN_TOKEN",
-                             "XCONSUMER_CLUSTER"}
+                             "XCONSUMER_CLUSTER", "XCONSUMER_ZK_AUTH"}
 
 
 def test_overrides_beat_env_and_none_means_not_given() -> None:
@@ -580,6 +650,130 @@ def test_task_from_dict_errors_mention_where(data: Any, fragment: str) -> None:
 def test_task_from_dict_default_where() -> None:
     with pytest.raises(ConfigError, match=r"^task \(name 't'\) workerNum must be"):
         TaskConfig.from_dict({"name": "t", "workName": "w", "workerNum": True})
+
+
+# --- ZooKeeper credentials and TLS -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("justauser", "no ':'"),
+        (":hunter2", "an empty user"),
+        ("admin:", "an empty password"),
+    ],
+)
+def test_zk_auth_must_be_user_colon_password_and_is_never_echoed(value: str,
+                                                                  problem: str) -> None:
+    message = error_of(f'[zookeeper]\nauth = "{value}"')
+    assert message == ("app.toml: [zookeeper] auth must be 'user:password' (digest "
+                       f"credentials, both parts non-empty), got a value with {problem}")
+    assert "hunter2" not in message and "justauser" not in message
+
+
+def test_zk_auth_password_may_contain_colons() -> None:
+    assert parse('[zookeeper]\nauth = "u:p:w"').zookeeper.auth == "u:p:w"
+
+
+def test_zk_auth_from_the_environment() -> None:
+    config = parse('[zookeeper]\nauth = "file:pw"', env={"XCONSUMER_ZK_AUTH": "env:pw"})
+    assert config.zookeeper.auth == "env:pw"
+    message = error_of("", env={"XCONSUMER_ZK_AUTH": "nopassword:"})
+    assert message.startswith("XCONSUMER_ZK_AUTH (zookeeper.auth) must be 'user:password'")
+    assert parse('[zookeeper]\nauth = "f:pw"', env={"XCONSUMER_ZK_AUTH": ""}).zookeeper.auth \
+        == "f:pw"
+
+
+def tls_text(tmp_path: Path, **keys: str) -> str:
+    lines = ["[zookeeper]", "use_tls = true"]
+    lines += [f'{key} = "{tmp_path / name}"' for key, name in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_tls_files_are_accepted_when_they_exist(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("x")
+    config = parse(tls_text(tmp_path, tls_ca="ca.pem", tls_cert="cert.pem", tls_key="key.pem"))
+    zk = config.zookeeper
+    assert zk.use_tls is True and zk.tls_verify is True
+    assert (zk.tls_ca, zk.tls_cert, zk.tls_key) == tuple(
+        str(tmp_path / n) for n in ("ca.pem", "cert.pem", "key.pem"))
+
+
+def test_tls_without_files_uses_the_defaults() -> None:
+    assert parse("[zookeeper]\nuse_tls = true").zookeeper.tls_ca is None
+
+
+@pytest.mark.parametrize("key", ["tls_ca", "tls_cert", "tls_key"])
+def test_missing_tls_file_names_the_key_and_the_path(tmp_path: Path, key: str) -> None:
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("x")
+    files = {"tls_cert": "cert.pem", "tls_key": "key.pem", key: "missing.pem"}
+    message = error_of(tls_text(tmp_path, **files))
+    assert message.startswith(f"app.toml: [zookeeper] {key} file {tmp_path / 'missing.pem'} "
+                              "not found (cwd: ")
+
+
+def test_tls_file_that_is_a_directory(tmp_path: Path) -> None:
+    assert error_of(f'[zookeeper]\nuse_tls = true\ntls_ca = "{tmp_path}"') == (
+        f"app.toml: [zookeeper] tls_ca {tmp_path} is not a file")
+
+
+@pytest.mark.parametrize(("given", "missing"), [("tls_cert", "tls_key"),
+                                                ("tls_key", "tls_cert")])
+def test_client_certificate_and_key_go_together(tmp_path: Path, given: str,
+                                                missing: str) -> None:
+    (tmp_path / "f.pem").write_text("x")
+    assert error_of(tls_text(tmp_path, **{given: "f.pem"})) == (
+        f"app.toml: [zookeeper] {given} is set but {missing} is not: a client certificate is "
+        "only used together with its key")
+
+
+def test_tls_files_are_not_checked_while_tls_is_off(tmp_path: Path) -> None:
+    text = f'[zookeeper]\ntls_ca = "{tmp_path / "nope.pem"}"\ntls_key = "k"\n'
+    assert parse(text).zookeeper.tls_ca == str(tmp_path / "nope.pem")
+
+
+def test_tls_file_error_names_an_override(tmp_path: Path) -> None:
+    message = error_of("[zookeeper]\nuse_tls = true",
+                       overrides={"zookeeper.tls_ca": str(tmp_path / "x.pem")})
+    assert message.startswith(f"override zookeeper.tls_ca file {tmp_path / 'x.pem'} not found")
+
+
+# --- weights, damping, events and task limits through env/overrides ----------------------
+
+
+def test_new_keys_take_string_overrides() -> None:
+    config = parse("", overrides={"node.weight": "2.5", "admin.events": "50",
+                                  "assignment.rejoin_grace": "30",
+                                  "assignment.debounce": "0.5", "zookeeper.use_tls": "false",
+                                  "zookeeper.acl_read_world": "no"})
+    assert config.node.weight == 2.5
+    assert config.admin.events == 50
+    assert (config.assignment.rejoin_grace, config.assignment.debounce) == (30.0, 0.5)
+    assert config.zookeeper.use_tls is False and config.zookeeper.acl_read_world is False
+    assert error_of("", overrides={"admin.events": "many"}) == (
+        "override admin.events='many' is not an integer")
+    assert error_of("", overrides={"node.weight": "0"}).startswith(
+        "override node.weight must be a number > 0")
+
+
+def test_task_to_dict_leaves_out_optional_keys_at_their_default() -> None:
+    plain = TaskConfig(name="t", work_name="w", worker_num=1)
+    assert "max_per_node" not in plain.to_dict() and "isolation" not in plain.to_dict()
+    limited = TaskConfig(name="t", work_name="w", worker_num=4, max_per_node=1,
+                         isolation="process")
+    data = limited.to_dict()
+    assert (data["max_per_node"], data["isolation"]) == (1, "process")
+    assert list(data)[-2:] == ["max_per_node", "isolation"]
+    for task in (plain, limited):
+        assert TaskConfig.from_dict(task.to_dict()) == task
+
+
+def test_task_from_dict_null_max_per_node_means_no_limit() -> None:
+    """An API patch {"max_per_node": null} removes the limit; TOML cannot say null."""
+    data = {"name": "t", "workName": "w", "workerNum": 1, "max_per_node": None}
+    assert TaskConfig.from_dict(data).max_per_node is None
 
 
 # --- the shipped example ----------------------------------------------------------------
