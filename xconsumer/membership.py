@@ -44,11 +44,13 @@ class MemberRecord:
 
     def to_member(self) -> Member:
         works = self.data.get("works")
+        weight = self.data.get("weight", 1.0)
         return Member(
             name=self.name, seq=self.seq,
             handlers=frozenset(self.data.get("handlers") or ()),
             works=frozenset(works) if works is not None else None,
             draining=self.state == "draining",
+            weight=float(weight) if isinstance(weight, int | float) else 1.0,
         )
 
 

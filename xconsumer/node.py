@@ -76,7 +76,7 @@ class Node:
                                                 config.zookeeper.session_timeout,
                                                 zk=config.zookeeper)
         self.lease = Lease(lambda: self.session.timeout)
-        self.events = EventLog(getattr(config.admin, "events", 200))
+        self.events = EventLog(config.admin.events)
         self.metrics = Metrics()
         self.overrides = OverrideStore(self.client, self.paths.overrides)
         self._events: queue.Queue[str] = queue.Queue()
@@ -93,8 +93,8 @@ class Node:
         self.assignment: dict[str, Any] | None = None
         self._member_names: list[str] = []
         self._seen_rebalance: int | None = None
-        self.damper = Damper(rejoin_grace=getattr(config.assignment, "rejoin_grace", 0.0),
-                             debounce=getattr(config.assignment, "debounce", 0.0))
+        self.damper = Damper(rejoin_grace=config.assignment.rejoin_grace,
+                             debounce=config.assignment.debounce)
         self._wake_at: float | None = None
         self.started_at = time.time()
         self._admin_factory = admin_factory
@@ -199,6 +199,7 @@ class Node:
             "handlers": self.registry.names(),
             "works": list(self.config.node.works) if self.config.node.works is not None else None,
             "leader_works": self.config.node.leader_works,
+            "weight": self.config.node.weight,
             "state": "active", "started_at": self.started_at, "version": __version__,
         }
 

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask
 
 from .. import __version__
+from ..overrides import MUTABLE_FIELDS
 
 IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
 IGNORED_ENDPOINTS = frozenset({"static"})
@@ -55,12 +56,16 @@ _TASK_FIELDS: dict[str, Any] = {
     "stop_timeout": {**_NUM_POS, "description": "seconds a handler gets to stop"},
     "retry_backoff": {**_NUM_POS, "description": "first retry delay after a failure (s)"},
     "retry_backoff_max": {**_NUM_POS, "description": "largest retry delay (s)"},
+    "max_per_node": {"type": "integer", "minimum": 1, "nullable": True,
+                     "description": "at most this many of the task's slots on one node"},
+    "isolation": {"type": "string", "enum": ["thread", "process"],
+                  "description": "`process` runs the handler in a child process that can be "
+                                 "terminated after stop_timeout"},
 }
 _VERSION_FIELD = {"type": "integer",
                   "description": "overrides version this edit is based on (like If-Match); "
                                  "a stale one gets 409"}
-_MUTABLE = ("workerNum", "mode", "interval", "stop_timeout", "retry_backoff",
-            "retry_backoff_max")
+_MUTABLE = MUTABLE_FIELDS
 _SLOT_REF = {"type": "object", "required": ["task", "slot"],
              "properties": {"task": {"type": "string"}, "slot": {"type": "integer"}}}
 
