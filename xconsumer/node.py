@@ -81,6 +81,7 @@ class Node:
         self.overrides = OverrideStore(self.client, self.paths.overrides)
         self._events: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
+        self._lease_wake = threading.Event()
         self.runtime = Runtime(node=self.name, client=self.client, paths=self.paths,
                                lease=self.lease, registry=registry,
                                session_id=self._session_id, on_change=lambda: self._kick("slot"),
@@ -146,12 +147,16 @@ class Node:
         self._stop.set()
         self._kick("stop")
         self.runtime.revoke_all("node stopping")
+        self._lease_wake.set()
         child, self._member_child = self._member_child, None
+        left = child is None
         if child is not None and self.client.connected:
-            self._leave(child, max(0.1, min(2.0, deadline - time.monotonic())))
+            left = self._leave(child, max(0.1, min(2.0, deadline - time.monotonic())))
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)
+        if not stuck and (not left or self.runtime.has_orphans()):
+            self._finish_leave(child, left, deadline)
         if self.admin is not None:
             self.admin.stop()
         if stuck:
@@ -165,18 +170,42 @@ class Node:
         logger.info("stopped")
         return not stuck
 
-    def _leave(self, child: str, timeout: float) -> None:
-        """Delete our member znode and mark the leave as graceful, atomically."""
+    def _leave(self, child: str, timeout: float) -> bool:
+        """Delete our member znode and mark the leave as graceful, atomically; True once
+        the member znode is gone."""
         tx = self.client.transaction()
         tx.create(self.paths.left_marker(self.name), b"")
         tx.delete(self.paths.node(child))
         try:
             results = tx.commit_async().get(timeout=timeout)
             if not any(isinstance(r, Exception) for r in results):
-                return
+                return True
             self.client.delete_async(self.paths.node(child)).get(timeout=timeout)
+            return True
+        except NoNodeError:
+            return True
         except _ZK_ERRORS:
-            pass
+            return False
+
+    def _finish_leave(self, child: str | None, left: bool, deadline: float) -> None:
+        """ZooKeeper was unreachable when we were told to leave. Our slots have stopped;
+        wait (within the shutdown deadline, and no longer than the session could live) for
+        the connection so our member and owner znodes go now rather than at session expiry,
+        which would keep the next owners waiting."""
+        until = min(deadline, time.monotonic() + self.session.timeout)
+        waiter = threading.Event()
+        if not self.client.connected:
+            logger.warning("ZooKeeper unreachable while leaving: waiting up to {:.1f}s to "
+                           "delete our znodes", max(0.0, until - time.monotonic()))
+        while not self.client.connected and time.monotonic() < until:
+            waiter.wait(0.05)
+        if not self.client.connected:
+            logger.warning("could not reach ZooKeeper: our znodes go when the session expires")
+            return
+        self.runtime.release_orphans()
+        if not left and child is not None:
+            self._leave(child, max(0.1, until - time.monotonic()))
+        logger.info("znodes deleted after the connection came back")
 
     def __enter__(self) -> Node:
         return self.start()
@@ -229,6 +258,7 @@ class Node:
                            "in {:.1f}s unless it comes back", max(self.lease.remaining(), 0.0))
         else:
             logger.info("ZooKeeper connection {}", state.lower())
+            self._lease_wake.set()  # prove membership now, before the lease runs out
         self._kick(f"state:{state}")
 
     def _on_watch(self, event: Any) -> None:
@@ -405,7 +435,8 @@ class Node:
                 except _ZK_ERRORS:
                     pass
             was_valid = self._lease_transition(was_valid)
-            self._stop.wait(interval)
+            self._lease_wake.wait(interval)
+            self._lease_wake.clear()
 
     def _lease_transition(self, was_valid: bool) -> bool:
         valid = self.lease.valid()

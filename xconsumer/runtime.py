@@ -55,7 +55,7 @@ class Runtime:
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
         """Revoke before assign: stop what we lost, then start what we gained."""
-        self._release_orphans()
+        self.release_orphans()
         with self._lock:
             for slot, runner in list(self._runners.items()):
                 spec = desired.get(slot)
@@ -83,7 +83,10 @@ class Runtime:
                 self._runners[slot] = runner
                 runner.start()
 
-    def _release_orphans(self) -> None:
+    def has_orphans(self) -> bool:
+        return bool(self._orphans)
+
+    def release_orphans(self) -> None:
         """Delete owner znodes our session still holds for slots no runner of ours runs.
 
         Runs on the controller thread, like `apply()`, so no runner can be started for the

@@ -70,7 +70,7 @@ def make_client(hosts: str, session_timeout: float, *, zk: Any = None
         timeout=session_timeout,
         # max_tries=-1: with a dict, kazoo's default is one retry, after which the client
         # would stop reconnecting for good.
-        connection_retry={"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 0.5},
+        connection_retry={"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 0.2},
         command_retry={"max_tries": 3, "delay": 0.05, "backoff": 2, "max_delay": 0.5},
         **(security_options(zk) if zk is not None else {}),
     )
