@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,21 +17,6 @@ from tests.util import wait_until
 pytestmark = pytest.mark.e2e
 
 TOKEN = "s3cret-token"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, zk_hosts, zk_root,
-                [{"name": "alpha", "workName": "record", "workerNum": 2},
-                 {"name": "beta", "workName": "record", "workerNum": 2}],
-                extra={"admin": {"token": TOKEN}})
-    try:
-        c.start_node("n1")
-        c.start_node("n2")
-        c.wait_converged({"n1", "n2"})
-        yield c
-    finally:
-        c.close()
 
 
 def call(url: str, method: str = "GET", body: Any = None, token: str | None = TOKEN,

@@ -12,8 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,21 +24,6 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "cli-token"
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, zk_hosts, zk_root,
-                [{"name": "alpha", "workName": "record", "workerNum": 2},
-                 {"name": "beta", "workName": "record", "workerNum": 2}],
-                extra={"admin": {"token": TOKEN}})
-    try:
-        c.start_node("n1")
-        c.start_node("n2")
-        c.wait_converged({"n1", "n2"})
-        yield c
-    finally:
-        c.close()
 
 
 def cli(cluster: Cluster, *args: str, env: dict[str, str] | None = None
