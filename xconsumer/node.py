@@ -93,6 +93,7 @@ class Node:
         self.generation: int | None = None
         self.assignment: dict[str, Any] | None = None
         self._member_names: list[str] = []
+        self._member_cache: dict[str, Any] = {}
         self._seen_rebalance: int | None = None
         self.damper = Damper(rejoin_grace=config.assignment.rejoin_grace,
                              debounce=config.assignment.debounce)
@@ -146,12 +147,14 @@ class Node:
         logger.info("leaving the cluster")
         self._stop.set()
         self._kick("stop")
-        self.runtime.revoke_all("node stopping")
         self._lease_wake.set()
         child, self._member_child = self._member_child, None
-        left = child is None
-        if child is not None and self.client.connected:
-            left = self._leave(child, max(0.1, min(2.0, deadline - time.monotonic())))
+        # The leave goes out first, so the leader starts dealing our slots out while they
+        # wind down (their owner znodes keep the new owners waiting until each has ended).
+        leaving = self._leave_async(child) if child is not None else None
+        self.runtime.revoke_all("node stopping")
+        left = child is None or (leaving is not None and self._left(
+            leaving, child, max(0.1, min(2.0, deadline - time.monotonic()))))
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)
@@ -170,22 +173,32 @@ class Node:
         logger.info("stopped")
         return not stuck
 
-    def _leave(self, child: str, timeout: float) -> bool:
-        """Delete our member znode and mark the leave as graceful, atomically; True once
-        the member znode is gone."""
+    def _leave_async(self, child: str) -> Any:
+        """Delete our member znode and mark the leave as graceful, in one transaction."""
+        if not self.client.connected:
+            return None
         tx = self.client.transaction()
         tx.create(self.paths.left_marker(self.name), b"")
         tx.delete(self.paths.node(child))
+        return tx.commit_async()
+
+    def _left(self, pending: Any, child: str, timeout: float) -> bool:
+        """Wait for `_leave_async`; True once the member znode is gone."""
         try:
-            results = tx.commit_async().get(timeout=timeout)
+            results = pending.get(timeout=timeout)
             if not any(isinstance(r, Exception) for r in results):
                 return True
+            # The marker already existed (an earlier leave): delete the member alone.
             self.client.delete_async(self.paths.node(child)).get(timeout=timeout)
             return True
         except NoNodeError:
             return True
         except _ZK_ERRORS:
             return False
+
+    def _leave(self, child: str, timeout: float) -> bool:
+        pending = self._leave_async(child)
+        return pending is not None and self._left(pending, child, timeout)
 
     def _finish_leave(self, child: str | None, left: bool, deadline: float) -> None:
         """ZooKeeper was unreachable when we were told to leave. Our slots have stopped;
@@ -297,7 +310,8 @@ class Node:
         if self._member_child is None or self._member_session != self._session_id():
             self._member_child = None
             self._register()
-        members = dedupe_by_name(read_members(self.client, self.paths, watch=self._on_watch))
+        members = dedupe_by_name(read_members(self.client, self.paths, watch=self._on_watch,
+                                               cache=self._member_cache))
         children = [m.child for m in members]
         if self._member_child not in children:
             if self._stop.is_set():

@@ -124,10 +124,12 @@ def test_session_expiry_stops_slots_and_the_node_rejoins(zk_hosts, zk_root, node
 def test_zookeeper_restart_keeps_the_session_and_slots_resume(tmp_path, zk_root, nodes, record,
                                                               local_zookeeper):
     with ZooKeeperServer(data_dir=tmp_path / "zk") as server:
-        config = make_config(server.hosts, zk_root, RECORD_TASK, session_timeout=3.0)
+        config = make_config(server.hosts, zk_root, RECORD_TASK, session_timeout=8.0)
         node = start(nodes, config, "a")
         wait_until(lambda: running(node) == {"r/0", "r/1", "r/2"}, 15)
         session = node.client.client_id[0]
+        # 8 s: the session must outlive the restart (a JVM start can take seconds on a busy
+        # 2-core machine) for this test to be about a surviving session.
         server.restart()
         # The server restores sessions from its log; ours survives, the node keeps its
         # owner znodes and fences, and every slot runs again.
