@@ -184,6 +184,7 @@ def format_status(view: dict[str, Any]) -> str:
     lines = [f"cluster {view['cluster']}: {len(view['nodes'])} node(s), leader "
              f"{view['leader'] or '-'}, generation {view['generation'] or '-'}"]
     owners = view["owners"]
+    done = set(view.get("done", []))
     for node in view["nodes"]:
         slots = view["assignment"].get(node["id"], [])
         mark = " (leader)" if node["leader"] else ""
@@ -193,7 +194,8 @@ def format_status(view: dict[str, Any]) -> str:
             key = f"{s['task']}/{s['slot']}"
             owner = owners.get(key)
             state = "running" if owner == node["id"] else (
-                f"owned by {owner}" if owner else "not running")
+                f"owned by {owner}" if owner else
+                "done (once)" if key in done else "not running")
             lines.append(f"    {key:<24} {state}")
     if view["unassigned"]:
         keys = ", ".join(f"{s['task']}/{s['slot']}" for s in view["unassigned"])

@@ -71,7 +71,24 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
         "unassigned": [{"task": s.task, "slot": s.index} for s in doc_unassigned(doc)],
         "owners": {k: v.get("node") for k, v in owners.items()},
         "fences": {k: v.get("fence") for k, v in owners.items()},
+        "done": read_done(client, paths),
     }
+
+
+def read_done(client: KazooClient, paths: Paths) -> list[str]:
+    """`"task/slot"` of every once-mode slot that has completed."""
+    done = []
+    try:
+        tasks = client.get_children(paths.done)
+    except NoNodeError:
+        return done
+    for task in sorted(tasks):
+        try:
+            slots = client.get_children(f"{paths.done}/{task}")
+        except NoNodeError:
+            continue
+        done += [f"{task}/{s}" for s in sorted(slots, key=lambda s: (len(s), s))]
+    return done
 
 
 def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict[str, Any]]:

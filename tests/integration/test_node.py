@@ -171,6 +171,7 @@ def test_once_mode_runs_each_slot_once_even_across_a_restart(zk: KazooClient, zk
     wait_until(lambda: zk.exists(paths.done_marker("o", 0)) and
                zk.exists(paths.done_marker("o", 1)), 15)
     wait_until(lambda: {s.state for s in a.runtime.statuses()} == {"done"}, 5)
+    assert a.cluster_view()["done"] == ["o/0", "o/1"]
     a.stop(timeout=5)
     start(nodes, config, "b")
     wait_until(lambda: read_assignment(zk, paths)[0]["leader"] == "b", 10)
