@@ -185,5 +185,10 @@ def make_plots(results: dict[str, Any], img_dir: Path) -> list[str]:
                      ("bench-assignment.png", _assignment), ("bench-moved-slots.png", _moves)):
         out = fn(results, img_dir / name)
         if out is not None:
-            made.append(str(out))
+            # Recorded relative to the repository when possible: results.json is committed
+            # and must not carry one machine's paths.
+            try:
+                made.append(str(Path(out).resolve().relative_to(Path.cwd().resolve())))
+            except ValueError:
+                made.append(Path(out).name)
     return made
