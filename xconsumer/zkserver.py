@@ -149,7 +149,28 @@ def _kazoo_ready(hosts: str, timeout: float) -> bool:
         client.close()
 
 
-class ZooKeeperServer:
+class _StartedInWith:
+    """`with X() as x`: start on entry (closing again if the start fails), close on exit."""
+
+    def start(self, timeout: float = 30.0) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+
+class ZooKeeperServer(_StartedInWith):
     """One ZooKeeper JVM owned by this process (standalone, or a member of an ensemble)."""
 
     def __init__(
@@ -366,19 +387,8 @@ class ZooKeeperServer:
             return "(no log)"
         return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> ZooKeeperServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
-        self.close()
-
-
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(_StartedInWith):
     """A loopback quorum, for tests where one member dies and clients must carry on."""
 
     def __init__(self, *, size: int = 3, **server_kwargs: Any) -> None:
@@ -430,17 +440,6 @@ class ZooKeeperEnsemble:
     def close(self) -> None:
         for m in self.members:
             m.close()
-
-    def __enter__(self) -> ZooKeeperEnsemble:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
-        self.close()
 
 
 @atexit.register
