@@ -5,6 +5,29 @@ for good. In a child process it is asked to stop first (same `ctx.stopping` cont
 sent SIGTERM after `stop_timeout`, then SIGKILL after a short grace: the slot's owner znode is
 released only once the child is gone, so the slot still never runs twice.
 
+"The child is gone" means every process the handler started too. A handler may start
+programs of its own (`subprocess.Popen(["sleep", "60"])`); killing only the child's pid
+would leave them running while the next owner starts the slot. So the child leads a
+session (and process group) of its own, `os.setsid()` before anything else runs, and every
+signal goes to the whole session: the group at once with `killpg`, plus any member that
+moved to another group of the session (`setpgid`, a shell's job control), found in /proc.
+`run_isolated` returns, and the owner znode is released, only once no live process of that
+session is left; if they cannot be confirmed gone it keeps waiting (and killing), so the
+slot shows as stuck and keeps its owner znode, exactly like a stuck thread handler.
+
+When the node itself dies (kill -9), nobody in the node can clean up: the kernel kills the
+child (PR_SET_PDEATHSIG), but a grandchild does not inherit that. A tiny watcher process,
+forked by the child into its session before the handler is even imported, waits for the
+child to end (however it ends: parent death, lease guard, normal exit, SIGKILL) and then
+kills every process left in the session, itself last. It runs no user code, ignores SIGTERM
+and only sleeps in `sigtimedwait`, so it is always able to act.
+
+Limit: a descendant that calls `setsid()` itself leaves the session and cannot be told
+apart from any other process on the machine; handlers must keep their children in their
+session (the default for `subprocess`; do not pass `start_new_session=True`). Following the
+/proc parent links instead was rejected: a descendant whose parent exits is re-parented to
+init and drops out of the tree, so the tree misses exactly the processes that escape.
+
 The child cannot see ZooKeeper. It sees the parent's lease deadline in shared memory, on the
 system-wide monotonic clock: if the parent is frozen or loses its session, the deadline stops
 moving and the child's `ctx.stopping` turns true on time by itself.
@@ -27,9 +50,13 @@ from loguru import logger
 from .lease import lease_clock
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+# Seconds to wait for SIGKILLed processes of the child's session to vanish before the slot is
+# reported stuck (it then keeps waiting, and its owner znode, until they are gone).
+GONE_TIMEOUT = 5.0
 EXIT_ORPHANED = 70
 EXIT_LEASE = 71
 _POLL = 0.05
+_PR_SET_PDEATHSIG = 1
 
 
 class ChildContext:
@@ -87,15 +114,127 @@ def _guard(deadline: Any, hard_margin: float, parent: int) -> None:
         os._exit(EXIT_LEASE)
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this child when its parent thread dies."""
+def _prctl_pdeathsig(signum: int) -> None:
+    """Linux: have the kernel send `signum` to this process when its parent thread dies."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(_PR_SET_PDEATHSIG, signum)
 
 
-def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any) -> None:
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this child when its parent thread dies."""
+    _prctl_pdeathsig(signal.SIGKILL)
+
+
+def session_members(sid: int) -> list[int] | None:
+    """Pids of the live (not zombie) processes of session `sid`; None without /proc.
+
+    Zombies are dead: they wait only for whoever adopted them (init, which in a container
+    may never reap) and must not keep a slot from moving."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we looked
+        # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+def session_alive(sid: int) -> bool:
+    """Whether any process of session `sid` still lives (see session_members)."""
+    members = session_members(sid)
+    if members is not None:
+        return bool(members)
+    try:  # no /proc: the group is the best we can see (zombies count as alive here)
+        os.killpg(sid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_session(sid: int, signum: int, *, spare: int | None = None) -> None:
+    """Send `signum` to the whole session `sid`: its process group at once, then each live
+    member found in /proc (members that moved to another group of the session).
+
+    The node passes a child's pid, never its own group: without that guard a child that
+    has not yet called setsid() would make the node signal itself. The watcher, a member of
+    the session, passes itself as `spare` and signals the others one by one."""
+    if spare is None:
+        if sid == os.getpgrp():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, signum)
+    for pid in session_members(sid) or []:
+        if pid != spare:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+
+def _leads_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _watch_session(leader: int) -> None:
+    """Body of the watcher process (see the module docstring); never returns.
+
+    Woken by its own PR_SET_PDEATHSIG (SIGUSR1, blocked and taken synchronously with
+    sigtimedwait, so no Python signal handler is involved) or, at the latest, by a once a
+    second look at its parent; then SIGKILLs the rest of the session and exits."""
+    code = 0
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        _prctl_pdeathsig(signal.SIGUSR1)
+        os.closerange(3, 1 << 16)  # hold none of the child's pipes open
+        while os.getppid() == leader:  # checked after prctl: the child may already be gone
+            signal.sigtimedwait([signal.SIGUSR1], 1.0)
+        me = os.getpid()
+        sid = os.getsid(0)
+        end = time.monotonic() + GONE_TIMEOUT * 2
+        while time.monotonic() < end:
+            left = [p for p in session_members(sid) or [] if p != me]
+            if not left:
+                break
+            signal_session(sid, signal.SIGKILL, spare=me)
+            time.sleep(_POLL)
+    except BaseException:  # noqa: BLE001 - a watcher must exit, never run the child's code
+        code = 1
+    os._exit(code)
+
+
+def _start_session(watcher: Any) -> None:
+    """Lead a new session (and process group) and fork its watcher; first thing in the child,
+    while it is still single-threaded and before any handler code is imported. The watcher's
+    pid goes to the parent, so it can tell the watcher from processes the handler left."""
+    os.setsid()
+    leader = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _watch_session(leader)
+    watcher.value = pid
+
+
+def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any,
+               watcher: Any) -> None:
     """Entry point of the child process (spawned: a fresh interpreter)."""
+    _start_session(watcher)
     _die_with_parent()
     _guard(deadline, spec["hard_margin"], spec["parent_pid"])
     from .config import TaskConfig
@@ -129,11 +268,12 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
     deadline = mp.Value("d", lease.now() + max(lease.remaining(), 0.0), lock=False)
     stop = mp.Event()
     results = mp.Queue()
+    watcher = mp.Value("i", 0, lock=False)
     spec = {"task": runner.task.to_dict(), "slot": runner.slot.index, "node": runner.node,
             "generation": runner.generation, "fence": ctx.fence,
             "works_dir": str(runner._registry.path), "log_level": "INFO",
             "parent_pid": os.getpid(), "hard_margin": hard_margin}
-    proc = mp.Process(target=child_main, args=(spec, deadline, stop, results),
+    proc = mp.Process(target=child_main, args=(spec, deadline, stop, results, watcher),
                       name=f"xc-slot-{runner.slot.task}-{runner.slot.index}", daemon=True)
     proc.start()
     runner.child_pid = proc.pid
@@ -156,22 +296,64 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
                 stop.set()
                 asked_at = now
             elif not signalled and now - asked_at > limit(runner.task.stop_timeout):
-                runner.log.warning("child {} ignored stop for {:.1f}s: terminating it",
-                                   proc.pid, now - asked_at)
-                proc.terminate()
+                runner.log.warning("child {} ignored stop for {:.1f}s: terminating it and "
+                                   "its processes", proc.pid, now - asked_at)
+                _signal_child(proc, signal.SIGTERM)
                 signalled = "term"
             elif signalled == "term" and now - asked_at > limit(runner.task.stop_timeout
                                                                 + KILL_GRACE):
-                runner.log.warning("child {} survived SIGTERM: killing it", proc.pid)
-                proc.kill()
+                runner.log.warning("child {} survived SIGTERM: killing it and its processes",
+                                   proc.pid)
+                _signal_child(proc, signal.SIGKILL)
                 signalled = "kill"
         proc.join(_POLL)
     completed = _drain(results, report) or completed
     if proc.exitcode not in (0, None):
         runner.log.info("child process {} ended with exit code {}", proc.pid, proc.exitcode)
     results.close()
+    _wait_session_gone(runner, proc.pid, watcher.value)
     runner.child_pid = None
     return completed and proc.exitcode == 0
+
+
+def _signal_child(proc: Any, signum: int) -> None:
+    """Signal the child's whole session once it leads one; before its first line ran it has
+    started nothing, and its pid alone is the target."""
+    if _leads_session(proc.pid):
+        signal_session(proc.pid, signum)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+
+
+def _wait_session_gone(runner: Any, sid: int, watcher: int) -> None:
+    """Return only once no process of the child's session is left, SIGKILLing leftovers.
+
+    The child has exited (and was reaped) here; whatever remains of its session was started
+    by the handler and would run on beside the slot's next owner. Its pid cannot be reused
+    while any process still uses it as session or group id, so `sid` names only them. Past
+    GONE_TIMEOUT the slot is asked to stop (so it is reported stuck) and this keeps waiting:
+    the owner znode must outlive every process of the slot, like a stuck thread handler's."""
+    if not session_alive(sid):
+        return
+    left = [p for p in session_members(sid) or [] if p != watcher]
+    if left:
+        runner.log.warning("child {} left processes behind ({}): killing them", sid,
+                           ", ".join(map(str, left)))
+    started = time.monotonic()
+    reported = False
+    while session_alive(sid):
+        signal_session(sid, signal.SIGKILL)
+        waited = time.monotonic() - started
+        if waited > GONE_TIMEOUT and not reported:
+            reported = True
+            runner.log.error("processes of child {} still alive {:.1f}s after SIGKILL ({}): "
+                             "keeping the owner znode until they are gone", sid, waited,
+                             ", ".join(map(str, session_members(sid) or [])) or "its group")
+            runner.request_stop("processes of its child would not die")
+        time.sleep(_POLL if not reported else 1.0)
+    if reported:
+        runner.log.warning("processes of child {} finally gone", sid)
 
 
 def _drain(results: Any, report: Any) -> bool:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 
-def _record(ctx, event: str) -> None:
+def _record(ctx, event: str, **extra) -> None:
     path = os.environ.get("XCONSUMER_TEST_RECORD")
     if not path:
         return
     line = json.dumps({"t": time.time(), "e": event, "node": ctx.node, "task": ctx.task,
-                       "slot": ctx.slot, "fence": ctx.fence, "pid": os.getpid()}) + "\n"
+                       "slot": ctx.slot, "fence": ctx.fence, "pid": os.getpid(),
+                       **extra}) + "\n"
     # One O_APPEND write per line: lines from concurrent processes never interleave.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -51,4 +53,51 @@ def RunStubborn(ctx) -> None:
     release = os.environ.get("XCONSUMER_TEST_RELEASE", "")
     while not (release and os.path.exists(release)):
         time.sleep(0.05)
+    _record(ctx, "stop")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live process; a zombie (killed, waiting to be reaped) is dead."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def _grandchildren_alive() -> list[int]:
+    """Grandchild pids recorded so far (by any node) that are still running."""
+    path = os.environ.get("XCONSUMER_TEST_RECORD", "")
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        pids = [json.loads(line).get("grandchild") for line in f if line.strip()]
+    return [p for p in pids if p and pid_alive(p)]
+
+
+def _spawn(ctx) -> subprocess.Popen:
+    """Start a program of the handler's own and record its pid, plus any earlier one still
+    running: a new owner must never start beside what its predecessor started."""
+    others = _grandchildren_alive()
+    child = subprocess.Popen(["sleep", "60"])
+    _record(ctx, "start", grandchild=child.pid, others_alive=others)
+    return child
+
+
+def RunSpawner(ctx) -> None:
+    """Starts `sleep 60` and ignores cancellation until a file appears: a stuck handler whose
+    own child must die with it."""
+    _spawn(ctx)
+    release = os.environ.get("XCONSUMER_TEST_RELEASE", "")
+    while not (release and os.path.exists(release)):
+        time.sleep(0.05)
+    _record(ctx, "stop")
+
+
+def RunLeaver(ctx) -> None:
+    """Starts `sleep 60`, stops when asked, and returns without ending it."""
+    _spawn(ctx)
+    while ctx.sleep(0.05):
+        pass
     _record(ctx, "stop")
