@@ -200,6 +200,8 @@ def format_status(view: dict[str, Any]) -> str:
     if view["unassigned"]:
         keys = ", ".join(f"{s['task']}/{s['slot']}" for s in view["unassigned"])
         lines.append(f"  unassigned (no eligible node): {keys}")
+    for c in view.get("corrupt", []):
+        lines.append(f"  CORRUPT {c['kind']} znode {c['znode']}: {c['error']}")
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,11 @@ _TOML_POS_RE = re.compile(
 )
 
 MAX_WORKER_NUM = 100_000
+# Slots in the whole cluster: the default keeps a node's thread count bearable even when few
+# nodes share them; the hard limit keeps the assignment document far below the 1 MB znode
+# limit (100,000 slots compress to 50-210 KB depending on the number of nodes).
+DEFAULT_MAX_SLOTS = 10_000
+MAX_SLOTS_LIMIT = 100_000
 DEFAULT_STRATEGIES: tuple[str, ...] = ("round_robin", "sticky")
 TASK_MODES: tuple[str, ...] = ("loop", "once")
 TASK_ISOLATION: tuple[str, ...] = ("thread", "process")
@@ -77,6 +82,9 @@ class AdminConfig:
     port: int = 8000
     token: str | None = None
     events: int = 200  # how many recent events the node keeps in memory for the API
+    # Extra Host header values the admin API answers to (name = any port, or name:port);
+    # anything else is refused, which is what stops DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class AssignmentConfig:
     strategy: str = "round_robin"
     rejoin_grace: float = 0.0
     debounce: float = 0.0
+    max_slots: int = DEFAULT_MAX_SLOTS
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "XCONSUMER_ADMIN_PORT": ("admin", "port"),
     "XCONSUMER_ADMIN_HOST": ("admin", "host"),
     "XCONSUMER_ADMIN_TOKEN": ("admin", "token"),
+    "XCONSUMER_ADMIN_ALLOWED_HOSTS": ("admin", "allowed_hosts"),
     "XCONSUMER_CLUSTER": ("cluster", "name"),
 }
 
@@ -310,6 +320,20 @@ def _works(value: Any, label: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+_HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/,@\[\]]+)(?::(\d{1,5}))?")
+
+
+def _allowed_hosts(value: Any, label: str) -> tuple[str, ...]:
+    def ok(entry: Any) -> bool:
+        match = isinstance(entry, str) and _HOST_PORT_RE.fullmatch(entry)
+        return bool(match) and (match.group(2) is None or 0 < int(match.group(2)) < 65536)
+
+    if not isinstance(value, list | tuple) or not all(ok(h) for h in value):
+        _fail(label, "must be a list of host names or host:port strings such as "
+              "['admin.example.com', 'proxy:8080']", value)
+    return tuple(value)
+
+
 _positive = _number(0.0, inclusive=False)
 _non_negative = _number(0.0, inclusive=True)
 _events = _rule(lambda v: _is_int(v) and 1 <= v <= MAX_EVENTS,
@@ -322,12 +346,15 @@ _SECTIONS: dict[str, dict[str, Check]] = {
                   "acl_read_world": _bool, "use_tls": _bool, "tls_ca": _tls_file,
                   "tls_cert": _tls_file, "tls_key": _tls_file, "tls_verify": _bool},
     "admin": {"enabled": _bool, "host": _host, "port": _port, "token": _token,
-              "events": _events},
+              "events": _events, "allowed_hosts": _allowed_hosts},
     "node": {"name": _node_name, "works": _works, "leader_works": _bool,
              "reconcile_interval": _positive,
              "weight": _number(0.0, inclusive=False, unit="relative capacity, default 1")},
     "assignment": {"strategy": _pattern(re.compile(r".+"), "a non-empty strategy name"),
-                   "rejoin_grace": _non_negative, "debounce": _non_negative},
+                   "rejoin_grace": _non_negative, "debounce": _non_negative,
+                   "max_slots": _rule(lambda v: _is_int(v) and 1 <= v <= MAX_SLOTS_LIMIT,
+                                      f"an integer 1..{MAX_SLOTS_LIMIT} (slots in the whole "
+                                      "cluster)")},
 }
 _SECTION_TYPES: dict[str, Any] = {f.name: f.default_factory for f in fields(Config)
                                   if f.name in _SECTIONS}
@@ -534,7 +561,13 @@ def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] 
         raise ConfigError(f"{label} must be one of {', '.join(map(repr, allowed))}, "
                           f"got {_show(value)}{_suggest(strategy, allowed)}")
     _check_tls(sections["zookeeper"], raw["zookeeper"], source)
-    return Config(**sections, tasks=_tasks(data, source), source=source)
+    tasks = _tasks(data, source)
+    total, limit = sum(t.worker_num for t in tasks), sections["assignment"].max_slots
+    if total > limit:
+        raise ConfigError(f"{source}: the tasks ask for {total} slots in all (sum of "
+                          f"workerNum), over [assignment] max_slots = {limit}: lower some "
+                          f"workerNum, or raise max_slots (at most {MAX_SLOTS_LIMIT})")
+    return Config(**sections, tasks=tasks, source=source)
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None,

@@ -18,79 +18,40 @@ from kazoo.exceptions import NoNodeError
 from loguru import logger
 
 from .assignment import Plan, Slot, get_strategy, moved_slots
+from .codecs import (
+    Corrupt,
+    decode_assignment,
+    doc_plan,
+    doc_tasks,
+    doc_unassigned,
+    lenient_task,
+    plan_slots,
+)
 from .config import TaskConfig
-from .errors import ConfigError
 from .membership import MemberRecord
 from .overrides import EffectiveTask, with_paused
 from .paths import Paths
-from .zk import encode, loads
+from .zk import encode
+
+__all__ = ["Published", "build_doc", "doc_plan", "doc_tasks", "doc_unassigned",
+           "lenient_task", "next_generation", "plan_slots", "publish", "read_assignment",
+           "valid_doc"]
 
 
-def read_assignment(client: KazooClient, paths: Paths,
-                    watch: Any = None) -> tuple[dict[str, Any] | None, int]:
-    """The published assignment and its znode version (-1 when there is none yet)."""
+def read_assignment(client: KazooClient, paths: Paths, watch: Any = None
+                    ) -> tuple[dict[str, Any] | Corrupt | None, int]:
+    """The published assignment (decoded, or Corrupt) and its znode version (-1: none yet)."""
     try:
         raw, stat = client.get(paths.assignment, watch=watch)
     except NoNodeError:
         if watch is not None:
             client.exists(paths.assignment, watch=watch)
         return None, -1
-    try:
-        doc = loads(raw, where=paths.assignment)
-    except ValueError as exc:
-        logger.error("{}; the leader will overwrite it", exc)
-        return None, stat.version
-    return (doc if isinstance(doc, dict) else None), stat.version
+    return decode_assignment(raw, paths.assignment), stat.version
 
 
-def _pairs(group: Any) -> list[tuple[str, int]]:
-    """Slots of one node in the published form `{task: [index, ...]}`."""
-    if not isinstance(group, dict):
-        return []
-    return [(str(t), int(i)) for t, idx in group.items() if isinstance(idx, list) for i in idx]
-
-
-def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
-    """node -> slots from a published assignment."""
-    if not doc:
-        return {}
-    return {n: [Slot(t, i) for t, i in _pairs(group)]
-            for n, group in doc.get("nodes", {}).items()}
-
-
-def doc_unassigned(doc: dict[str, Any] | None) -> list[Slot]:
-    return [Slot(t, i) for t, i in _pairs((doc or {}).get("unassigned", {}))]
-
-
-def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
-    """What `doc` asks `node` to run, with each slot's task definition."""
-    if not doc:
-        return {}
-    tasks = {}
-    for raw in doc.get("tasks", []):
-        task = lenient_task(raw)
-        if task is not None:
-            tasks[task.name] = task
-    return {slot: tasks[slot.task] for slot in doc_plan(doc).get(node, [])
-            if slot.task in tasks}
-
-
-_KNOWN_TASK_KEYS = frozenset(TaskConfig(name="x", work_name="x", worker_num=0).to_dict())
-
-
-def lenient_task(raw: Any) -> TaskConfig | None:
-    """A task from a published document, tolerating keys a newer leader may add (rolling
-    upgrade); a task that still does not parse is skipped, never allowed to stop a node
-    from applying the rest of the assignment (revocations above all)."""
-    if not isinstance(raw, dict):
-        return None
-    for candidate in (raw, {k: v for k, v in raw.items() if k in _KNOWN_TASK_KEYS}):
-        try:
-            return TaskConfig.from_dict(candidate, where="assignment znode")
-        except ConfigError as exc:
-            error = exc
-    logger.warning("skipping a task of the published assignment: {}", error)
-    return None
+def valid_doc(doc: dict[str, Any] | Corrupt | None) -> dict[str, Any] | None:
+    return None if isinstance(doc, Corrupt) else doc
 
 
 def _grouped(slots: Sequence[Slot]) -> dict[str, list[int]]:
@@ -120,7 +81,26 @@ def build_doc(*, plan: Plan, tasks: Sequence[EffectiveTask], leader: str, strate
 
 
 _COMPARED = ("leader", "strategy", "members", "tasks", "paused", "drained", "nodes",
-             "unassigned", "seed")
+             "unassigned", "seed", "over_limit")
+
+
+def clamp_slots(tasks: Sequence[TaskConfig], max_slots: int | None
+                ) -> tuple[list[TaskConfig], int]:
+    """The tasks cut (in table order) to at most `max_slots` slots, and how many were cut.
+
+    The API and app.toml refuse a table over the limit; a table that still gets there (a
+    hand-edited overrides znode, nodes with different limits) is scheduled up to the limit
+    rather than not at all: refusing to publish would also stop moving a crashed node's
+    slots. The cut is reported by the caller."""
+    if max_slots is None:
+        return list(tasks), 0
+    out, room, over = [], max_slots, 0
+    for task in tasks:
+        keep = min(task.worker_num, room)
+        over += task.worker_num - keep
+        room -= keep
+        out.append(task if keep == task.worker_num else replace(task, worker_num=keep))
+    return out, over
 
 
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
@@ -134,34 +114,62 @@ class Published:
     seconds: float
 
 
+class PublishFailed(Exception):
+    """The leader computed a plan it could not write (too large, refused by ZooKeeper)."""
+
+
+def next_generation(current: dict[str, Any] | Corrupt | None, version: int,
+                    seen: int = 0) -> int:
+    """A generation above any ever published, even when the current document is corrupt.
+
+    Every publish writes the znode once and raises the generation by one, starting at 1 with
+    version 0, so a published generation is never below its znode's version + 1. Taking the
+    znode version into account makes the repair of a corrupt document (whose generation is
+    unreadable) still go up, for a leader that never saw the last good one too.
+    """
+    valid = valid_doc(current)
+    generation = int(valid["generation"]) if valid is not None else 0
+    return max(generation, version + 1, seen) + 1
+
+
 def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             members: Sequence[MemberRecord], tasks: Sequence[EffectiveTask], strategy: str,
             leader_works: bool, drained: Collection[str] = (),
-            fresh: bool = False, seed: Sequence[TaskConfig] = ()) -> Published | None:
+            fresh: bool = False, seed: Sequence[TaskConfig] = (),
+            last_valid: dict[str, Any] | None = None, seen_generation: int = 0,
+            max_slots: int | None = None) -> Published | None:
     """Recompute and, if anything changed, publish. Returns None if unchanged or if the fenced
-    write was refused (we are no longer the leader, or lost a race).
+    write was refused (we are no longer the leader, or lost a race); raises PublishFailed
+    when the plan cannot be written at all.
 
-    `fresh` ignores the previous plan (an operator asked for a full rebalance).
+    `fresh` ignores the previous plan (an operator asked for a full rebalance). When the
+    published document is corrupt, `last_valid` (the last one this node decoded) stands in
+    for it as the previous plan, so the repair moves nothing that did not have to move.
     """
     started = time.monotonic()
     current, version = read_assignment(client, paths)
+    if isinstance(current, Corrupt):
+        logger.error("{}; repairing it", current)
+    previous = valid_doc(current) or last_valid
     people = [replace(m.to_member(), draining=True) if m.name in drained else m.to_member()
               for m in members]
+    scheduled, over = clamp_slots(with_paused(tasks), max_slots)
     plan = get_strategy(strategy)(
-        with_paused(tasks), people, leader=leader, leader_works=leader_works,
-        previous=None if fresh else doc_plan(current))
-    generation = int((current or {}).get("generation", 0)) + 1
+        scheduled, people, leader=leader, leader_works=leader_works,
+        previous=None if fresh else doc_plan(previous))
+    generation = next_generation(current, version, seen_generation)
     doc = build_doc(plan=plan, tasks=tasks, leader=leader, strategy=strategy, members=members,
                     generation=generation, drained=[d for d in drained
                                                     if d in {m.name for m in members}])
     doc["seed"] = [t.to_dict() for t in seed]
-    if _same(current, doc):
+    if over:
+        doc["over_limit"] = over
+    if _same(valid_doc(current), doc):
         return None
     try:
         data = encode(doc)
     except ValueError as exc:
-        logger.error("assignment not published: {}", exc)
-        return None
+        raise PublishFailed(f"assignment not published: {exc}") from None
     tx = client.transaction()
     tx.check(paths.node(my_child), -1)
     if version < 0:
@@ -174,7 +182,7 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in failures))
         return None
-    moved = moved_slots(doc_plan(current), plan)
+    moved = moved_slots(doc_plan(previous), plan)
     seconds = time.monotonic() - started
     logger.info("published assignment generation {}: {} slots on {} nodes, {} moved, "
                 "{} unassigned ({:.1f} ms)", generation, sum(len(s) for s in plan.nodes.values()),

@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import Config
 from .errors import XConsumerError
-from .leader import read_assignment
+from .leader import read_assignment, valid_doc
 from .overrides import drain_node
 from .view import seed_from_doc, tasks_table
 
@@ -162,13 +162,16 @@ class _ZkBackend:
 
         stop_client(self.client)
 
+    def published(self) -> dict[str, Any] | None:
+        return valid_doc(read_assignment(self.client, self.paths)[0])
+
     def seed(self) -> list[Any]:
-        doc, _ = read_assignment(self.client, self.paths)
-        return seed_from_doc(doc, self.config.tasks)
+        return seed_from_doc(self.published(), self.config.tasks)
 
     def tasks(self) -> dict[str, Any]:
-        doc, _ = read_assignment(self.client, self.paths)
-        return tasks_table(self.client, self.paths, doc, seed_from_doc(doc, self.config.tasks))
+        doc = self.published()
+        return tasks_table(self.client, self.paths, doc, seed_from_doc(doc, self.config.tasks),
+                           self.store)
 
     def task_action(self, task: str, action: str, body: dict[str, Any] | None = None
                     ) -> dict[str, Any]:
@@ -181,7 +184,8 @@ class _ZkBackend:
             _, version = self.store.update(lambda d: ov.reset_task(d, seed, task))
         else:
             _, version = self.store.update(
-                lambda d: ov.update_task(d, seed, task, changes[action]))
+                lambda d: ov.update_task(d, seed, task, changes[action],
+                                         max_slots=self.config.assignment.max_slots))
         found = next((t for t in self.tasks()["tasks"] if t["name"] == task), None)
         return {"version": version, "task": found}
 

@@ -4,6 +4,12 @@ The live node with the smallest sequence is the leader. Each node watches only i
 predecessor for the election (no herd effect when the leader dies); the children list is
 read with a watch too, because the leader must react to joins and every node serves the
 cluster view, but only the leader acts on it.
+
+The election follows the znode *names* alone (an `n-<seq>` child that is ephemeral), never
+what is written in them: data can be edited by hand, and nodes that cached it at different
+times would then disagree on who leads. A member whose data does not decode still counts in
+the election (its node is alive and knows itself) but gets no slots, and is reported; a
+child that is not ephemeral (made by hand) or not named `n-<seq>` is no member at all.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from kazoo.exceptions import NoNodeError
 from loguru import logger
 
 from .assignment import Member
+from .codecs import Corrupt, decode_member
 from .errors import NodeNameInUse
-from .paths import Paths, node_seq
-from .zk import dumps, loads
+from .paths import Paths, is_member_child, node_seq
+from .zk import dumps
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class MemberRecord:
     seq: int
     data: dict[str, Any] = field(default_factory=dict)
     session: int = 0
+    corrupt: Corrupt | None = None  # data that does not decode: in the election, no slots
 
     @property
     def name(self) -> str:
@@ -56,12 +64,14 @@ class MemberRecord:
 
 def read_members(client: KazooClient, paths: Paths,
                  watch: Callable[[Any], None] | None = None,
-                 cache: dict[str, MemberRecord | None] | None = None) -> list[MemberRecord]:
-    """All live members in sequence order; a member that vanished mid-read is skipped.
+                 cache: dict[str, MemberRecord | None] | None = None,
+                 corrupt: list[Corrupt] | None = None) -> list[MemberRecord]:
+    """Every election candidate in sequence order (corrupt ones flagged); a member that
+    vanished mid-read is skipped. Problems found are appended to `corrupt`.
 
-    A member znode's data is written once, at creation, and never changes, so with a
-    `cache` (child name -> record, None for a foreign znode) only new children are read:
-    one read per join instead of one per member on every pass.
+    A member znode's data is written once, at creation (its own node rewrites it if it was
+    edited), so with a `cache` (child name -> record, None for a child that is no member)
+    only new children are read: one read per join instead of one per member on every pass.
     """
     try:
         children = client.get_children(paths.nodes, watch=watch)
@@ -75,9 +85,16 @@ def read_members(client: KazooClient, paths: Paths,
             rec = _read_member(client, paths, child)
             if rec is False:
                 continue  # vanished between the listing and the read
-            if cache is not None:
-                cache[child] = rec
-        if rec is not None and rec is not False:
+            if cache is not None and not (rec is not None and rec.corrupt):
+                cache[child] = rec  # corrupt data is read again until its node repairs it
+        if rec is None:
+            if corrupt is not None:
+                corrupt.append(Corrupt("member", paths.node(child),
+                                       "not an ephemeral n-<sequence> znode (made by hand?): "
+                                       "ignored; delete it"))
+        elif rec is not False:
+            if rec.corrupt is not None and corrupt is not None:
+                corrupt.append(rec.corrupt)
             records.append(rec)
     if cache is not None:
         for gone in set(cache) - set(children):
@@ -86,20 +103,21 @@ def read_members(client: KazooClient, paths: Paths,
 
 
 def _read_member(client: KazooClient, paths: Paths, child: str) -> MemberRecord | None | bool:
-    """The record, None for a znode that is not a member record, False if it is gone."""
+    """The record (flagged when its data is corrupt), None for a child that cannot be a
+    member (wrong name, not ephemeral), False if it is gone."""
+    if not is_member_child(child):
+        return None
     try:
         raw, stat = client.get(paths.node(child))
     except NoNodeError:
         return False
-    try:
-        data = loads(raw, where=paths.node(child))
-    except ValueError as exc:
-        data = exc
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-        # Not written by an xconsumer node (every node writes its JSON atomically on
-        # create): it must neither win the election nor receive slots.
-        _warn_once(child, f"ignoring {paths.node(child)}: not a member record ({data!r:.80})")
+    if stat.ephemeralOwner == 0:
         return None
+    data = decode_member(raw, paths.node(child))
+    if isinstance(data, Corrupt):
+        _warn_once(f"{child}:{data.error}", f"{data}: it counts in the election but gets no "
+                   "slots until its node rewrites it")
+        return MemberRecord(child, node_seq(child), {}, stat.ephemeralOwner, data)
     return MemberRecord(child, node_seq(child), data, stat.ephemeralOwner)
 
 
@@ -113,11 +131,12 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def dedupe_by_name(records: list[MemberRecord]) -> list[MemberRecord]:
-    """One record per node name, the oldest sequence winning (a stale twin is ignored)."""
+    """The members that may get slots: one record per node name, the oldest sequence winning
+    (a stale twin is ignored), corrupt records left out."""
     seen: set[str] = set()
     out = []
     for rec in records:
-        if rec.name not in seen:
+        if rec.corrupt is None and rec.name not in seen:
             seen.add(rec.name)
             out.append(rec)
     return out
@@ -138,7 +157,7 @@ def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
     announced = False
     while True:
         twins = [r for r in read_members(client, paths)
-                 if r.name == name and r.session != session]
+                 if r.corrupt is None and r.name == name and r.session != session]
         if not twins:
             break
         twin = twins[0]
@@ -161,7 +180,7 @@ def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
     # An earlier attempt on this same session may have been applied after its reply was lost
     # (the connection dropped): that twin is ours and must go, or it would shadow this one.
     for rec in read_members(client, paths):
-        if rec.name == name and rec.session == session and rec.child != child:
+        if rec.session == session and rec.child != child and (rec.corrupt or rec.name == name):
             with contextlib.suppress(NoNodeError):
                 client.delete(paths.node(rec.child))
     return child, session

@@ -17,8 +17,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-SLOT_STATES = ("starting", "waiting", "running", "backoff", "stopping", "stuck", "done",
-               "stopped", "failed")
+SLOT_STATES = ("starting", "waiting", "blocked", "running", "backoff", "stopping", "stuck",
+               "done", "stopped", "failed")
 
 
 class Metrics:
@@ -61,6 +61,20 @@ class Metrics:
                            "time left on the membership lease", registry=r)
         self.stuck = Gauge("xconsumer_slots_stuck", "slots whose handler ignored a stop",
                            registry=r)
+        self.corrupt = Gauge("xconsumer_corrupt_znodes",
+                             "znodes of the cluster this node currently reads as corrupt",
+                             ["kind"], registry=r)
+        self.corruptions = Counter("xconsumer_corrupt_znodes_found",
+                                   "corrupt znode contents found (each distinct one once)",
+                                   ["kind"], registry=r)
+        self.publish_failures = Counter("xconsumer_publish_failures",
+                                        "assignments this node (as leader) could not publish",
+                                        registry=r)
+        self.blocked = Gauge("xconsumer_slots_blocked",
+                             "slots held by an owner znode no live node can release "
+                             "(persistent, made by hand)", registry=r)
+        for kind in ("member", "assignment", "overrides", "owner", "done", "left"):
+            self.corrupt.labels(kind).set(0)
 
     def observe_slots(self, statuses: list[Any], assigned: dict[str, int]) -> None:
         counts = dict.fromkeys(SLOT_STATES, 0)
@@ -72,6 +86,7 @@ class Metrics:
         for state, n in counts.items():
             self.slot_states.labels(state).set(n)
         self.stuck.set(counts.get("stuck", 0))
+        self.blocked.set(counts.get("blocked", 0))
         for task in set(assigned) | set(running):
             self.assigned.labels(task).set(assigned.get(task, 0))
             self.running.labels(task).set(running.get(task, 0))

@@ -16,28 +16,30 @@ import threading
 import time
 from typing import Any
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from loguru import logger
 
 from . import __version__
 from .assignment import moved_slots
+from .codecs import Corrupt
 from .config import Config, TaskConfig
+from .corruption import CorruptionReport
 from .errors import ConfigError
 from .events import EventLog
-from .leader import doc_plan, plan_slots, publish, read_assignment
+from .leader import PublishFailed, doc_plan, plan_slots, publish, read_assignment
 from .lease import Lease
 from .logs import set_node
 from .membership import dedupe_by_name, read_members, register
 from .metrics import Metrics
-from .overrides import OverrideStore, drained_names, effective_tasks
+from .overrides import OverrideStore, drained_names, effective_tasks, from_assignment
 from .paths import Paths
 from .runtime import Runtime
 from .stability import Damper
 from .view import read_cluster, seed_from_doc
 from .works import WorksRegistry
-from .zk import make_client, start_client, stop_client
+from .zk import dumps, make_client, start_client, stop_client
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 
@@ -88,6 +90,17 @@ class Node:
                                metrics=self.metrics, events=self.events)
         self._member_child: str | None = None
         self._member_session: int | None = None
+        self._member_version = 0  # data version of our member znode as we last wrote it
+        self._member_dirty = threading.Event()  # the lease loop saw that version change
+        # Held while our member znode is created or taken for the leave, so a shutdown can
+        # never race a rejoin (a fresh znode after the leave would read as a crash).
+        self._member_lock = threading.Lock()
+        self.corruption = CorruptionReport(self.events, self.metrics)
+        self.publish_error: str | None = None
+        self._max_generation = 0  # highest generation seen: a repair must go above it
+        self.passes = 0  # controller passes, for tests of the controller's pacing
+        self._markers_seen: dict[str, float] = {}  # departed names' left markers, first seen
+        self._corrupt_since: dict[str, float] = {}  # member znodes first seen corrupt
         self.is_leader = False
         self.leader: str | None = None
         self.generation: int | None = None
@@ -148,7 +161,8 @@ class Node:
         self._stop.set()
         self._kick("stop")
         self._lease_wake.set()
-        child, self._member_child = self._member_child, None
+        with self._member_lock:  # waits for a rejoin in flight, which then leaves with us
+            child, self._member_child = self._member_child, None
         # The leave goes out first, so the leader starts dealing our slots out while they
         # wind down (their owner znodes keep the new owners waiting until each has ended).
         leaving = self._leave_async(child) if child is not None else None
@@ -246,14 +260,37 @@ class Node:
         }
 
     def _register(self) -> None:
-        sent = self.lease.now()
-        with contextlib.suppress(NoNodeError):
-            self.client.delete(self.paths.left_marker(self.name))
-        child, session = register(self.client, self.paths, self.member_data(),
-                                  wait_for_name=self.session.timeout + 2.0)
-        self._member_child, self._member_session = child, session
+        with self._member_lock:
+            if self.state is not RunState.STARTING and self._stop.is_set():
+                return  # leaving: never rejoin behind the leave's back
+            sent = self.lease.now()
+            with contextlib.suppress(NoNodeError):
+                self.client.delete(self.paths.left_marker(self.name))
+            child, session = register(self.client, self.paths, self.member_data(),
+                                      wait_for_name=self.session.timeout + 2.0)
+            self._member_child, self._member_session = child, session
+            self._member_version = 0
         self.lease.renew(sent)
         logger.info("joined cluster {} as {}", self.config.cluster.name, child)
+
+    def _repair_member(self) -> None:
+        """Our member znode's data changed (edited by hand?): write ours back. Each node owns
+        its member znode; the leader's cached copy then matches it again."""
+        child = self._member_child
+        if child is None:
+            return
+        path = self.paths.node(child)
+        try:
+            _, stat = self.client.get(path)
+        except NoNodeError:
+            return
+        if stat.version == self._member_version:
+            return
+        stat = self.client.set(path, dumps(self.member_data()), version=stat.version)
+        self._member_version = stat.version
+        logger.warning("member znode {} had been changed by someone else: rewrote it", path)
+        self.events.add("member_repaired", f"{path} was changed by hand and rewritten",
+                        znode=path)
 
     # -- ZooKeeper callbacks (kazoo's thread: never block) ------------------------------------
     def _on_state(self, state: KazooState) -> None:
@@ -282,7 +319,9 @@ class Node:
         interval = self.config.node.reconcile_interval
         while not self._stop.is_set():
             timeout = interval
-            if self._wake_at is not None:
+            if self._wake_at is not None and self.client.connected:
+                # A wake-up that passes while disconnected waits for the connection (a state
+                # change kicks us) instead of spinning on a deadline already gone.
                 timeout = max(0.0, min(interval, self._wake_at - time.monotonic()))
             try:
                 reason = self._events.get(timeout=timeout)
@@ -292,6 +331,7 @@ class Node:
                 self._events.get_nowait()
             if self._stop.is_set():
                 break
+            self.passes += 1
             try:
                 self._sync()
             except _ZK_ERRORS as exc:
@@ -310,9 +350,15 @@ class Node:
         if self._member_child is None or self._member_session != self._session_id():
             self._member_child = None
             self._register()
-        members = dedupe_by_name(read_members(self.client, self.paths, watch=self._on_watch,
-                                               cache=self._member_cache))
-        children = [m.child for m in members]
+            if self._member_child is None:
+                return  # leaving
+        corrupt: list[Corrupt] = []
+        candidates = self._candidates(read_members(
+            self.client, self.paths, watch=self._on_watch, cache=self._member_cache,
+            corrupt=corrupt))
+        self.corruption.update(("member",), corrupt)
+        members = dedupe_by_name(candidates)
+        children = [m.child for m in candidates]
         if self._member_child not in children:
             if self._stop.is_set():
                 return  # we deleted it ourselves: leaving
@@ -326,63 +372,162 @@ class Node:
         pos = children.index(self._member_child)
         if pos > 0:  # the election: watch only our predecessor
             self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
-        leader = members[0].name
+        if candidates[pos].corrupt is not None or self._member_dirty.is_set():
+            self._member_dirty.clear()
+            self._repair_member()
+        leader = candidates[0].name
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
             self.events.add("leader", f"leader is now {leader}", leader=leader)
         self.leader, self.is_leader = leader, pos == 0
         self.metrics.leader.set(1 if self.is_leader else 0)
         if self.is_leader:
-            self._lead(members)
+            self._lead([m for m in members if m.child in children])
         else:
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
-        doc, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
-        self._note_assignment(doc)
-        desired = plan_slots(doc, self.name) if self.lease.valid() else {}
+            self.publish_error = None
+        published, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
+        self.corruption.update(("assignment",), [published]
+                               if isinstance(published, Corrupt) else [])
+        if not isinstance(published, Corrupt):
+            # A corrupt document is not "no assignment": keep running the last valid plan
+            # until the leader repairs it (it republishes at once; see publish()).
+            self._note_assignment(published)
+        desired = plan_slots(self.assignment, self.name) if self.lease.valid() else {}
         self.runtime.apply(desired, int(self.generation or 0))
         self.runtime.check_stuck()
         self._observe(desired)
 
+    def _candidates(self, records: list[Any]) -> list[Any]:
+        """The election's candidates: members in sequence order, by znode name alone.
+
+        A member whose data does not decode still counts (every xconsumer node rewrites its
+        own member data when it finds it changed, so for a real node this lasts a moment,
+        and every node, whatever it cached, keeps the same leader meanwhile). Only one that
+        stays corrupt past two session timeouts is taken as foreign (no xconsumer node owns
+        it) and skipped, so a stray znode cannot hold the leadership for ever."""
+        now = time.monotonic()
+        foreign_after = 2 * self.session.timeout
+        seen = {r.child for r in records if r.corrupt is not None}
+        self._corrupt_since = {c: t for c, t in self._corrupt_since.items() if c in seen}
+        out = []
+        for rec in records:
+            if rec.corrupt is not None and rec.child != self._member_child:
+                since = self._corrupt_since.setdefault(rec.child, now)
+                if now - since > foreign_after:
+                    continue
+                self._wake_at = since + foreign_after + 0.01 if self._wake_at is None else \
+                    min(self._wake_at, since + foreign_after + 0.01)
+            out.append(rec)
+        return out
+
     def _left_gracefully(self, name: str) -> bool:
         try:
-            self.client.delete(self.paths.left_marker(name))
-            return True
+            return self.client.exists(self.paths.left_marker(name)) is not None
         except NoNodeError:
             return False
 
     def _sweep_left_markers(self, live: set[str]) -> None:
-        """Drop markers of names we will never ask about (not live, so never departed in
-        our view); a marker of a live name is for a leave we have not processed yet."""
+        """Drop markers of departed names once every node had time to read them (so each
+        can tell a graceful leave from a crash in its event log); a marker of a live name
+        is for a leave we have not processed yet."""
         try:
-            names = self.client.get_children(self.paths.left)
+            names = set(self.client.get_children(self.paths.left))
         except NoNodeError:
             return
-        for name in names:
-            if name not in live:
+        now = time.monotonic()
+        keep = max(10.0, 2 * self.session.timeout)
+        for name in names - live:
+            first = self._markers_seen.setdefault(name, now)
+            if now - first >= keep:
                 with contextlib.suppress(NoNodeError):
                     self.client.delete(self.paths.left_marker(name))
+                self._markers_seen.pop(name, None)
+        for name in set(self._markers_seen) - (names - live):
+            del self._markers_seen[name]
+        if self._markers_seen:
+            wake = min(self._markers_seen.values()) + keep
+            self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
 
     def _lead(self, live: list[Any]) -> None:
         members, self._wake_at = self.damper.plan_members(live, self._left_gracefully)
-        self._sweep_left_markers({m.name for m in live})
+        self._sweep_left_markers({m.name for m in live} | set(self.damper.ghosts))
         if members is None:
             return  # debouncing: look again at _wake_at
         overrides, _ = self.overrides.read(watch=self._on_watch)
+        self.corruption.update(("overrides",), [self.overrides.corrupt]
+                               if self.overrides.corrupt is not None else [])
+        if self.overrides.corrupt is not None and self.overrides.last_valid is None \
+                and self.assignment is not None:
+            # Corrupt since before we led: keep the table the cluster runs now (the last
+            # valid assignment's), never fall back to app.toml alone.
+            tasks = from_assignment(self.assignment)
+            drained = set(self.assignment.get("drained", []))
+        else:
+            tasks = effective_tasks(self.config.tasks, overrides)
+            drained = set(drained_names(overrides))
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
         self._seen_rebalance = rebalance
-        result = publish(self.client, self.paths, my_child=self._member_child or "",
-                         leader=self.name, members=members,
-                         tasks=effective_tasks(self.config.tasks, overrides),
-                         strategy=self.config.assignment.strategy,
-                         leader_works=self.config.node.leader_works,
-                         drained=set(drained_names(overrides)), fresh=fresh,
-                         seed=self.config.tasks)
+        try:
+            result = publish(self.client, self.paths, my_child=self._member_child or "",
+                             leader=self.name, members=members, tasks=tasks,
+                             strategy=self.config.assignment.strategy,
+                             leader_works=self.config.node.leader_works,
+                             drained=drained, fresh=fresh, seed=self.config.tasks,
+                             last_valid=self.assignment, seen_generation=self._max_generation,
+                             max_slots=self.config.assignment.max_slots)
+        except PublishFailed as exc:
+            self._publish_failed(str(exc))
+            return
+        self._publish_ok()
         if result is not None:
             self.metrics.rebalances.inc()
             self.metrics.rebalance_seconds.observe(result.seconds)
             self.metrics.moved.inc(result.moved)
+            over = result.doc.get("over_limit")
+            if over:
+                self._publish_failed(f"{over} slot(s) over the cluster's limit of "
+                                     f"{self.config.assignment.max_slots} ([assignment] "
+                                     "max_slots) were left out: scale down", published=True)
+            self._collect_garbage({t.task.name for t in tasks})
+
+    def _publish_failed(self, message: str, *, published: bool = False) -> None:
+        """Loud, once per distinct message: log, event, metric and the node view."""
+        if message != self.publish_error:
+            logger.error("{}", message)
+            self.events.add("publish_failed", message)
+            self.metrics.publish_failures.inc()
+        self.publish_error = message
+
+    def _publish_ok(self) -> None:
+        if self.publish_error is not None and "over the cluster's limit" not in \
+                self.publish_error:
+            logger.info("assignment published again")
+        self.publish_error = None
+
+    def _collect_garbage(self, tasks: set[str]) -> None:
+        """Drop the done markers and empty owner containers of tasks no longer in the table:
+        a once-task removed and added again runs again, and removed tasks leave nothing
+        behind. Runs after a publish without those tasks, so no node is starting them."""
+        for parent in (self.paths.done, self.paths.owners):
+            try:
+                names = self.client.get_children(parent)
+            except NoNodeError:
+                continue
+            for name in names:
+                if name in tasks:
+                    continue
+                path = f"{parent}/{name}"
+                try:
+                    if parent == self.paths.done:
+                        self.client.delete(path, recursive=True)
+                    else:
+                        self.client.delete(path)  # refused while an owner znode remains
+                except (NoNodeError, NotEmptyError):
+                    continue
+                logger.info("removed {} (task {} is no longer in the table)", path, name)
 
     def _note_members(self, names: list[str]) -> None:
         before = set(self._member_names)
@@ -390,7 +535,11 @@ class Node:
             for name in sorted(set(names) - before):
                 self.events.add("node_joined", f"{name} joined", node=name)
             for name in sorted(before - set(names)):
-                self.events.add("node_left", f"{name} left", node=name)
+                if self._left_gracefully(name):
+                    self.events.add("node_left", f"{name} left gracefully", node=name)
+                else:
+                    self.events.add("node_lost", f"{name} vanished without leaving (crash, "
+                                    "kill or lost session)", node=name)
         self._member_names = names
         self.metrics.nodes.set(len(names))
 
@@ -402,6 +551,7 @@ class Node:
                             f"across {len((doc or {}).get('nodes', {}))} node(s)",
                             generation=generation, moved=moved)
         self.assignment, self.generation = doc, generation
+        self._max_generation = max(self._max_generation, int(generation or 0))
         self.metrics.generation.set(generation or 0)
 
     def _observe(self, desired: dict[Any, Any]) -> None:
@@ -443,6 +593,9 @@ class Node:
                         timeout=interval * 2)
                     if stat is not None and stat.ephemeralOwner == session:
                         self.lease.renew(sent)
+                        if stat.version != self._member_version:
+                            self._member_dirty.set()
+                            self._kick("member data changed")
                     elif child == self._member_child:
                         self.lease.invalidate()
                         self._kick("membership lost")
@@ -474,4 +627,6 @@ class Node:
             "lease_remaining": round(max(self.lease.remaining(), 0.0), 3),
             "session_timeout": self.session.timeout,
             "slots": [s.to_dict() for s in self.runtime.statuses()],
+            "publish_error": self.publish_error,
+            "corrupt": [c.to_dict() for c in self.corruption.active()],
         }

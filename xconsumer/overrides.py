@@ -22,14 +22,15 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from loguru import logger
 
+from .codecs import MUTABLE_FIELDS, Corrupt, decode_overrides, empty_overrides, lenient_task
 from .config import TaskConfig
 from .errors import ConfigError, XConsumerError
-from .zk import dumps, loads
+from .zk import dumps
 
-# Fields an override may change on an app.toml task (the identity fields cannot change).
-MUTABLE_FIELDS = ("workerNum", "mode", "interval", "stop_timeout", "retry_backoff",
-                  "retry_backoff_max", "max_per_node", "isolation")
+__all__ = ["MUTABLE_FIELDS", "EffectiveTask", "OverrideError", "OverrideStore",
+           "VersionConflict", "effective_tasks", "from_assignment"]
 
 
 class OverrideError(XConsumerError):
@@ -65,12 +66,12 @@ class EffectiveTask:
                 "overridden": list(self.overridden), "desired": self.desired}
 
 
-def empty() -> dict[str, Any]:
-    return {"tasks": {}, "drained": [], "rebalance": 0}
+empty = empty_overrides
 
 
 def normalize(doc: Any) -> dict[str, Any]:
-    """Tolerate a missing or hand-edited document: unknown shapes become empty parts."""
+    """A defensive copy of a decoded document: parts of an unexpected shape become empty.
+    (Decoding already refused such documents; this keeps the pure edits total.)"""
     out = empty()
     if isinstance(doc, dict):
         if isinstance(doc.get("tasks"), dict):
@@ -79,6 +80,21 @@ def normalize(doc: Any) -> dict[str, Any]:
             out["drained"] = sorted({str(n) for n in doc["drained"]})
         if isinstance(doc.get("rebalance"), int):
             out["rebalance"] = doc["rebalance"]
+    return out
+
+
+def from_assignment(doc: dict[str, Any] | None) -> list[EffectiveTask]:
+    """The task table a published assignment was computed from.
+
+    What a new leader schedules when the overrides znode is corrupt and it never decoded a
+    valid version itself: the table in force before the corruption, not app.toml alone
+    (which would silently undo every runtime change)."""
+    paused = set((doc or {}).get("paused", []))
+    out = []
+    for raw in (doc or {}).get("tasks", []):
+        task = lenient_task(raw)
+        if task is not None:
+            out.append(EffectiveTask(task, task.name in paused, "assignment", ()))
     return out
 
 
@@ -133,8 +149,20 @@ def _validated(eff: EffectiveTask, changes: dict[str, Any]) -> None:
         raise OverrideError(str(exc)) from None
 
 
+def check_total(doc: dict[str, Any], seed: Sequence[TaskConfig], max_slots: int | None
+                ) -> dict[str, Any]:
+    """Refuse an edit that would take the cluster over `max_slots` slots in all (paused
+    tasks count: resuming them must not break the limit later)."""
+    if max_slots is not None:
+        total = sum(e.task.worker_num for e in effective_tasks(seed, doc))
+        if total > max_slots:
+            raise OverrideError(f"this would make {total} slots in all, over the cluster's "
+                                f"limit of {max_slots} ([assignment] max_slots)")
+    return doc
+
+
 def update_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str,
-                changes: dict[str, Any]) -> dict[str, Any]:
+                changes: dict[str, Any], *, max_slots: int | None = None) -> dict[str, Any]:
     """Change fields (workerNum, paused, mode, ...) of an existing task."""
     eff = _find(doc, seed, name)
     unknown = sorted(set(changes) - set(MUTABLE_FIELDS) - {"paused"})
@@ -148,11 +176,12 @@ def update_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str,
     doc = copy.deepcopy(normalize(doc))
     entry = doc["tasks"].setdefault(name, {})
     entry.update(changes)
-    return doc
+    return check_total(doc, seed, max_slots)
 
 
 def add_task(doc: dict[str, Any], seed: Sequence[TaskConfig], fields: dict[str, Any],
-             handler_available: Callable[[str], bool]) -> dict[str, Any]:
+             handler_available: Callable[[str], bool], *, max_slots: int | None = None
+             ) -> dict[str, Any]:
     try:
         task = TaskConfig.from_dict(fields, where="new task")
     except ConfigError as exc:
@@ -167,7 +196,7 @@ def add_task(doc: dict[str, Any], seed: Sequence[TaskConfig], fields: dict[str, 
                                    if k in MUTABLE_FIELDS}  # re-adding a removed seed task
     else:
         doc["tasks"][task.name] = {"added": True, **task.to_dict()}
-    return doc
+    return check_total(doc, seed, max_slots)
 
 
 def remove_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> dict[str, Any]:
@@ -209,24 +238,34 @@ def request_rebalance(doc: dict[str, Any]) -> dict[str, Any]:
 # -- storage --------------------------------------------------------------------------------
 
 class OverrideStore:
-    """Read-modify-write of the overrides znode with ZooKeeper's version as the guard."""
+    """Read-modify-write of the overrides znode with ZooKeeper's version as the guard.
+
+    A corrupt znode is never read as "no overrides": `read()` keeps answering with the last
+    valid document this store decoded (`corrupt` says why), so the runtime changes stay in
+    force until an admin write repairs the znode.
+    """
 
     def __init__(self, client: KazooClient, path: str) -> None:
         self._client = client
         self.path = path
+        self.last_valid: dict[str, Any] | None = None
+        self.corrupt: Corrupt | None = None
 
     def read(self, watch: Any = None) -> tuple[dict[str, Any], int]:
-        """(document, version); version -1 when nothing was ever written."""
+        """(document in force, version); version -1 when nothing was ever written."""
         try:
             raw, stat = self._client.get(self.path, watch=watch)
         except NoNodeError:
             if watch is not None:
                 self._client.exists(self.path, watch=watch)
+            self.corrupt, self.last_valid = None, empty()
             return empty(), -1
-        try:
-            return normalize(loads(raw, where=self.path)), stat.version
-        except ValueError:
-            return empty(), stat.version
+        doc = decode_overrides(raw, self.path)
+        if isinstance(doc, Corrupt):
+            self.corrupt = doc
+            return copy.deepcopy(self.last_valid or empty()), stat.version
+        self.corrupt, self.last_valid = None, doc
+        return copy.deepcopy(doc), stat.version
 
     def update(self, change: Callable[[dict[str, Any]], dict[str, Any]], *,
                expected: int | None = None, attempts: int = 10) -> tuple[dict[str, Any], int]:
@@ -234,22 +273,31 @@ class OverrideStore:
 
         With `expected` (the version the caller based its edit on) a stale caller gets a
         VersionConflict. Without it the change is re-applied to fresh data on a race, which
-        is safe because each change is a function of the current document.
+        is safe because each change is a function of the current document. Over a corrupt
+        znode the change applies to the last valid document known here (empty if none),
+        which repairs the znode.
         """
         for _ in range(attempts):
             doc, version = self.read()
             if expected is not None and expected != version:
                 raise VersionConflict(expected, version)
+            repairing = self.corrupt
             new = change(doc)
             try:
                 if version < 0:
                     self._client.create(self.path, dumps(new), makepath=True)
-                    return new, 0
-                stat = self._client.set(self.path, dumps(new), version=version)
-                return new, stat.version
+                    version = 0
+                else:
+                    version = self._client.set(self.path, dumps(new), version=version).version
             except (BadVersionError, NodeExistsError):
                 if expected is not None:
                     raise VersionConflict(expected, self.read()[1]) from None
+                continue
+            if repairing is not None:
+                logger.warning("{}; repaired by this write (based on {})", repairing,
+                               "the last valid version" if self.last_valid else "no overrides")
+            self.corrupt, self.last_valid = None, new
+            return new, version
         raise OverrideError("too many concurrent edits; retry", status=409)
 
 

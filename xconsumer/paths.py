@@ -6,6 +6,7 @@ uses; nothing else in the package concatenates path strings.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 NODE_PREFIX = "n-"
@@ -70,6 +71,14 @@ class Paths:
     def all_persistent(self) -> tuple[str, ...]:
         """Containers every node makes sure exist before it joins."""
         return (self.nodes, self.owners, self.done, self.left)
+
+
+_MEMBER_RE = re.compile(r"n-\d{10}")
+
+
+def is_member_child(child: str) -> bool:
+    """Whether a `nodes/` child has the name ZooKeeper gives an `n-` sequential znode."""
+    return _MEMBER_RE.fullmatch(child) is not None
 
 
 def node_seq(child: str) -> int:

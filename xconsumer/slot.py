@@ -133,6 +133,11 @@ class SlotRunner:
         self.child_pid: int | None = None
         self.may_hold_owner = False
         self.exited = False
+        self.blocked_by: str | None = None  # a persistent owner znode no node can release
+        # One watcher for the owner znode, registered again and again: kazoo keeps watchers
+        # in a set, so the same callable never piles up while we wait (a fresh lambda per
+        # wait would leak one per retry until the znode changes).
+        self._owner_watch = lambda _event: self._wake.set()
         self._call_timeout = call_timeout
         self.log = logger.bind(task=slot.task, slot=slot.index)
         self.thread = threading.Thread(
@@ -210,6 +215,7 @@ class SlotRunner:
                 _, stat = self._call(self._client.create_async(
                     path, self._owner_data(), ephemeral=True, makepath=True, include_data=True))
                 self.fence = stat.czxid
+                self.blocked_by = None
                 return True
             except NodeExistsError:
                 pass
@@ -218,8 +224,7 @@ class SlotRunner:
                 self.stop_event.wait(self._retry_wait)
                 continue
             try:
-                stat = self._call(self._client.exists_async(
-                    path, watch=lambda _e: self._wake.set()))
+                stat = self._call(self._client.exists_async(path, watch=self._owner_watch))
             except _ZK_ERRORS:
                 self.stop_event.wait(self._retry_wait)
                 continue
@@ -238,33 +243,55 @@ class SlotRunner:
                     continue
                 self.fence = stat.czxid
                 return True
-            if waited_for is None:
+            if stat.ephemeralOwner == 0:
+                self._report_blocked(path)
+            elif waited_for is None:
                 waited_for = f"{stat.ephemeralOwner:x}"
                 self.log.info("waiting for the previous owner (session {}) to release", waited_for)
             self._wake.wait(self._retry_wait * 5)
             self._wake.clear()
         return False
 
-    def _done_marker_exists(self) -> bool:
-        """Whether a once-slot already completed; an unreadable answer is retried, because
-        guessing "no" would run a completed job again."""
+    def _report_blocked(self, path: str) -> None:
+        """A persistent owner znode (made by hand: every node creates ephemeral ones) would
+        block the slot forever without a word: report it once, loudly, with what to do."""
+        if self.blocked_by == path:
+            return
+        self.blocked_by = path
+        self.state = "blocked"
+        message = (f"slot {self.slot.key} is blocked by the persistent owner znode {path} "
+                   "(no node created it, so none will release it): delete it if nothing "
+                   "runs this slot")
+        self.last_error = message
+        self.log.error(message)
+        if self._events is not None:
+            self._events.add("slot_blocked", message, task=self.slot.task, slot=self.slot.index)
+
+    def _done_marker_exists(self) -> bool | None:
+        """Whether a once-slot already completed; None when the slot is told to stop before
+        that could be read. An unreadable answer is retried, because guessing "no" would run
+        a completed job again, and guessing "yes" would report it done without its marker."""
         path = self._paths.done_marker(self.slot.task, self.slot.index)
         while not self.stop_event.is_set():
             try:
                 return self._call(self._client.exists_async(path)) is not None
             except _ZK_ERRORS:
                 self.stop_event.wait(self._retry_wait)
-        return True  # stopping anyway: do not start the handler
+        return None
 
     def _run(self, handler: Handler) -> None:
         ctx = SlotContext(task=self.task, slot=self.slot.index, node=self.node,
                           generation=self.generation, fence=self.fence or 0,
                           stop_event=self.stop_event, lease=self._lease)
         once = self.task.mode == "once"
-        if once and self._done_marker_exists():
-            self.state = "done"
-            self.log.info("once slot already completed; nothing to run")
-            return
+        if once:
+            done = self._done_marker_exists()
+            if done is None:
+                return  # stopping: neither run nor "done" (the marker was never read)
+            if done:
+                self.state = "done"
+                self.log.info("once slot already completed; nothing to run")
+                return
         self.started_at = time.time()
         self.log.info("slot started (fence {}, generation {}{})", ctx.fence, self.generation,
                       ", in a child process" if self._isolated else "")

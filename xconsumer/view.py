@@ -1,6 +1,8 @@
 """A read-only picture of the cluster straight from ZooKeeper.
 
 Shared by the admin API and `xconsumer status`, which must work without joining the cluster.
+Every znode is decoded through its codec: a corrupt one is named in the view's `corrupt`
+list and the rest of the picture is still answered, never a 500 or a traceback.
 """
 
 from __future__ import annotations
@@ -11,16 +13,27 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from .codecs import Corrupt, decode_marker, decode_owner, slot_index
 from .config import TaskConfig
-from .leader import doc_plan, doc_unassigned, lenient_task, read_assignment
+from .leader import (
+    doc_plan,
+    doc_tasks,
+    doc_unassigned,
+    lenient_task,
+    read_assignment,
+    valid_doc,
+)
 from .membership import dedupe_by_name, read_members
-from .overrides import OverrideStore, effective_tasks
+from .overrides import OverrideStore, effective_tasks, from_assignment
 from .paths import Paths
-from .zk import loads
 
 
-def read_owners(client: KazooClient, paths: Paths) -> dict[str, dict[str, Any]]:
-    """`"task/slot"` -> owner znode data (node, generation, ...) plus its fence (czxid)."""
+def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None
+                ) -> dict[str, dict[str, Any]]:
+    """`"task/slot"` -> owner znode data (node, generation, ...) plus its fence (czxid).
+
+    An owner znode whose data is corrupt, or that is persistent (made by hand: it blocks its
+    slot until deleted), is listed with `node` None and reported in `corrupt`."""
     owners: dict[str, dict[str, Any]] = {}
     try:
         tasks = client.get_children(paths.owners)
@@ -32,28 +45,46 @@ def read_owners(client: KazooClient, paths: Paths) -> dict[str, dict[str, Any]]:
         except NoNodeError:
             continue
         for slot in sorted(slots, key=lambda s: (len(s), s)):
+            index = slot_index(slot)
+            path = f"{paths.owner_task(task)}/{slot}"
             try:
-                raw, stat = client.get(paths.owner(task, int(slot)))
-                data = loads(raw, where=paths.owner(task, int(slot))) or {}
-            except (NoNodeError, ValueError):
+                raw, stat = client.get(path)
+            except NoNodeError:
                 continue
+            data = decode_owner(raw, path) if index is not None else Corrupt(
+                "owner", path, "not a slot index")
+            if not isinstance(data, Corrupt) and stat.ephemeralOwner == 0:
+                data = Corrupt("owner", path, "persistent (made by hand?): it blocks the slot "
+                               "until deleted")
+            if isinstance(data, Corrupt):
+                if corrupt is not None:
+                    corrupt.append(data)
+                if index is None:
+                    continue
+                data = {"node": None, "corrupt": data.error}
             data["fence"] = stat.czxid
-            owners[f"{task}/{slot}"] = data
+            owners[f"{task}/{index}"] = data
     return owners
 
 
 def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, Any]:
-    members = dedupe_by_name(read_members(client, paths))
-    doc, _ = read_assignment(client, paths)
-    leader = members[0].name if members else None
+    corrupt: list[Corrupt] = []
+    candidates = read_members(client, paths, corrupt=corrupt)
+    members = dedupe_by_name(candidates)
+    published, _ = read_assignment(client, paths)
+    if isinstance(published, Corrupt):
+        corrupt.append(published)
+    doc = valid_doc(published)
+    leader_rec = candidates[0] if candidates else None
+    leader = leader_rec.name if leader_rec is not None else None
     assignment = {n: [{"task": s.task, "slot": s.index} for s in slots]
                   for n, slots in doc_plan(doc).items()}
-    owners = read_owners(client, paths)
+    owners = read_owners(client, paths, corrupt)
     drained = set((doc or {}).get("drained", []))
     nodes = []
     for rec in members:
         nodes.append({
-            "id": rec.name, "seq": rec.seq, "znode": rec.child, "leader": rec.name == leader,
+            "id": rec.name, "seq": rec.seq, "znode": rec.child, "leader": rec is leader_rec,
             "state": "draining" if rec.name in drained else rec.state,
             "admin_url": rec.data.get("admin_url"),
             "host": rec.data.get("host"), "pid": rec.data.get("pid"),
@@ -71,11 +102,13 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
         "unassigned": [{"task": s.task, "slot": s.index} for s in doc_unassigned(doc)],
         "owners": {k: v.get("node") for k, v in owners.items()},
         "fences": {k: v.get("fence") for k, v in owners.items()},
-        "done": read_done(client, paths),
+        "done": read_done(client, paths, corrupt),
+        "corrupt": [c.to_dict() for c in corrupt],
     }
 
 
-def read_done(client: KazooClient, paths: Paths) -> list[str]:
+def read_done(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None
+              ) -> list[str]:
     """`"task/slot"` of every once-mode slot that has completed."""
     done = []
     try:
@@ -87,7 +120,20 @@ def read_done(client: KazooClient, paths: Paths) -> list[str]:
             slots = client.get_children(f"{paths.done}/{task}")
         except NoNodeError:
             continue
-        done += [f"{task}/{s}" for s in sorted(slots, key=lambda s: (len(s), s))]
+        for slot in sorted(slots, key=lambda s: (len(s), s)):
+            path = f"{paths.done}/{task}/{slot}"
+            if slot_index(slot) is None:
+                if corrupt is not None:
+                    corrupt.append(Corrupt("done", path, "not a slot index"))
+                continue
+            if corrupt is not None:
+                try:
+                    data = decode_marker("done", client.get(path)[0], path)
+                except NoNodeError:
+                    continue
+                if isinstance(data, Corrupt):
+                    corrupt.append(data)
+            done.append(f"{task}/{slot_index(slot)}")
     return done
 
 
@@ -104,10 +150,9 @@ def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict
         task = key.rsplit("/", 1)[0]
         running[task] = running.get(task, 0) + 1
     out = []
-    for task in doc.get("tasks", []):
-        name = task["name"]
-        out.append({**task, "paused": name in paused,
-                    "desired": 0 if name in paused else task.get("workerNum", 0),
+    for name, task in doc_tasks(doc).items():
+        out.append({**task.to_dict(), "paused": name in paused,
+                    "desired": 0 if name in paused else task.worker_num,
                     "assigned": assigned.get(name, 0), "running": running.get(name, 0)})
     return out
 
@@ -124,22 +169,32 @@ def seed_from_doc(doc: dict[str, Any] | None, fallback: Sequence[TaskConfig]) ->
 
 
 def tasks_table(client: KazooClient, paths: Paths, published: dict[str, Any] | None,
-                seed: Sequence[TaskConfig]) -> dict[str, Any]:
+                seed: Sequence[TaskConfig], store: OverrideStore | None = None
+                ) -> dict[str, Any]:
     """Effective tasks (app.toml + overrides) with assigned and running counts, and the
-    overrides version a conditional edit must quote."""
-    doc, version = OverrideStore(client, paths.overrides).read()
+    overrides version a conditional edit must quote.
+
+    With corrupt overrides the table in force is shown (the last valid overrides this
+    process decoded, else the published assignment's table) and `corrupt` names the znode."""
+    store = store or OverrideStore(client, paths.overrides)
+    doc, version = store.read()
+    corrupt: list[Corrupt] = []
     running: dict[str, int] = {}
-    for key in read_owners(client, paths):
+    for key in read_owners(client, paths, corrupt):
         task = key.rsplit("/", 1)[0]
         running[task] = running.get(task, 0) + 1
     assigned: dict[str, int] = {}
     for slots in doc_plan(published).values():
         for slot in slots:
             assigned[slot.task] = assigned.get(slot.task, 0) + 1
+    if store.corrupt is not None:
+        corrupt.insert(0, store.corrupt)
+    table = (from_assignment(published) if store.corrupt is not None and not store.last_valid
+             and published else effective_tasks(seed, doc))
     tasks = []
-    for eff in effective_tasks(seed, doc):
+    for eff in table:
         item = eff.to_dict()
         item["assigned"] = assigned.get(eff.task.name, 0)
         item["running"] = running.get(eff.task.name, 0)
         tasks.append(item)
-    return {"version": version, "tasks": tasks}
+    return {"version": version, "tasks": tasks, "corrupt": [c.to_dict() for c in corrupt]}

@@ -1,0 +1,320 @@
+"""One codec per znode kind: bytes from ZooKeeper in, a checked value or a `Corrupt` out.
+
+Every byte read from ZooKeeper is untrusted: an older or newer xconsumer, a hand edit with
+`zkCli.sh` or a bug may have written it. Each kind (member, assignment, overrides, owner,
+done, left) is decoded here, in one place, by a schema check that either returns a value
+whose shape the rest of the package can rely on or a `Corrupt` naming the znode and what is
+wrong. No decoder raises on bad data, so no loop (the controller, a slot thread, an HTTP
+view) can be stopped by it; what to *do* with a `Corrupt` (repair, keep the last valid state,
+report) is the caller's decision, never "treat it as empty".
+
+Unknown keys are tolerated everywhere (a newer version may add some); a known key of the
+wrong type is corruption.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from .assignment import Slot
+from .config import MAX_WORKER_NUM, TaskConfig
+from .errors import ConfigError
+
+# Mirrors config's node-name rule: a member id is a node name.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_GENERATION = 1 << 53  # JSON numbers past this lose precision in browsers and jq
+_MAGIC = b"XCZ1"
+MAX_INFLATED = 64 * 1024 * 1024  # a zlib bomb in a znode must not exhaust a node's memory
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A znode whose data does not have the shape its kind requires."""
+
+    kind: str  # member, assignment, overrides, owner, done, left
+    path: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} znode {self.path} is corrupt: {self.error}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "znode": self.path, "error": self.error}
+
+
+class _Bad(Exception):
+    """Internal: raised by the field checks, turned into a `Corrupt` by `_decode`."""
+
+
+def parse_json(raw: bytes | None) -> Any:
+    """JSON (zlib-compressed behind a magic prefix when large); _Bad when it is not."""
+    if not raw:
+        raise _Bad("empty")
+    try:
+        if raw.startswith(_MAGIC):
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(raw[len(_MAGIC):], MAX_INFLATED)
+            if inflater.unconsumed_tail:
+                raise _Bad(f"compressed data inflates past {MAX_INFLATED} bytes")
+        return json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, zlib.error, RecursionError) as exc:
+        raise _Bad(f"not valid JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(value: Any, key: str, *, lo: int = 0, hi: int = MAX_GENERATION) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _Bad(f"{key} must be an integer {lo}..{hi}, got {_show(value)}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not math.isfinite(float(value))):
+        raise _Bad(f"{key} must be a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _str(value: Any, key: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(f"{key} must be a string, got {_show(value)}")
+    return value
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad(f"{key} must be a list of strings, got {_show(value)}")
+    return list(value)
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"{what} must be a JSON object, got {_show(value)}")
+    return value
+
+
+def _decode(kind: str, path: str, raw: bytes | None, check: Any) -> Any:
+    try:
+        return check(parse_json(raw))
+    except _Bad as exc:
+        return Corrupt(kind, path, str(exc))
+    except RecursionError:
+        return Corrupt(kind, path, "nested too deeply")
+
+
+# -- member: nodes/n-<seq> ---------------------------------------------------------------------
+def _member(doc: Any) -> dict[str, Any]:
+    doc = _object(doc, "member data")
+    name = doc.get("id")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise _Bad(f"id must be a node name, got {_show(name)}")
+    out = dict(doc)
+    out["handlers"] = _strings(doc.get("handlers", []), "handlers")
+    works = doc.get("works")
+    out["works"] = None if works is None else _strings(works, "works")
+    out["weight"] = _number(doc.get("weight", 1.0), "weight")
+    if out["weight"] <= 0:
+        raise _Bad(f"weight must be > 0, got {_show(doc.get('weight'))}")
+    if doc.get("state", "active") not in ("active", "draining"):
+        raise _Bad(f"state must be 'active' or 'draining', got {_show(doc.get('state'))}")
+    lw = doc.get("leader_works", True)
+    if not isinstance(lw, bool):
+        raise _Bad(f"leader_works must be true or false, got {_show(lw)}")
+    for key in ("host", "admin_url", "version"):
+        _str(doc.get(key), key, optional=True)
+    if doc.get("pid") is not None:
+        _int(doc["pid"], "pid", hi=1 << 32)
+    if doc.get("started_at") is not None:
+        _number(doc["started_at"], "started_at")
+    return out
+
+
+def decode_member(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    return _decode("member", path, raw, _member)
+
+
+# -- assignment ----------------------------------------------------------------------------------
+def _groups(value: Any, key: str) -> dict[str, list[int]]:
+    """`{task: [index, ...]}`, the published form of one node's slots."""
+    value = _object(value, key)
+    out = {}
+    for task, indices in value.items():
+        if not isinstance(indices, list):
+            raise _Bad(f"{key}.{task} must be a list of slot indices, got {_show(indices)}")
+        out[task] = [_int(i, f"{key}.{task}[]", hi=MAX_WORKER_NUM) for i in indices]
+    return out
+
+
+_KNOWN_TASK_KEYS = frozenset(TaskConfig(name="x", work_name="x", worker_num=0).to_dict())
+
+
+def lenient_task(raw: Any, where: str = "assignment znode") -> TaskConfig | None:
+    """A task from a published document, tolerating keys a newer leader may add (rolling
+    upgrade); a task that still does not parse is skipped, never allowed to stop a node
+    from applying the rest of the assignment (revocations above all)."""
+    if not isinstance(raw, dict):
+        return None
+    error: ConfigError | None = None
+    for candidate in (raw, {k: v for k, v in raw.items() if k in _KNOWN_TASK_KEYS}):
+        try:
+            return TaskConfig.from_dict(candidate, where=where)
+        except ConfigError as exc:
+            error = exc
+    logger.warning("skipping a task of the published assignment: {}", error)
+    return None
+
+
+def _assignment(doc: Any) -> dict[str, Any]:
+    doc = _object(doc, "the assignment")
+    if "generation" not in doc:
+        raise _Bad("generation is missing")
+    out = dict(doc)
+    out["generation"] = _int(doc["generation"], "generation", lo=1)
+    out["nodes"] = {_str(n, "nodes key") or "": _groups(g, f"nodes.{n}")
+                    for n, g in _object(doc.get("nodes", {}), "nodes").items()}
+    out["unassigned"] = _groups(doc.get("unassigned", {}), "unassigned")
+    seen: dict[tuple[str, int], str] = {}
+    for node, groups in out["nodes"].items():
+        for task, indices in groups.items():
+            for i in indices:
+                if (task, i) in seen:
+                    raise _Bad(f"slot {task}/{i} is given to both {seen[task, i]} and {node}")
+                seen[task, i] = node
+    for key in ("tasks", "seed"):
+        if key in doc and not isinstance(doc[key], list):
+            raise _Bad(f"{key} must be a list of tasks, got {_show(doc[key])}")
+        if key in doc and not all(isinstance(t, dict) for t in doc[key]):
+            raise _Bad(f"{key} must be a list of task objects")
+    out.setdefault("tasks", [])
+    for key in ("paused", "drained", "members"):
+        out[key] = _strings(doc.get(key, []), key)
+    for key in ("leader", "strategy"):
+        _str(doc.get(key), key, optional=True)
+    if doc.get("published_at") is not None:
+        _number(doc["published_at"], "published_at")
+    return out
+
+
+def decode_assignment(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    """The published assignment with every field of a known shape, or Corrupt."""
+    return _decode("assignment", path, raw, _assignment)
+
+
+def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
+    """node -> slots of a decoded assignment."""
+    if not doc:
+        return {}
+    return {n: [Slot(t, i) for t, idx in g.items() for i in idx]
+            for n, g in doc.get("nodes", {}).items()}
+
+
+def doc_unassigned(doc: dict[str, Any] | None) -> list[Slot]:
+    return [Slot(t, i) for t, idx in (doc or {}).get("unassigned", {}).items() for i in idx]
+
+
+def doc_tasks(doc: dict[str, Any] | None) -> dict[str, TaskConfig]:
+    """name -> task definition of a decoded assignment (tasks that do not parse skipped)."""
+    out = {}
+    for raw in (doc or {}).get("tasks", []):
+        task = lenient_task(raw)
+        if task is not None:
+            out[task.name] = task
+    return out
+
+
+def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
+    """What `doc` asks `node` to run, with each slot's task definition."""
+    if not doc:
+        return {}
+    tasks = doc_tasks(doc)
+    return {slot: tasks[slot.task] for slot in doc_plan(doc).get(node, [])
+            if slot.task in tasks}
+
+
+# -- overrides -------------------------------------------------------------------------------------
+# Fields an override may change on an app.toml task (the identity fields cannot change).
+MUTABLE_FIELDS = ("workerNum", "mode", "interval", "stop_timeout", "retry_backoff",
+                  "retry_backoff_max", "max_per_node", "isolation")
+_FLAGS = ("paused", "removed", "added")
+
+
+def empty_overrides() -> dict[str, Any]:
+    return {"tasks": {}, "drained": [], "rebalance": 0}
+
+
+def _override_entry(name: str, entry: Any) -> dict[str, Any]:
+    entry = _object(entry, f"tasks.{name}")
+    for flag in _FLAGS:
+        if flag in entry and not isinstance(entry[flag], bool):
+            raise _Bad(f"tasks.{name}.{flag} must be true or false, got {_show(entry[flag])}")
+    try:
+        if entry.get("added"):
+            fields = {k: v for k, v in entry.items() if k not in _FLAGS}
+            task = TaskConfig.from_dict(fields, where=f"tasks.{name}")
+            if task.name != name:
+                raise _Bad(f"tasks.{name} holds a task named {task.name!r}")
+        else:
+            changes = {k: entry[k] for k in MUTABLE_FIELDS if k in entry}
+            TaskConfig.from_dict({"name": "x", "workName": "x", "workerNum": 0, **changes},
+                                 where=f"tasks.{name}")
+    except ConfigError as exc:
+        raise _Bad(str(exc)) from None
+    return dict(entry)
+
+
+def _overrides(doc: Any) -> dict[str, Any]:
+    doc = _object(doc, "the overrides")
+    tasks = _object(doc.get("tasks", {}), "tasks")
+    rebalance = _int(doc.get("rebalance", 0), "rebalance")
+    return {"tasks": {name: _override_entry(name, e) for name, e in tasks.items()},
+            "drained": sorted(set(_strings(doc.get("drained", []), "drained"))),
+            "rebalance": rebalance}
+
+
+def decode_overrides(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    """The runtime changes, every entry validated; Corrupt as a whole if any is not."""
+    return _decode("overrides", path, raw, _overrides)
+
+
+# -- owner: owners/<task>/<index> ------------------------------------------------------------------
+def _owner(doc: Any) -> dict[str, Any]:
+    doc = _object(doc, "owner data")
+    _str(doc.get("node"), "node")
+    _int(doc.get("generation", 0), "generation", lo=0)
+    _str(doc.get("session", ""), "session")
+    if doc.get("started_at") is not None:
+        _number(doc["started_at"], "started_at")
+    return dict(doc)
+
+
+def decode_owner(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    return _decode("owner", path, raw, _owner)
+
+
+# -- markers: done/<task>/<index>, left/<name> ---------------------------------------------------
+def decode_marker(kind: str, raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    """A marker means what its existence means; its data (if any) is information only, so
+    empty data (a marker made by hand) is valid, and anything else must be a JSON object."""
+    if not raw:
+        return {}
+    return _decode(kind, path, raw, lambda d: dict(_object(d, f"{kind} marker data")))
+
+
+def slot_index(child: str) -> int | None:
+    """The index of an `owners/<task>/<i>` or `done/<task>/<i>` child; None if it is not one."""
+    if child.isdigit() and len(child) <= 9:
+        return int(child)
+    return None
