@@ -27,7 +27,7 @@ from loguru import logger
 from . import __version__
 from .config import Config, load_config
 from .errors import XConsumerError
-from .logs import setup_logging
+from .logs import kazoo_connecting, setup_logging
 from .manage import (
     EXIT_OK,
     EXIT_REQUEST,
@@ -147,7 +147,8 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    node.start()
+    with kazoo_connecting():
+        node.start()
     logger.info("node {} running; SIGTERM or Ctrl-C to leave (twice to exit at once)", node.name)
     while not stop.wait(1.0):
         pass
@@ -165,8 +166,9 @@ def _status(args: argparse.Namespace) -> int:
     config = _load(args)
     client, _ = make_client(config.zookeeper.hosts, config.zookeeper.session_timeout,
                             zk=config.zookeeper)
-    start_client(client, config.zookeeper.hosts,
-                 args.timeout if args.timeout is not None else config.zookeeper.connect_timeout)
+    with kazoo_connecting():
+        start_client(client, config.zookeeper.hosts, args.timeout if args.timeout is not None
+                     else config.zookeeper.connect_timeout)
     try:
         view = read_cluster(client, Paths(config.zookeeper.root, config.cluster.name),
                             config.cluster.name)

@@ -2,12 +2,21 @@
 
 kazoo and werkzeug log through the standard library; an intercepting handler routes them into
 loguru so every line of a node's output has one format.
+
+While a command makes its first connection (`kazoo_connecting()`), kazoo's warnings are
+demoted to DEBUG: with ZooKeeper down it warns for every refused attempt, five a second, and
+buries the one line that says what is wrong (`cannot reach ZooKeeper at ...`). They are still
+there with `--log-level DEBUG`; kazoo's errors, and its warnings once connected, are not
+touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from loguru import logger
@@ -29,6 +38,19 @@ def _format(record: Any) -> str:
     return fmt
 
 
+_connecting = threading.Event()
+
+
+@contextlib.contextmanager
+def kazoo_connecting() -> Iterator[None]:
+    """Demote kazoo's connection-retry warnings to DEBUG for the duration (see above)."""
+    _connecting.set()
+    try:
+        yield
+    finally:
+        _connecting.clear()
+
+
 class _Intercept(logging.Handler):
     """Forwards stdlib records (kazoo, werkzeug) to loguru with the right level and origin."""
 
@@ -37,6 +59,9 @@ class _Intercept(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
+        if (_connecting.is_set() and record.name.startswith("kazoo")
+                and record.levelno < logging.ERROR):
+            level = "DEBUG"
         logger.opt(depth=6, exception=record.exc_info).bind(lib=record.name).log(
             level, record.getMessage()
         )
@@ -49,9 +74,11 @@ def setup_logging(level: str = "INFO", *, node: str = "-", stream: Any = None) -
     logger.add(stream or sys.stderr, level=level.upper(), format=_format, backtrace=False,
                diagnose=False)
     logging.basicConfig(handlers=[_Intercept()], level=logging.WARNING, force=True)
-    # kazoo reports every reconnect attempt at WARNING/INFO; our own lines say what matters.
-    logging.getLogger("kazoo").setLevel(logging.WARNING)
-    logging.getLogger("kazoo.client").setLevel(logging.WARNING)
+    # kazoo reports every reconnect attempt at WARNING/INFO; our own lines say what matters,
+    # unless the user asks for DEBUG.
+    kazoo_level = logging.DEBUG if level.upper() in ("DEBUG", "TRACE") else logging.WARNING
+    logging.getLogger("kazoo").setLevel(kazoo_level)
+    logging.getLogger("kazoo.client").setLevel(kazoo_level)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
