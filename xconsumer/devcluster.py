@@ -2,11 +2,18 @@
 
 Nodes run in their own sessions so a Ctrl-C reaches only this supervisor, which then stops
 each node by its PID with one SIGTERM (a second signal would make a node exit at once).
+
+Whatever ends the supervisor, its nodes and the ZooKeeper it started are stopped first:
+SIGINT, SIGTERM, SIGHUP (terminal closed), SIGPIPE, or a write to a stdout nobody reads any
+more (`bin/cluster | tee log`, then Ctrl-C: tee dies with the same Ctrl-C, and the next line
+we print fails with BrokenPipeError). Left running, the nodes would hold the admin ports and
+keep a ZooKeeper busy with a cluster nobody watches.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"cluster: error: config file {args.config} not found\n")
         return 2
     works = Path(args.works).resolve() if args.works else config.parent / "works"
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _STOP.clear()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda *_: _STOP.set())
 
     server: ZooKeeperServer | None = None
+    procs: dict[str, subprocess.Popen] = {}
     hosts = args.zk
+    code = 0
     try:
         if hosts is None:
             port = args.zk_port
@@ -58,38 +67,69 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.write(f"cluster: error: port {port} is busy; pass --zk HOST:PORT to "
                                  "use that ZooKeeper, or --zk-port 0\n")
                 return 2
-            server = ZooKeeperServer(port=port).start()
+            server = ZooKeeperServer(port=port)
+            server.start()
             hosts = server.hosts
-        say(f"ZooKeeper at {hosts}")
-        procs = start_nodes(args, config, works, hosts)
+            say(f"ZooKeeper at {hosts} (pid {server.pid})")
+        else:
+            say(f"ZooKeeper at {hosts}")
+        start_nodes(args, config, works, hosts, procs)
         deadline = time.monotonic() + args.duration if args.duration else None
-        while not stop.wait(0.2):
+        while not _STOP.wait(0.2):
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if all(p.poll() is not None for p in procs.values()):
                 say("every node has exited")
                 break
-        return stop_nodes(procs)
     except XConsumerError as exc:
-        sys.stderr.write(f"cluster: error: {exc}\n")
-        return exc.exit_code
+        _err(f"cluster: error: {exc}\n")
+        code = exc.exit_code
     finally:
+        # Every way out passes here, an unexpected exception too: stop what we started.
+        if procs:
+            code = max(code, stop_nodes(procs))
         if server is not None:
             server.close()
+    return code
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
+_STOP = threading.Event()  # set by a stop signal or by the loss of stdout
+_out = {"lost": False}
 
 
 def say(line: str) -> None:
-    sys.stdout.write(f"cluster: {line}\n")
-    sys.stdout.flush()
+    """Print a progress line; once nobody reads stdout, stop the cluster instead."""
+    if _out["lost"]:
+        return
+    try:
+        sys.stdout.write(f"cluster: {line}\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        _out["lost"] = True
+        _STOP.set()
+        # Point fd 1 at /dev/null so the interpreter's own flush at exit cannot fail again.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
-def start_nodes(args: argparse.Namespace, config: Path, works: Path,
-                hosts: str) -> dict[str, subprocess.Popen]:
-    procs: dict[str, subprocess.Popen] = {}
+def _err(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+
+
+def start_nodes(args: argparse.Namespace, config: Path, works: Path, hosts: str,
+                procs: dict[str, subprocess.Popen]) -> dict[str, subprocess.Popen]:
+    """Start the nodes into `procs` (the caller's, so it can stop the ones already started
+    if a stop comes in the middle)."""
     env = dict(os.environ)
     for var in ("XCONSUMER_ZK", "XCONSUMER_NAME", "XCONSUMER_ADMIN_PORT"):
         env.pop(var, None)
     for i in range(1, args.nodes + 1):
+        if _STOP.is_set():
+            break
         name = f"node{i}"
         port = args.admin_port_base + i - 1 if args.admin_port_base else 0
         cmd = [sys.executable, "-m", "xconsumer", "run", "--config", str(config), "--works",
