@@ -2,10 +2,15 @@
 
 A private registry (not the global default) keeps two nodes in one process (tests) apart.
 Labels are bounded: per task at most, never per slot, so cardinality follows the task table.
+The per-task gauges follow it too: every task of the table has a series (0 when none of its
+slots is here), and a task that leaves the table loses its series, so a scrape never shows
+a value a task had before it moved away or was removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 from prometheus_client import (
@@ -17,6 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+SESSION_STATES = ("connected", "suspended", "lost")
 SLOT_STATES = ("starting", "waiting", "blocked", "running", "backoff", "stopping", "stuck",
                "done", "stopped", "failed")
 
@@ -76,6 +82,30 @@ class Metrics:
         for kind in ("member", "assignment", "overrides", "owner", "done", "left"):
             self.corrupt.labels(kind).set(0)
 
+        # A counter series appears only once incremented; rate() over a series that is
+        # missing until the first failure sees no failure at all. Create them at 0.
+        for state in SESSION_STATES:
+            self.zk_events.labels(state)
+        self._lock = threading.Lock()  # the controller and /metrics both refresh them
+        self._tasks: set[str] = set()
+        self._labelled: dict[Any, set[str]] = {}
+
+    def _set_per_task(self, gauge: Gauge, values: dict[str, float]) -> None:
+        """Set one series per task in `values` and drop the series of every other task."""
+        before = self._labelled.get(gauge, set())
+        for task, value in values.items():
+            gauge.labels(task).set(value)
+        for task in before - set(values):
+            with contextlib.suppress(KeyError):
+                gauge.remove(task)
+        self._labelled[gauge] = set(values)
+
+    def observe_desired(self, desired: dict[str, int]) -> None:
+        """The cluster's task table: slots wanted per task (0 for a paused task)."""
+        with self._lock:
+            self._tasks = set(desired)
+            self._set_per_task(self.desired, dict(desired))
+
     def observe_slots(self, statuses: list[Any], assigned: dict[str, int]) -> None:
         counts = dict.fromkeys(SLOT_STATES, 0)
         running: dict[str, int] = {}
@@ -87,9 +117,10 @@ class Metrics:
             self.slot_states.labels(state).set(n)
         self.stuck.set(counts.get("stuck", 0))
         self.blocked.set(counts.get("blocked", 0))
-        for task in set(assigned) | set(running):
-            self.assigned.labels(task).set(assigned.get(task, 0))
-            self.running.labels(task).set(running.get(task, 0))
+        with self._lock:
+            tasks = self._tasks | set(assigned) | set(running)
+            self._set_per_task(self.assigned, {t: assigned.get(t, 0) for t in tasks})
+            self._set_per_task(self.running, {t: running.get(t, 0) for t in tasks})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
