@@ -155,7 +155,13 @@ def test_stale_version_gets_409(cluster: Cluster):
     ("/api/tasks", "POST", ["a"], None, 400, "JSON object"),
     ("/api/tasks", "POST", {"name": "x"}, None, 400, "workName"),
     ("/api/nodes/ghost/drain", "POST", None, None, 404, "unknown node 'ghost'"),
-    ("/api/events?after=x", "GET", None, None, 400, "integers"),
+    ("/api/events?after=x", "GET", None, None, 400, "integer"),
+    ("/api/events?limit=1001", "GET", None, None, 400, "limit must be an integer 0..1000"),
+    ("/api/tasks/alpha/scale", "POST", {"workerNum": 1, "version": True}, None, 400,
+     "version must be an integer"),
+    ("/api/tasks/alpha/scale", "POST", None, b'{"workerNum": 1e400}', 400, "out of range"),
+    ("/api/tasks/alpha/scale", "POST", {"workerNum": 100001}, None, 400, "at most 100000"),
+    ("/api/tasks/alpha", "PATCH", {"version": 0}, None, 400, "nothing to change"),
     ("/api/nothing", "GET", None, None, 404, ""),
 ])
 def test_bad_requests_get_a_json_4xx(cluster: Cluster, path, method, body, raw, status, needle):
@@ -192,6 +198,7 @@ def test_events_metrics_and_node_view(cluster: Cluster):
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
         text = resp.read().decode()
         assert resp.headers["Content-Type"].startswith("text/plain")
+        assert resp.headers["Content-Type"].count("charset") == 1, resp.headers["Content-Type"]
     assert "xconsumer_leader 1.0" in text
     assert 'xconsumer_task_slots_desired{task="alpha"} 2.0' in text
     assert "xconsumer_rebalances_total" in text
@@ -202,9 +209,13 @@ def test_events_metrics_and_node_view(cluster: Cluster):
 
 def test_curl_style_requests_weak_etags_and_both_version_forms(cluster: Cluster):
     url = url_of(cluster, "n1")
-    # curl -d sends application/x-www-form-urlencoded; the body is still JSON.
+    # curl -d without -H 'Content-Type: application/json' sends a form type: a web page can
+    # send that cross-site without a preflight, so it is refused and changes nothing.
     status, body, _ = call(f"{url}/api/tasks/alpha/scale", "POST", {"workerNum": 3},
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415 and "Content-Type: application/json" in body["message"], body
+    assert call(f"{url}/api/tasks/alpha")[1]["task"]["workerNum"] == 2
+    status, body, _ = call(f"{url}/api/tasks/alpha/scale", "POST", {"workerNum": 3})
     assert status == 200, body
     version = body["version"]
     status, body, _ = call(f"{url}/api/tasks/alpha", "PATCH",
@@ -213,3 +224,31 @@ def test_curl_style_requests_weak_etags_and_both_version_forms(cluster: Cluster)
     assert status == 200, body
     status, body, _ = call(f"{url}/api/tasks/nosuch/reset", "POST")
     assert status == 404 and body["message"] == "unknown task 'nosuch'"
+
+
+def test_cross_site_requests_and_foreign_hosts_are_refused(cluster: Cluster):
+    """What a hostile web page can send, even one that somehow holds the token: a simple
+    text/plain POST, a JSON request with its own Origin, and (after DNS rebinding) requests
+    naming its own host. None changes anything; a health check with any Host still works."""
+    url = url_of(cluster, "n2")
+    port = url.rsplit(":", 1)[1]
+    status, body, _ = call(f"{url}/api/tasks/alpha/pause", "POST", raw=b"{}",
+                           headers={"Content-Type": "text/plain"})
+    assert status == 415 and body["error"] == "unsupported_media_type"
+    status, body, _ = call(f"{url}/api/tasks/alpha/pause", "POST", {},
+                           headers={"Origin": "http://evil.example"})
+    assert status == 403 and body["error"] == "forbidden"
+    status, _, _ = call(f"{url}/api/tasks", headers={"Origin": "http://evil.example"})
+    assert status == 403
+    status, _, _ = call(f"{url}/api/tasks/alpha/pause", "POST", {},
+                        headers={"Host": f"rebind.example:{port}"})
+    assert status == 403
+    assert call(f"{url}/api/cluster", headers={"Host": f"rebind.example:{port}"})[0] == 403
+    assert call(f"{url}/healthz", headers={"Host": "lb-probe.internal"})[0] == 200
+    assert call(f"{url}/healthz", headers={"Origin": "http://evil.example"})[0] == 403
+    status, body, _ = call(f"{url}/api/tasks/alpha")
+    assert status == 200 and body["task"]["paused"] is False
+    # The node's own origin (the dashboard's fetch calls) is fine.
+    status, _, _ = call(f"{url}/api/tasks/alpha/pause", "POST", {},
+                        headers={"Origin": url, "Sec-Fetch-Site": "same-origin"})
+    assert status == 200

@@ -4,7 +4,9 @@ override function or one read; the rules themselves live in `xconsumer.overrides
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+import re
+from collections.abc import Callable, Collection
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -13,39 +15,105 @@ from .. import overrides as ov
 from ..leader import doc_plan, doc_unassigned
 from ..membership import read_members
 from ..view import tasks_table
+from .openapi import IF_MATCH_PATTERN, MAX_EVENT_SEQ, MAX_EVENTS_LIMIT, MAX_VERSION
+
+MAX_BODY = 64 * 1024  # bytes; a task definition is a few hundred
+_ABSENT = object()
+_QUERY_INT = re.compile(r"-?[0-9]{1,19}")
+_IF_MATCH = re.compile(IF_MATCH_PATTERN)
 
 
-def _body() -> dict[str, Any]:
-    """The JSON object sent, whatever the Content-Type says (`curl -d` sends form type)."""
-    raw = request.get_data()
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 40:  # int() of thousands of digits is slow, then refused by Python itself
+        raise ValueError(f"a number with {len(text.lstrip('-'))} digits is out of range")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _body(accepted: Collection[str] | None = None) -> dict[str, Any]:
+    """The JSON object sent (Content-Type was checked before the route ran).
+
+    Strict on purpose: UTF-8 only, no NaN / Infinity / numbers beyond a double, and a nesting
+    limit, so malformed input is a one-line 400 instead of an exception deep in a handler.
+    `accepted` lists the keys the endpoint understands; any other key is a 400 rather than
+    silently ignored (a typo like "workernum" must not look like success).
+    """
+    raw = request.get_data()  # werkzeug answers 413 past MAX_CONTENT_LENGTH
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ov.OverrideError("request body is not valid JSON") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ov.OverrideError(f"request body is not UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          parse_int=_bounded_int)
+    except RecursionError:
+        raise ov.OverrideError("request body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and our number checks
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ov.OverrideError(f"request body is not valid JSON: {detail}") from None
     if not isinstance(data, dict):
         raise ov.OverrideError("request body must be a JSON object")
+    if accepted is not None:
+        unknown = sorted(set(data) - set(accepted) - {"version"})
+        if unknown:
+            raise ov.OverrideError(
+                f"unknown field {', '.join(map(repr, unknown))[:200]} (accepted: "
+                f"{', '.join([*accepted, 'version'])})")
     return data
+
+
+def _version_number(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) \
+            or not -1 <= value <= MAX_VERSION:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ov.OverrideError(f"{where} must be an integer -1..{MAX_VERSION} (the "
+                               f"\"version\" of GET /api/tasks), got {shown}")
+    return value
 
 
 def _expected_version(body: dict[str, Any]) -> int | None:
     """The overrides version the client based its edit on: If-Match header or "version"."""
-    in_body = body.pop("version", None)
-    header = request.headers.get("If-Match", "").strip()
-    header = header.removeprefix("W/").strip('"')  # a proxy may weaken our ETag
-    raw = header or in_body
-    if raw in (None, "", "*"):
+    in_body = body.pop("version", _ABSENT)
+    header = request.headers.get("If-Match")
+    if header is not None and header.strip() != "*":
+        header = header.strip()  # an empty If-Match is a mistake, not "no condition"
+        if _IF_MATCH.match(header) is None:
+            raise ov.OverrideError(
+                f'If-Match must be "<version>" (the ETag of GET /api/tasks) or *, got '
+                f"{header[:40]!r}")
+        return _version_number(int(header.removeprefix("W/").strip('"')), "If-Match")
+    if in_body is _ABSENT:
         return None
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise ov.OverrideError(f"version must be an integer, got {raw!r}") from None
+    return _version_number(in_body, "version")
+
+
+def _query_int(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; anything else is a 400, not a clamp,
+    so a client learns that its `limit=5000` was not honoured."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _QUERY_INT.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ov.OverrideError(f"{name} must be an integer {low}..{high}, got {raw[:40]!r}")
+    return int(raw)
 
 
 def register_api(app: Flask, node: Any) -> None:
     def tasks_payload() -> tuple[dict[str, Any], int]:
-        payload = tasks_table(node.client, node.paths, node.assignment, node.seed_tasks())
+        payload = tasks_table(node.client, node.paths, node.assignment, node.seed_tasks(),
+                              node.overrides)
         return payload, payload["version"]
 
     def respond(payload: dict[str, Any], version: int, status: int = 200) -> Any:
@@ -91,13 +159,9 @@ def register_api(app: Flask, node: Any) -> None:
 
     @app.get("/api/events")
     def events() -> Any:
-        try:
-            after = int(request.args.get("after", 0))
-            limit = int(request.args.get("limit", 100))
-        except ValueError:
-            raise ov.OverrideError("after and limit must be integers") from None
-        return jsonify(events=node.events.since(after, max(0, min(limit, 1000))),
-                       last=node.events.last_seq)
+        after = _query_int("after", 0, 0, MAX_EVENT_SEQ)
+        limit = _query_int("limit", 100, 0, MAX_EVENTS_LIMIT)
+        return jsonify(events=node.events.since(after, limit), last=node.events.last_seq)
 
     @app.get("/api/tasks")
     def list_tasks() -> Any:
@@ -118,7 +182,8 @@ def register_api(app: Flask, node: Any) -> None:
         expected = _expected_version(body)
         name = body.get("name")
         _, version = node.overrides.update(
-            lambda d: ov.add_task(d, node.seed_tasks(), body, handler_available),
+            lambda d: ov.add_task(d, node.seed_tasks(), body, handler_available,
+                               max_slots=node.config.assignment.max_slots),
             expected=expected)
         payload, _ = tasks_payload()
         task = next((t for t in payload["tasks"] if t["name"] == name), None)
@@ -130,38 +195,41 @@ def register_api(app: Flask, node: Any) -> None:
         version = _expected_version(body)
         if not body:
             raise ov.OverrideError("nothing to change: send e.g. {\"workerNum\": 3}")
-        return mutate(lambda d: ov.update_task(d, node.seed_tasks(), name, body),
+        return mutate(lambda d: ov.update_task(d, node.seed_tasks(), name, body,
+                                               max_slots=node.config.assignment.max_slots),
                       {"version": version} if version is not None else {}, task=name)
 
     @app.post("/api/tasks/<name>/scale")
     def scale_task(name: str) -> Any:
-        body = _body()
+        body = _body(accepted=("workerNum",))
         if "workerNum" not in body:
             raise ov.OverrideError("send {\"workerNum\": N} with N a non-negative integer")
         n = body["workerNum"]
-        return mutate(lambda d: ov.update_task(d, node.seed_tasks(), name, {"workerNum": n}),
+        return mutate(lambda d: ov.update_task(d, node.seed_tasks(), name, {"workerNum": n},
+                                               max_slots=node.config.assignment.max_slots),
                       body, task=name)
 
     @app.post("/api/tasks/<name>/pause")
     def pause_task(name: str) -> Any:
         return mutate(lambda d: ov.update_task(d, node.seed_tasks(), name, {"paused": True}),
-                      _body(), task=name)
+                      _body(accepted=()), task=name)
 
     @app.post("/api/tasks/<name>/resume")
     def resume_task(name: str) -> Any:
         return mutate(lambda d: ov.update_task(d, node.seed_tasks(), name, {"paused": False}),
-                      _body(), task=name)
+                      _body(accepted=()), task=name)
 
     @app.post("/api/tasks/<name>/reset")
     def reset_task(name: str) -> Any:
-        return mutate(lambda d: ov.reset_task(d, node.seed_tasks(), name), _body(), task=name)
+        return mutate(lambda d: ov.reset_task(d, node.seed_tasks(), name), _body(accepted=()),
+                      task=name)
 
     @app.delete("/api/tasks/<name>")
     def delete_task(name: str) -> Any:
-        return mutate(lambda d: ov.remove_task(d, node.seed_tasks(), name), _body())
+        return mutate(lambda d: ov.remove_task(d, node.seed_tasks(), name), _body(accepted=()))
 
     def set_drain(name: str, drained: bool) -> Any:
-        body = _body()
+        body = _body(accepted=())
         result = ov.drain_node(node.client, node.paths, node.overrides, name, drained,
                                expected=_expected_version(body))
         return respond(result, result["version"])
@@ -179,7 +247,7 @@ def register_api(app: Flask, node: Any) -> None:
 
     @app.post("/api/rebalance")
     def rebalance() -> Any:
-        body = _body()
+        body = _body(accepted=())
         doc, version = node.overrides.update(ov.request_rebalance,
                                              expected=_expected_version(body))
         return respond({"version": version, "rebalance": doc["rebalance"]}, version, 202)

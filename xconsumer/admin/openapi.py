@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask
 
 from .. import __version__
+from ..config import MAX_WORKER_NUM
 from ..overrides import MUTABLE_FIELDS
 
 IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -24,6 +25,18 @@ IGNORED_ENDPOINTS = frozenset({"static"})
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 _FLASK_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+# The `error` code of each status the API answers with (the app uses this table too).
+ERROR_CODES: dict[int, str] = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 500: "internal_error", 503: "zookeeper_unavailable"}
+MAX_VERSION = 2**31 - 1  # ZooKeeper versions are signed 32-bit; -1 means "never written"
+MAX_EVENTS_LIMIT = 1000
+MAX_EVENT_SEQ = 2**63 - 1
+# If-Match as the API accepts it: the ETag ("7", maybe weakened to W/"7"), a bare number,
+# or * (any version). Nine digits keep every match within MAX_VERSION.
+IF_MATCH_PATTERN = r'^(\*|(W/)?"(-1|[0-9]{1,9})"|-1|[0-9]{1,9})$'
 
 
 def openapi_path(rule: str) -> str:
@@ -44,11 +57,12 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 _NUM_NONNEG = {"type": "number", "minimum": 0}
 _NUM_POS = {"type": "number", "exclusiveMinimum": True, "minimum": 0}
 _TASK_FIELDS: dict[str, Any] = {
-    "name": {"type": "string", "description": "unique task name", "example": "ingest"},
+    "name": {"type": "string", "description": "unique task name", "example": "ingest",
+             "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
     "workName": {"type": "string",
                  "description": "handler name: `record` runs `RunRecord` from works/",
-                 "example": "record"},
-    "workerNum": {"type": "integer", "minimum": 0,
+                 "example": "record", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+    "workerNum": {"type": "integer", "minimum": 0, "maximum": MAX_WORKER_NUM,
                   "description": "number of slots (copies) to run across the cluster"},
     "mode": {"type": "string", "enum": ["loop", "once"],
              "description": "`loop` restarts the handler when it returns; `once` runs it once"},
@@ -62,7 +76,7 @@ _TASK_FIELDS: dict[str, Any] = {
                   "description": "`process` runs the handler in a child process that can be "
                                  "terminated after stop_timeout"},
 }
-_VERSION_FIELD = {"type": "integer",
+_VERSION_FIELD = {"type": "integer", "minimum": -1, "maximum": MAX_VERSION,
                   "description": "overrides version this edit is based on (like If-Match); "
                                  "a stale one gets 409"}
 _MUTABLE = MUTABLE_FIELDS
@@ -75,10 +89,8 @@ SCHEMAS: dict[str, Any] = {
         "description": "every non-2xx answer of the JSON API",
         "properties": {
             "error": {"type": "string", "description": "machine code",
-                      "example": "not_found",
-                      "enum": ["bad_request", "unauthorized", "not_found", "conflict",
-                               "method_not_allowed", "zookeeper_unavailable", "error"]},
-            "message": {"type": "string", "description": "what went wrong, for a human"},
+                      "example": "not_found", "enum": [*ERROR_CODES.values(), "error"]},
+            "message": {"type": "string", "description": "what went wrong, one line"},
         },
     },
     "TaskDefinition": {"type": "object", "properties": copy.deepcopy(_TASK_FIELDS)},
@@ -116,24 +128,30 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"version": {"type": "integer"},
                        "task": {**_ref("Task"), "nullable": True}},
     },
+    # Request bodies: unknown fields are a 400 (a typo must not look like success).
     "NewTask": {
         "type": "object", "required": ["name", "workName", "workerNum"],
+        "additionalProperties": False,
+        "description": "400 also when retry_backoff_max < retry_backoff, or when no live node "
+                       "has a handler for workName",
         "properties": {**copy.deepcopy(_TASK_FIELDS), "version": _VERSION_FIELD},
     },
     "TaskPatch": {
-        "type": "object", "minProperties": 1,
-        "description": "any subset of the changeable fields",
+        "type": "object", "additionalProperties": False,
+        "description": "any subset of the changeable fields, at least one of them",
         "properties": {**{k: copy.deepcopy(_TASK_FIELDS[k]) for k in _MUTABLE},
                        "paused": {"type": "boolean"}, "version": _VERSION_FIELD},
+        "anyOf": [{"required": [k]} for k in (*_MUTABLE, "paused")],
     },
     "Scale": {
-        "type": "object", "required": ["workerNum"],
+        "type": "object", "required": ["workerNum"], "additionalProperties": False,
         "properties": {"workerNum": copy.deepcopy(_TASK_FIELDS["workerNum"]),
                        "version": _VERSION_FIELD},
         "example": {"workerNum": 5},
     },
     "VersionOnly": {
-        "type": "object", "description": "optional; the body may be empty",
+        "type": "object", "additionalProperties": False,
+        "description": "`{}`, or an empty body (still with Content-Type: application/json)",
         "properties": {"version": _VERSION_FIELD},
     },
     "ClusterNode": {
@@ -262,8 +280,12 @@ SCHEMAS: dict[str, Any] = {
 _ERROR_TEXT = {
     400: "bad request (invalid body or value)",
     401: "missing or wrong bearer token",
+    403: "Host is not an address of this node ([admin] allowed_hosts), or a cross-site "
+         "request (foreign Origin, Sec-Fetch-Site: cross-site)",
     404: "no such task / node / route",
     409: "stale version or conflicting change",
+    413: "request body too large",
+    415: "a change without Content-Type: application/json",
     503: "ZooKeeper did not answer",
 }
 
@@ -282,7 +304,6 @@ class Route:
     response: str | None = None  # schema name; None means a non-JSON body (see `content`)
     content: dict[str, Any] | None = None
     body: str | None = None
-    body_required: bool = False
     query: tuple[dict[str, Any], ...] = ()
     errors: tuple[int, ...] = (503,)
     etag: bool = False
@@ -294,10 +315,11 @@ _TASK_ERRORS = (400, 404, 409, 503)
 _EVENT_QUERY = (
     {"name": "after", "in": "query", "required": False,
      "description": "only events with a larger seq (use `last` of the previous answer)",
-     "schema": {"type": "integer", "default": 0}},
+     "schema": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_EVENT_SEQ}},
     {"name": "limit", "in": "query", "required": False,
-     "description": "at most this many (the newest); clamped to 0..1000",
-     "schema": {"type": "integer", "default": 100, "minimum": 0, "maximum": 1000}},
+     "description": "at most this many (the newest); 400 outside 0..1000",
+     "schema": {"type": "integer", "default": 100, "minimum": 0,
+                "maximum": MAX_EVENTS_LIMIT}},
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -323,19 +345,19 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/tasks", "GET", "Tasks with desired/assigned/running counts", "tasks",
           response="TaskList", etag=True),
     Route("/api/tasks", "POST", "Add a task at runtime (stored in the overrides znode)",
-          "tasks", ok=201, response="TaskEnvelope", body="NewTask", body_required=True,
+          "tasks", ok=201, response="TaskEnvelope", body="NewTask",
           errors=(400, 409, 503), etag=True,
           description="400 when no live node has a handler for its workName; 409 when the "
                       "name exists"),
     Route("/api/tasks/<name>", "GET", "One task", "tasks", response="TaskEnvelope",
           errors=(404, 503), etag=True),
     Route("/api/tasks/<name>", "PATCH", "Change fields of a task (override app.toml)",
-          "tasks", response="TaskEnvelope", body="TaskPatch", body_required=True,
+          "tasks", response="TaskEnvelope", body="TaskPatch",
           errors=_TASK_ERRORS, etag=True),
     Route("/api/tasks/<name>", "DELETE", "Remove a task (an app.toml task until reset)",
           "tasks", response="TaskList", body="VersionOnly", errors=_TASK_ERRORS, etag=True),
     Route("/api/tasks/<name>/scale", "POST", "Set workerNum", "tasks",
-          response="TaskEnvelope", body="Scale", body_required=True, errors=_TASK_ERRORS,
+          response="TaskEnvelope", body="Scale", errors=_TASK_ERRORS,
           etag=True),
     Route("/api/tasks/<name>/pause", "POST", "Pause: run zero slots, keep workerNum", "tasks",
           response="TaskEnvelope", body="VersionOnly", errors=_TASK_ERRORS, etag=True),
@@ -379,9 +401,9 @@ def _operation(route: Route) -> dict[str, Any]:
                                                  "as If-Match",
                                   "schema": {"type": "string", "example": '"7"'}}}
     responses: dict[str, Any] = {str(route.ok): ok}
-    codes = set(route.errors)
+    codes = set(route.errors) | {403}  # Host / Origin rules apply to every route
     if route.method in MUTATING:
-        codes |= {401}
+        codes |= {400, 401, 413, 415}
     for code in sorted(codes):
         responses[str(code)] = {"description": _ERROR_TEXT[code],
                                 "content": _json(_ref("Error"))}
@@ -400,7 +422,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if params:
         op["parameters"] = params
     if route.body is not None:
-        op["requestBody"] = {"required": route.body_required,
+        # Required even where `{}` will do: a change must carry Content-Type:
+        # application/json (415 otherwise), which only a request with a body has.
+        op["requestBody"] = {"required": True,
                              "content": _json(_ref(route.body))}
     return op
 
@@ -451,10 +475,15 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Every node serves the same API. Reads are open; mutations need "
-                "`Authorization: Bearer <token>` when `[admin] token` is set. A mutation sent "
-                "to any node is written to ZooKeeper and takes effect cluster-wide. Task and "
-                "node changes are conditional when you send `If-Match: \"<version>\"` (the "
-                "ETag of GET /api/tasks) or a `version` field: a stale one gets 409."),
+                "`Authorization: Bearer <token>` when `[admin] token` is set, and always "
+                "`Content-Type: application/json` (415 otherwise; the body may be empty or "
+                "`{}` where nothing is needed). Requests with an `Origin` that is not the "
+                "node's own, with `Sec-Fetch-Site: cross-site`, or with a `Host` that is not "
+                "an address of the node (`[admin] allowed_hosts`) get 403; `/healthz` "
+                "answers any Host. Bodies are capped (413). A mutation sent to any node is "
+                "written to ZooKeeper and takes effect cluster-wide. Task and node changes "
+                "are conditional when you send `If-Match: \"<version>\"` (the ETag of GET "
+                "/api/tasks) or a `version` field: a stale one gets 409."),
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": "cluster"}, {"name": "tasks"}, {"name": "nodes"},
@@ -465,8 +494,10 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             "parameters": {"IfMatch": {
                 "name": "If-Match", "in": "header", "required": False,
                 "description": "overrides version the change is based on (quoted or bare "
-                               "integer, `*` for any); 409 when stale",
-                "schema": {"type": "string", "example": '"7"'}}},
+                               "integer, `*` for any); 409 when stale, 400 when not a "
+                               "version",
+                "schema": {"type": "string", "pattern": IF_MATCH_PATTERN,
+                           "example": '"7"'}}},
             "securitySchemes": {"bearer": {
                 "type": "http", "scheme": "bearer",
                 "description": "the `[admin] token` of app.toml (XCONSUMER_ADMIN_TOKEN)"}},
