@@ -57,7 +57,7 @@ class CorruptionReport:
         for c in new:
             logger.error("{} ({})", c, _ACTIONS.get(c.kind, "reported"))
             if self._events is not None:
-                self._events.add("znode_corrupt", str(c), znode=c.path, kind=c.kind)
+                self._events.add("znode_corrupt", str(c), znode=c.path, znode_kind=c.kind)
             if self._metrics is not None:
                 self._metrics.corruptions.labels(c.kind).inc()
         if self._metrics is not None:

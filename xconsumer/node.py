@@ -435,6 +435,7 @@ class Node:
         try:
             names = set(self.client.get_children(self.paths.left))
         except NoNodeError:
+            self.client.ensure_path(self.paths.left)  # deleted by hand: leaves need it
             return
         now = time.monotonic()
         keep = max(10.0, 2 * self.session.timeout)
@@ -557,9 +558,8 @@ class Node:
     def _observe(self, desired: dict[Any, Any]) -> None:
         doc = self.assignment or {}
         paused = set(doc.get("paused", []))
-        for task in doc.get("tasks", []):
-            want = 0 if task["name"] in paused else task.get("workerNum", 0)
-            self.metrics.desired.labels(task["name"]).set(want)
+        self.metrics.observe_desired({t["name"]: 0 if t["name"] in paused else
+                                      t.get("workerNum", 0) for t in doc.get("tasks", [])})
         assigned: dict[str, int] = {}
         for slot in desired:
             assigned[slot.task] = assigned.get(slot.task, 0) + 1

@@ -28,12 +28,15 @@ from .overrides import OverrideStore, effective_tasks, from_assignment
 from .paths import Paths
 
 
-def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None
-                ) -> dict[str, dict[str, Any]]:
+def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None,
+                sessions: dict[int, str] | None = None) -> dict[str, dict[str, Any]]:
     """`"task/slot"` -> owner znode data (node, generation, ...) plus its fence (czxid).
 
-    An owner znode whose data is corrupt, or that is persistent (made by hand: it blocks its
-    slot until deleted), is listed with `node` None and reported in `corrupt`."""
+    With `sessions` (member session -> node name) the owner is the member whose session
+    holds the ephemeral znode, which no hand edit can change; the data only adds detail. An
+    owner znode whose data is corrupt is reported in `corrupt` (and its node still found by
+    session); one that is persistent (made by hand: it blocks its slot until deleted) is
+    listed with `node` None."""
     owners: dict[str, dict[str, Any]] = {}
     try:
         tasks = client.get_children(paths.owners)
@@ -62,6 +65,8 @@ def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None
                 if index is None:
                     continue
                 data = {"node": None, "corrupt": data.error}
+            if sessions is not None and stat.ephemeralOwner:
+                data["node"] = sessions.get(stat.ephemeralOwner)
             data["fence"] = stat.czxid
             owners[f"{task}/{index}"] = data
     return owners
@@ -79,7 +84,7 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
     leader = leader_rec.name if leader_rec is not None else None
     assignment = {n: [{"task": s.task, "slot": s.index} for s in slots]
                   for n, slots in doc_plan(doc).items()}
-    owners = read_owners(client, paths, corrupt)
+    owners = read_owners(client, paths, corrupt, {m.session: m.name for m in members})
     drained = set((doc or {}).get("drained", []))
     nodes = []
     for rec in members:

@@ -1,0 +1,147 @@
+"""The znode codecs: whatever bytes a znode holds, decoding answers a checked value or a
+`Corrupt`, never an exception; and a checked value has exactly the shapes the readers use."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xconsumer.codecs import (
+    Corrupt,
+    decode_assignment,
+    decode_marker,
+    decode_member,
+    decode_overrides,
+    decode_owner,
+    doc_plan,
+    doc_unassigned,
+    plan_slots,
+)
+from xconsumer.config import TaskConfig
+from xconsumer.leader import build_doc, clamp_slots, next_generation
+from xconsumer.overrides import effective_tasks
+from xconsumer.zk import encode
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                   max_size=4),
+    max_leaves=20)
+# Objects that look like the real documents, with any value under the real keys.
+KEYS = ["generation", "nodes", "tasks", "paused", "drained", "members", "unassigned", "seed",
+        "leader", "strategy", "published_at", "id", "handlers", "works", "weight", "state",
+        "rebalance", "node", "session", "started_at", "r", "a", "workerNum", "added",
+        "removed", "name", "workName", "leader_works", "pid"]
+shaped = st.recursive(
+    json_values,
+    lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=6),
+    max_leaves=30)
+DECODERS = [decode_assignment, decode_member, decode_overrides, decode_owner,
+            lambda raw, path: decode_marker("done", raw, path)]
+
+
+def _check_assignment(doc: dict) -> None:
+    """Everything the node, the views and the leader read from a decoded assignment."""
+    assert isinstance(doc["generation"], int) and doc["generation"] >= 1
+    for node, slots in doc_plan(doc).items():
+        assert isinstance(node, str)
+        assert all(isinstance(s.task, str) and isinstance(s.index, int) for s in slots)
+    doc_unassigned(doc)
+    for name in doc_plan(doc):
+        plan_slots(doc, name)
+    for key in ("paused", "drained", "members"):
+        assert all(isinstance(x, str) for x in doc[key])
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=shaped)
+def test_no_decoder_raises_on_any_json(value) -> None:
+    raw = json.dumps(value).encode()
+    for decode in DECODERS:
+        out = decode(raw, "/x")
+        assert isinstance(out, Corrupt | dict)
+    doc = decode_assignment(raw, "/x")
+    if isinstance(doc, dict):
+        _check_assignment(doc)
+    overrides = decode_overrides(raw, "/x")
+    if isinstance(overrides, dict):
+        effective_tasks([TaskConfig(name="r", work_name="w", worker_num=2)], overrides)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=64))
+def test_no_decoder_raises_on_any_bytes(raw: bytes) -> None:
+    for decode in DECODERS:
+        assert isinstance(decode(raw, "/x"), Corrupt | dict)
+    assert isinstance(decode_assignment(b"XCZ1" + raw, "/x"), Corrupt | dict)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"nodes": "x", "generation": "y"}', b'{"nodes": []}', b'{"nodes":{"a":{"r":["x"]}}}',
+    b'{"generation": 3, "nodes": {"a": {"r": [0]}, "b": {"r": [0]}}}',
+    b'{"generation": true}', b'{"generation": -1}', b'[1, 2]', b'"not json"', b"", b"\xff",
+    b"XCZ1" + zlib.compress(b"[" * 100_000), b"[" * 100_000,
+])
+def test_the_wrong_shapes_found_in_the_field_are_corrupt(data: bytes) -> None:
+    out = decode_assignment(data, "/c/assignment")
+    assert isinstance(out, Corrupt) and out.path == "/c/assignment" and out.error
+    assert "\n" not in str(out)
+
+
+def test_a_zlib_bomb_is_corrupt_not_an_out_of_memory() -> None:
+    bomb = b"XCZ1" + zlib.compress(b" " * (80 * 1024 * 1024))
+    out = decode_assignment(bomb, "/a")
+    assert isinstance(out, Corrupt) and "inflates" in out.error
+
+
+def test_members_and_overrides_of_the_wrong_shape() -> None:
+    assert isinstance(decode_member(b'{"id":"zz","handlers":5}', "/m"), Corrupt)
+    assert isinstance(decode_member(b'{"id":"a","weight":0}', "/m"), Corrupt)
+    assert isinstance(decode_member(b'{"id":"a b"}', "/m"), Corrupt)
+    ok = decode_member(b'{"id":"a","handlers":["RunX"],"future_key":1}', "/m")
+    assert isinstance(ok, dict) and ok["handlers"] == ["RunX"] and ok["weight"] == 1.0
+    for bad in (b'"not json"', b"[1,2]", b'{"tasks": []}', b'{"rebalance": "1"}',
+                b'{"tasks": {"t": {"workerNum": -1}}}', b'{"tasks": {"t": {"paused": 1}}}',
+                b'{"tasks": {"t": {"added": true, "name": "u", "workName": "w", '
+                b'"workerNum": 1}}}'):
+        assert isinstance(decode_overrides(bad, "/o"), Corrupt), bad
+    good = decode_overrides(b'{"tasks": {"t": {"workerNum": 5}}, "drained": ["b", "a"]}', "/o")
+    assert good == {"tasks": {"t": {"workerNum": 5}}, "drained": ["a", "b"], "rebalance": 0}
+    assert decode_marker("done", b"", "/d") == {}
+    assert isinstance(decode_marker("done", b"junk", "/d"), Corrupt)
+    assert isinstance(decode_owner(b'{"node": 5}', "/o"), Corrupt)
+
+
+def test_a_published_document_round_trips() -> None:
+    from xconsumer.assignment import Plan, Slot
+    from xconsumer.membership import MemberRecord
+
+    tasks = effective_tasks([TaskConfig(name="r", work_name="w", worker_num=2)], {})
+    plan = Plan({"a": (Slot("r", 0),), "b": (Slot("r", 1),)})
+    doc = build_doc(plan=plan, tasks=tasks, leader="a", strategy="round_robin",
+                    members=[MemberRecord("n-0000000001", 1, {"id": "a"})], generation=7)
+    decoded = decode_assignment(encode(doc), "/a")
+    assert isinstance(decoded, dict) and decoded["generation"] == 7
+    assert doc_plan(decoded) == {"a": [Slot("r", 0)], "b": [Slot("r", 1)]}
+
+
+@given(gen=st.integers(1, 10**6), version=st.integers(-1, 10**6), seen=st.integers(0, 10**6))
+def test_generations_only_grow(gen: int, version: int, seen: int) -> None:
+    valid = {"generation": gen, "nodes": {}}
+    corrupt = Corrupt("assignment", "/a", "x")
+    assert next_generation(valid, version, seen) > max(gen, seen)
+    # Every publish wrote generation >= version + 1; a corrupt write bumped the version.
+    assert next_generation(corrupt, version, seen) > max(version + 1, seen)
+    assert next_generation(None, -1) == 1
+
+
+def test_the_slot_cap_cuts_in_table_order() -> None:
+    tasks = [TaskConfig(name=n, work_name="w", worker_num=k) for n, k in
+             (("a", 4), ("b", 5), ("c", 3))]
+    cut, over = clamp_slots(tasks, 6)
+    assert [t.worker_num for t in cut] == [4, 2, 0] and over == 6
+    assert clamp_slots(tasks, None) == (tasks, 0)
