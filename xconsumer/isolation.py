@@ -203,8 +203,12 @@ def _watch_session(leader: int) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         _prctl_pdeathsig(signal.SIGUSR1)
         os.closerange(3, 1 << 16)  # hold none of the child's pipes open
+        wait = getattr(signal, "sigtimedwait", None)  # Linux; elsewhere a plain poll
         while os.getppid() == leader:  # checked after prctl: the child may already be gone
-            signal.sigtimedwait([signal.SIGUSR1], 1.0)
+            if wait is not None:
+                wait([signal.SIGUSR1], 1.0)
+            else:
+                time.sleep(1.0)
         me = os.getpid()
         sid = os.getsid(0)
         end = time.monotonic() + GONE_TIMEOUT * 2
