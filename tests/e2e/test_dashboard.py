@@ -153,3 +153,50 @@ def test_dashboard_shows_the_cluster_and_drives_it(cluster: Cluster, page, tmp_p
                CLUSTER_TIMEOUT, message=lambda: f"n2 got nothing back: {cluster.view()}")
     expect(tid("node-state-n2")).to_have_text("active")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_dashboard_tells_http_errors_from_disconnection_and_flags_corrupt_znodes(
+        cluster: Cluster, page):
+    """An answer with an error status is shown with its status and message (the node is
+    there, it said no); only a request that got no answer at all is "disconnected". Znodes
+    the API reports as corrupt get a red banner. Answers are altered in the browser."""
+    import json
+    import urllib.request
+
+    from playwright.sync_api import expect
+
+    url = next(n["admin_url"] for n in cluster.view()["nodes"] if n["id"] == "n1")
+    with urllib.request.urlopen(f"{url}/api/tasks", timeout=10) as resp:
+        version = json.loads(resp.read())["version"]
+    page.goto(url + "/")
+    tid = page.get_by_test_id
+    expect(tid("conn-status")).to_have_text("live")
+    expect(tid("tasks-version")).to_have_text(
+        "no runtime overrides" if version < 0 else f"overrides version {version}")
+    expect(tid("corrupt-banner")).to_be_hidden()
+
+    def with_corrupt(route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["corrupt"] = [{"znode": "/x/e2e/assignment", "kind": "assignment",
+                            "error": "not valid JSON"}]
+        route.fulfill(response=answer, json=body)
+
+    page.route("**/api/cluster", with_corrupt)
+    expect(tid("corrupt-banner")).to_be_visible()
+    expect(tid("corrupt-list")).to_contain_text("/x/e2e/assignment (assignment): not valid JSON")
+    page.unroute("**/api/cluster")
+    expect(tid("corrupt-banner")).to_be_hidden()
+
+    page.route("**/api/tasks", lambda route: route.fulfill(
+        status=503, json={"error": "zookeeper_unavailable",
+                          "message": "ZooKeeper did not answer: ConnectionLoss"}))
+    expect(tid("conn-status")).to_have_text("HTTP 503: ZooKeeper did not answer: ConnectionLoss")
+    expect(tid("conn-status")).to_have_attribute("data-state", "http-error")
+    page.unroute("**/api/tasks")
+    expect(tid("conn-status")).to_have_text("live")
+
+    page.route("**/api/tasks", lambda route: route.abort())
+    expect(tid("conn-status")).to_have_text("disconnected")
+    page.unroute("**/api/tasks")
+    expect(tid("conn-status")).to_have_text("live")
