@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
@@ -359,6 +360,25 @@ def test_admin_ports_are_published_on_loopback_only(
             assert ip == "127.0.0.1", f"{name}: port {host} is published beyond loopback"
 
 
+def test_admin_token_is_required_and_the_published_hosts_are_allowed(
+    compose: dict[str, Any]
+) -> None:
+    """The admin listens on 0.0.0.0 in the containers: no token must stop the cluster from
+    starting (`${VAR:?message}`), never leave changes open. Requests come in through the
+    published ports with Host 127.0.0.1:800N, which is not the node's own 8000, so those
+    names are allowed hosts (any port); the healthcheck probes 127.0.0.1:8000 directly."""
+    from xconsumer.config import parse_config
+
+    for node in NODES:
+        env = _environment(compose["services"][node])
+        token = env.get("XCONSUMER_ADMIN_TOKEN", "")
+        assert re.fullmatch(r"\$\{XCONSUMER_ADMIN_TOKEN:\?[^}]+\}", token), (
+            f"{node}: XCONSUMER_ADMIN_TOKEN={token!r} must be required (${{VAR:?message}})")
+        allowed = env.get("XCONSUMER_ADMIN_ALLOWED_HOSTS", "")
+        config = parse_config("", env={"XCONSUMER_ADMIN_ALLOWED_HOSTS": allowed})
+        assert {"127.0.0.1", "localhost"} <= set(config.admin.allowed_hosts), (node, allowed)
+
+
 def test_nodes_wait_for_a_healthy_zookeeper(compose: dict[str, Any]) -> None:
     for node in NODES:
         depends = compose["services"][node].get("depends_on")
@@ -419,14 +439,23 @@ def test_compose_client_accepts_the_file() -> None:
     clients, missing = _compose_clients()
     if not clients:
         pytest.skip("no docker compose client: " + "; ".join(missing))
+    base_env = {k: v for k, v in os.environ.items() if k != "XCONSUMER_ADMIN_TOKEN"}
     for version, argv in clients:
         # `config` parses, interpolates and validates against the client's schema; it talks
         # to no daemon. Its normalised output also proves the YAML merge keys resolved.
         proc = subprocess.run([*argv, "-f", str(COMPOSE_FILE), "config"], cwd=REPO,
-                              capture_output=True, text=True, timeout=60, check=False)
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**base_env, "XCONSUMER_ADMIN_TOKEN": "t0ken"})
         assert proc.returncode == 0, f"{version} rejected docker-compose.yml:\n{proc.stderr}"
         resolved = yaml.safe_load(proc.stdout)
         for node in NODES:
             env = _environment(resolved["services"][node])
             assert env.get("XCONSUMER_NAME") == node, f"{version}: {node} env {env}"
             assert env.get("XCONSUMER_ZK") == f"{ZK_SERVICE}:2181", f"{version}: {env}"
+            assert env.get("XCONSUMER_ADMIN_TOKEN") == "t0ken", f"{version}: {env}"
+        # Without a token the cluster does not start at all (fail safe), with a message.
+        proc = subprocess.run([*argv, "-f", str(COMPOSE_FILE), "config"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env=base_env)
+        assert proc.returncode != 0, f"{version} accepted the file without an admin token"
+        assert "XCONSUMER_ADMIN_TOKEN" in proc.stderr + proc.stdout, proc.stderr
