@@ -11,13 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
 
+from tests import checker
 from tests.util import wait_until
 from xconsumer.paths import Paths
 from xconsumer.view import read_cluster
@@ -105,7 +105,8 @@ class Cluster:
     name: str = "e2e"
     session_timeout: float = 2.0
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
-    nodes: dict[str, NodeProc] = field(default_factory=dict)
+    nodes: dict[str, NodeProc] = field(default_factory=dict)  # name -> its latest process
+    procs: list[NodeProc] = field(default_factory=list)  # every process started, in order
 
     def __post_init__(self) -> None:
         self.config = write_config(self.tmp / "app.toml", cluster=self.name,
@@ -132,6 +133,7 @@ class Cluster:
                                     env=env)
         node = NodeProc(name, proc, log_path)
         self.nodes[name] = node
+        self.procs.append(node)
         if wait:
             wait_until(lambda: name in self.member_names() or not node.alive(), 20,
                        message=lambda: f"{name} did not join:\n{node.log()[-3000:]}")
@@ -169,56 +171,38 @@ class Cluster:
 
     def logs(self, tail: int = 2000) -> str:
         return "\n".join(f"--- {n.name} (pid {n.pid}) ---\n{n.log()[-tail:]}"
-                         for n in self.nodes.values())
+                         for n in self.procs)
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+        return checker.load_records(self.record)
+
+    def kill_map(self) -> dict[int, float]:
+        """pid -> when this harness SIGKILLed it: where the runs of that process ended."""
+        return {p.pid: p.killed_at for p in self.procs if p.killed_at is not None}
+
+    def runs(self) -> list[checker.Run]:
+        """Every run recorded so far (tests/checker.py); an open run lasts until now."""
+        until = time.time()  # before reading: what is open in the file was open then
+        return checker.runs_from_records(self.records(), killed=self.kill_map(), until=until)
+
+    def worst_overlap(self) -> checker.Overlap:
+        """The longest time any slot ran twice at once, between any two distinct runs."""
+        return checker.worst_overlap(self.runs())
+
+    def running_on(self) -> dict[str, set[str]]:
+        """Slot -> nodes with an open run of it in a live process (from the records)."""
+        alive = {p.pid for p in self.procs if p.alive()}
+        out: dict[str, set[str]] = {}
+        for run in self.runs():
+            if not run.stopped and not run.killed and run.pid in alive:
+                out.setdefault(run.slot, set()).add(run.node)
+        return out
 
     def close(self) -> None:
-        for node in self.nodes.values():
+        for node in self.procs:
             if node.alive():
                 node.signal(signal.SIGKILL)
                 node.proc.wait(10)
         self.client.stop()
         self.client.close()
 
-
-def run_intervals(records: list[dict[str, Any]], killed: dict[str, float] | None = None
-                  ) -> dict[str, list[tuple[float, float, str]]]:
-    """Per slot, the [start, end] intervals of each run and the node that ran it.
-
-    A run with no stop record ended when its process was killed (`killed[node]`), or at its
-    last heartbeat if the test does not know.
-    """
-    killed = killed or {}
-    open_runs: dict[tuple[str, int, str], float] = {}
-    last_seen: dict[tuple[str, int, str], float] = {}
-    out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for rec in sorted(records, key=lambda r: r["t"]):
-        key = (rec["node"], rec["pid"], f"{rec['task']}/{rec['slot']}")
-        if rec["e"] == "start":
-            open_runs[key] = rec["t"]
-        elif rec["e"] == "beat":
-            last_seen[key] = rec["t"]
-        elif rec["e"] == "stop" and key in open_runs:
-            out[key[2]].append((open_runs.pop(key), rec["t"], key[0]))
-    for key, start in open_runs.items():
-        end = killed.get(key[0], last_seen.get(key, start))
-        out[key[2]].append((start, end, key[0]))
-    return out
-
-
-def worst_overlap(records: list[dict[str, Any]], killed: dict[str, float] | None = None
-                  ) -> tuple[float, str]:
-    """Largest time (s) any slot ran on two nodes at once, and where; 0 means never."""
-    worst, where = 0.0, ""
-    for slot, runs in run_intervals(records, killed).items():
-        runs.sort()
-        for i, (s2, e2, n2) in enumerate(runs):
-            for _s1, e1, n1 in runs[:i]:
-                overlap = min(e1, e2) - s2
-                if n1 != n2 and overlap > worst:
-                    worst, where = overlap, f"{slot}: {n1} until {e1:.3f}, {n2} from {s2:.3f}"
-    return worst, where

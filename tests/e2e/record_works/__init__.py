@@ -1,21 +1,36 @@
-"""Handlers for end-to-end tests: they record what ran where, so a checker can prove that no
-slot ever ran on two nodes at once."""
+"""Handlers for end-to-end tests: they record what ran where, so a checker (tests/checker.py)
+can prove that no slot ever ran twice at once.
+
+Every record of one run carries the run's own id (`run`, drawn at its `start`) and the thread
+that ran it: node names and pids are reused across restarts, so only the id tells two runs
+of one slot apart."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import threading
 import time
+import uuid
+
+# The run this thread is recording: a handler's records all come from the thread running it.
+_current = threading.local()
 
 
 def _record(ctx, event: str, **extra) -> None:
     path = os.environ.get("XCONSUMER_TEST_RECORD")
     if not path:
         return
+    if event in ("start", "fail"):  # a new invocation of the handler: a new run
+        _current.run = uuid.uuid4().hex
+    run = getattr(_current, "run", None) or "none"  # a record outside a run: the checker says so
+    if event == "stop":
+        _current.run = None
+    thread = f"{threading.current_thread().name}/{threading.get_ident()}"
     line = json.dumps({"t": time.time(), "e": event, "node": ctx.node, "task": ctx.task,
                        "slot": ctx.slot, "fence": ctx.fence, "pid": os.getpid(),
-                       **extra}) + "\n"
+                       "thread": thread, "run": run, **extra}) + "\n"
     # One O_APPEND write per line: lines from concurrent processes never interleave.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
