@@ -5,17 +5,18 @@ from __future__ import annotations
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
+from tests.util import wait_until
 from xconsumer.errors import WorksError
 from xconsumer.works import Handler, SlotContextProtocol, candidate_names, discover
 
 SHIPPED_WORKS = Path(__file__).resolve().parents[2] / "works"
+HELD_SLEEP = 60.0  # a FakeCtx(hold=True) sleep: ended by the stop long before this
 
 
 @pytest.fixture(autouse=True)
@@ -42,15 +43,24 @@ def make_works(root: Path, files: dict[str, str]) -> Path:
 
 
 class FakeCtx:
-    """Minimal SlotContextProtocol: `sleep` really waits, but wakes up at once when stopped."""
+    """Minimal SlotContextProtocol: `sleep` really waits, but wakes up at once when stopped.
 
-    def __init__(self) -> None:
+    It notes every `sleep` (True: slept its full time, False: cut short by a stop), so a test
+    can tell a handler that returned because of the stop from one that slept on, whatever
+    the machine's speed. With `hold`, every sleep lasts until the stop: a test can then stop
+    the handler mid-wait for certain.
+    """
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
         self.task = "t1"
         self.slot = 0
         self.node = "node-a"
         self.generation = 1
         self.fence = 7
         self.stop_event = threading.Event()
+        self.sleeping = threading.Event()  # set once the handler waits in ctx.sleep
+        self.slept: list[bool] = []
         self.logger = logger.bind(node=self.node, task=self.task, slot=self.slot)
 
     @property
@@ -58,7 +68,10 @@ class FakeCtx:
         return self.stop_event.is_set()
 
     def sleep(self, seconds: float) -> bool:
-        return not self.stop_event.wait(seconds)
+        self.sleeping.set()
+        full = not self.stop_event.wait(HELD_SLEEP if self.hold else seconds)
+        self.slept.append(full)
+        return full
 
 
 @pytest.fixture
@@ -288,16 +301,17 @@ def test_shipped_works_package() -> None:
     assert isinstance(FakeCtx(), SlotContextProtocol)
 
 
-def _run_with_stop(handler: Handler, ctx: FakeCtx, stop_after: float) -> float:
-    """Runs the handler in a thread and stops it; returns how long it took to return."""
+def _run_with_stop(handler: Handler) -> None:
+    """Runs the handler in a thread, stops it while it waits in ctx.sleep, and checks that it
+    returned without waiting again: prompt on any machine, without timing it."""
+    ctx = FakeCtx(hold=True)
     thread = threading.Thread(target=handler, args=(ctx,), daemon=True)
-    start = time.monotonic()
     thread.start()
-    time.sleep(stop_after)
+    wait_until(ctx.sleeping.is_set, 10, message=f"{handler.name} never waited in ctx.sleep")
     ctx.stop_event.set()
-    thread.join(timeout=2.0)
+    thread.join(timeout=10.0)  # a bound for a hung handler, not a speed requirement
     assert not thread.is_alive(), f"{handler.name} ignored the stop request"
-    return time.monotonic() - start
+    assert ctx.slept == [False], f"{handler.name} waited again after the stop: {ctx.slept}"
 
 
 def test_shipped_handlers_run_and_stop_promptly(messages: list[str]) -> None:
@@ -307,17 +321,16 @@ def test_shipped_handlers_run_and_stop_promptly(messages: list[str]) -> None:
     reg.resolve("hello")(FakeCtx())
     assert any("hello" in m for m in messages)
 
-    assert _run_with_stop(reg.resolve("countdown"), FakeCtx(), 0.05) < 0.5
+    _run_with_stop(reg.resolve("countdown"))
     assert any("countdown interrupted" in m for m in messages)
-    assert _run_with_stop(reg.resolve("poller"), FakeCtx(), 0.05) < 0.5
+    _run_with_stop(reg.resolve("poller"))
     assert any("poller stopping" in m for m in messages)
 
     stopped = FakeCtx()
     stopped.stop_event.set()
-    started = time.monotonic()
     reg.resolve("countdown")(stopped)
     reg.resolve("poller")(stopped)
-    assert time.monotonic() - started < 0.1
+    assert True not in stopped.slept  # already stopped: neither waited at all
 
 
 def test_shipped_countdown_completes_when_not_stopped(messages: list[str]) -> None:
