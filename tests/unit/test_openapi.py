@@ -182,3 +182,39 @@ def test_task_schemas_know_every_task_field(doc: dict[str, Any]):
     patchable = set(schemas["TaskPatch"]["properties"])
     missing = (set(MUTABLE_FIELDS) & fields) - patchable
     assert missing == set(), "add these to _MUTABLE of admin/openapi.py"
+
+
+def test_the_document_states_the_limits_the_api_enforces(doc: dict[str, Any]):
+    """Each of these was once a gap a fuzzer found: a value the schema allowed got a 400, or
+    one it forbade was accepted, or a status the API sends was not documented."""
+    import re
+
+    from xconsumer.admin.openapi import ERROR_CODES, IF_MATCH_PATTERN, MAX_VERSION
+    from xconsumer.config import MAX_WORKER_NUM
+
+    schemas = doc["components"]["schemas"]
+    assert schemas["Scale"]["properties"]["workerNum"]["maximum"] == MAX_WORKER_NUM
+    assert schemas["NewTask"]["properties"]["workerNum"]["maximum"] == MAX_WORKER_NUM
+    for name in ("NewTask", "TaskPatch", "Scale", "VersionOnly"):
+        assert schemas[name]["additionalProperties"] is False, name
+        version = schemas[name]["properties"]["version"]
+        assert (version["minimum"], version["maximum"]) == (-1, MAX_VERSION), name
+    # {"version": 0} alone changes nothing: the patch must name a field.
+    assert {"required": ["version"]} not in schemas["TaskPatch"]["anyOf"]
+    assert {"required": ["workerNum"]} in schemas["TaskPatch"]["anyOf"]
+    if_match = doc["components"]["parameters"]["IfMatch"]["schema"]
+    assert if_match["pattern"] == IF_MATCH_PATTERN
+    for ok in ('"7"', 'W/"7"', "7", "*", '"-1"'):
+        assert re.search(IF_MATCH_PATTERN, ok), ok
+    for bad in ("", "abc", '"1.5"', '"7", "8"', '"9999999999"'):
+        assert not re.search(IF_MATCH_PATTERN, bad), bad
+    limit = next(p for p in doc["paths"]["/api/events"]["get"]["parameters"]
+                 if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == 1000
+    assert set(ERROR_CODES.values()) <= set(schemas["Error"]["properties"]["error"]["enum"])
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert "403" in op["responses"], f"{method} {path}: Host/Origin refusal"
+            if method in ("post", "patch", "put", "delete"):
+                assert {"400", "413", "415"} <= set(op["responses"]), f"{method} {path}"
+                assert op["requestBody"]["required"] is True, f"{method} {path}"
