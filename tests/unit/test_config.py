@@ -365,7 +365,23 @@ def test_unknown_key_in_snake_or_camel_case_suggests_the_right_spelling() -> Non
 def test_unknown_key_without_a_close_match_lists_the_known_ones() -> None:
     message = error_of("[admin]\nzzz = 1")
     assert message == ("app.toml: unknown key [admin] zzz (known: enabled, host, port, token, "
-                       "events)")
+                       "events, allowed_hosts)")
+
+
+@pytest.mark.parametrize("value", ['""', '["ok.example", ""]', '["a b"]', '["a:99999"]',
+                                   '[1]', '["http://a.example"]'])
+def test_admin_allowed_hosts_must_be_host_names(value: str) -> None:
+    message = error_of(f"[admin]\nallowed_hosts = {value}")
+    assert message.startswith("app.toml: [admin] allowed_hosts must be a list of host names")
+    assert "\n" not in message
+
+
+def test_admin_allowed_hosts_from_the_file_and_the_environment() -> None:
+    config = parse('[admin]\nallowed_hosts = ["a.example", "b.example:8443", "[::1]:9"]')
+    assert config.admin.allowed_hosts == ("a.example", "b.example:8443", "[::1]:9")
+    env = {"XCONSUMER_ADMIN_ALLOWED_HOSTS": "x.example, y.example:1"}
+    assert parse("", env=env).admin.allowed_hosts == ("x.example", "y.example:1")
+    assert parse("").admin.allowed_hosts == ()
 
 
 def test_unknown_quoted_key_is_shown_quoted_on_one_line() -> None:
@@ -534,7 +550,8 @@ def test_env_beats_file() -> None:
 def test_env_var_table_is_complete() -> None:
     assert set(ENV_VARS) == {"XCONSUMER_ZK", "XCONSUMER_NAME", "XCONSUMER_ADMIN_PORT",
                              "XCONSUMER_ADMIN_HOST", "XCONSUMER_ADMIN_TOKEN",
-                             "XCONSUMER_CLUSTER", "XCONSUMER_ZK_AUTH"}
+                             "XCONSUMER_ADMIN_ALLOWED_HOSTS", "XCONSUMER_CLUSTER",
+                             "XCONSUMER_ZK_AUTH"}
 
 
 def test_overrides_beat_env_and_none_means_not_given() -> None:
