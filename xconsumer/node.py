@@ -28,12 +28,26 @@ from .config import Config, TaskConfig
 from .corruption import CorruptionReport
 from .errors import ConfigError
 from .events import EventLog
-from .leader import PublishFailed, doc_plan, plan_slots, publish, read_assignment
+from .leader import (
+    PublishFailed,
+    clamp_slots,
+    doc_plan,
+    doc_tasks,
+    plan_slots,
+    publish,
+    read_assignment,
+)
 from .lease import Lease
 from .logs import set_node
 from .membership import dedupe_by_name, read_members, register
 from .metrics import Metrics
-from .overrides import OverrideStore, drained_names, effective_tasks, from_assignment
+from .overrides import (
+    OverrideStore,
+    drained_names,
+    effective_tasks,
+    from_assignment,
+    with_paused,
+)
 from .paths import Paths
 from .runtime import Runtime
 from .stability import Damper
@@ -482,19 +496,20 @@ class Node:
         except PublishFailed as exc:
             self._publish_failed(str(exc))
             return
-        self._publish_ok()
+        _, over = clamp_slots(with_paused(tasks), self.config.assignment.max_slots)
+        if over:
+            self._publish_failed(f"{over} slot(s) over the cluster's limit of "
+                                 f"{self.config.assignment.max_slots} ([assignment] "
+                                 "max_slots) were left out: scale down")
+        else:
+            self._publish_ok()
         if result is not None:
             self.metrics.rebalances.inc()
             self.metrics.rebalance_seconds.observe(result.seconds)
             self.metrics.moved.inc(result.moved)
-            over = result.doc.get("over_limit")
-            if over:
-                self._publish_failed(f"{over} slot(s) over the cluster's limit of "
-                                     f"{self.config.assignment.max_slots} ([assignment] "
-                                     "max_slots) were left out: scale down", published=True)
             self._collect_garbage({t.task.name for t in tasks})
 
-    def _publish_failed(self, message: str, *, published: bool = False) -> None:
+    def _publish_failed(self, message: str) -> None:
         """Loud, once per distinct message: log, event, metric and the node view."""
         if message != self.publish_error:
             logger.error("{}", message)
@@ -503,9 +518,8 @@ class Node:
         self.publish_error = message
 
     def _publish_ok(self) -> None:
-        if self.publish_error is not None and "over the cluster's limit" not in \
-                self.publish_error:
-            logger.info("assignment published again")
+        if self.publish_error is not None:
+            logger.info("assignment published in full again")
         self.publish_error = None
 
     def _collect_garbage(self, tasks: set[str]) -> None:
@@ -558,8 +572,8 @@ class Node:
     def _observe(self, desired: dict[Any, Any]) -> None:
         doc = self.assignment or {}
         paused = set(doc.get("paused", []))
-        self.metrics.observe_desired({t["name"]: 0 if t["name"] in paused else
-                                      t.get("workerNum", 0) for t in doc.get("tasks", [])})
+        self.metrics.observe_desired({name: 0 if name in paused else t.worker_num
+                                      for name, t in doc_tasks(doc).items()})
         assigned: dict[str, int] = {}
         for slot in desired:
             assigned[slot.task] = assigned.get(slot.task, 0) + 1
