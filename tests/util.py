@@ -1,4 +1,4 @@
-"""Polling helper shared by all tests.
+"""Helpers shared by all tests: polling, and what to do when a test's tool is missing.
 
 Distributed behaviour (sessions expiring, rebalances, watches firing) happens "soon", never at a
 known instant. Fixed sleeps make tests either slow or flaky, so every wait goes through
@@ -8,9 +8,12 @@ This is deliberately the only place in the test suite that sleeps.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -60,3 +63,46 @@ def wait_until(
     raise AssertionError(
         f"{prefix}condition {name} not met within {timeout:g}s ({attempts} attempts; {detail})"
     ) from last_error
+
+
+def observe_until(
+    done: Callable[[], object],
+    timeout: float,
+    check: Callable[[], str | None] | None = None,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
+) -> list[str]:
+    """Poll `check` until `done()` holds, and return every problem it reported meanwhile.
+
+    For a steady state that must *last*: rather than sleeping a fixed time, the test names
+    what proves it lasted long enough (heartbeats recorded, leases renewed, reconcile passes
+    made) and checks the state all along the way.
+    """
+    __tracebackhide__ = True
+    problems: list[str] = []
+
+    def step() -> object:
+        if check is not None:
+            problem = check()
+            if problem:
+                problems.append(problem)
+        return done()
+
+    wait_until(step, timeout, interval=interval, message=message)
+    return problems
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's (CI=true, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def missing_tool(reason: str) -> NoReturn:
+    """A test cannot run because a tool it needs is not installed: skip it on a developer's
+    machine, fail it in CI, where bin/setup --tests must have installed the tool and a skip
+    would hide that the test never ran."""
+    __tracebackhide__ = True
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing test tool fails the run instead of "
+                    f"skipping the test)", pytrace=False)
+    pytest.skip(reason)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos import checker
+from tests import checker
+from tests.chaos import checker as chaos
 from tests.cluster import Cluster, NodeProc
 from tests.util import wait_until
 
@@ -33,7 +34,6 @@ def record_tasks(*counts: int) -> list[dict[str, Any]]:
 @dataclass
 class ChaosCluster(Cluster):
     name: str = "chaos"
-    procs: list[NodeProc] = field(default_factory=list)
     killed: dict[int, float] = field(default_factory=dict)
     paused: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     exit_codes: dict[int, int | None] = field(default_factory=dict)
@@ -44,13 +44,12 @@ class ChaosCluster(Cluster):
         self._frozen_since: dict[int, float] = {}
         self._terminating: set[int] = set()
         self.recovered_at: float | None = None
-        self.baseline: dict[str, checker.Znode] = {}
-        self.monitor: checker.GenerationMonitor | None = None
+        self.baseline: dict[str, chaos.Znode] = {}
+        self.monitor: chaos.GenerationMonitor | None = None
 
     # -- processes -------------------------------------------------------------------------
     def start_node(self, name: str, *args: str, wait: bool = True) -> NodeProc:
         node = super().start_node(name, *args, wait=False)
-        self.procs.append(node)
         if wait:
             self.wait_joined(node)
         return node
@@ -146,9 +145,9 @@ class ChaosCluster(Cluster):
     def take_baseline(self) -> None:
         """What the fault must not lose: the persistent znodes, and a watch on the
         assignment generation from here on."""
-        self.baseline = checker.persistent_snapshot(self.client, self.paths)
+        self.baseline = chaos.persistent_snapshot(self.client, self.paths)
         assert self.paths.assignment in self.baseline, "no assignment published yet"
-        self.monitor = checker.GenerationMonitor(self.client, self.paths)
+        self.monitor = chaos.GenerationMonitor(self.client, self.paths)
 
     def healthy(self) -> bool:
         """Every member says it is connected to ZooKeeper and started (GET /healthz 200)."""
@@ -202,7 +201,7 @@ class ChaosCluster(Cluster):
     def verdict(self, name: str, *, kind: str, fault_start: float, fault_end: float,
                 stop: bool = True,
                 extra: dict[str, Any] | None = None,
-                problems: list[str] | None = None) -> checker.Figures:
+                problems: list[str] | None = None) -> chaos.Figures:
         """Check every invariant after a fault, stop the cluster gracefully, and report.
 
         Recovery is measured on the records up to `wait_recovered()`; overlap and fencing on
@@ -211,16 +210,16 @@ class ChaosCluster(Cluster):
         """
         assert self.recovered_at is not None, "call wait_recovered() first"
         frozen = set(self.paused)
-        figs = checker.Figures(name, kind, checker.recovery_bound(kind, self.session_timeout),
-                               overlap_bound=checker.FROZEN_OVERLAP_BOUND if frozen else 0.0,
-                               extra=dict(extra or {}))
+        figs = chaos.Figures(name, kind, chaos.recovery_bound(kind, self.session_timeout),
+                             overlap_bound=chaos.FROZEN_OVERLAP_BOUND if frozen else 0.0,
+                             extra=dict(extra or {}))
         figs.problems += problems or []
         problems = figs.problems
         # ZooKeeper, before anyone leaves.
-        after = checker.persistent_snapshot(self.client, self.paths)
-        problems += checker.data_loss_problems(self.baseline, after)
+        after = chaos.persistent_snapshot(self.client, self.paths)
+        problems += chaos.data_loss_problems(self.baseline, after)
         figs.extra["generation"] = "->".join(
-            str(checker.generation(snap.get(self.paths.assignment)))
+            str(chaos.generation(snap.get(self.paths.assignment)))
             for snap in (self.baseline, after))
         # Recovery, on what was seen up to the recovery point.
         upto = checker.runs_from_records(self.records(), killed=self.killed,
@@ -245,7 +244,7 @@ class ChaosCluster(Cluster):
                 if code != 0:
                     problems.append(f"{p.name} (pid {p.pid}) exited {code}, not 0:\n"
                                     f"{p.log()[-1500:]}")
-            leaked = wait_until(lambda: (checker.owner_znodes(self.client, self.paths),), 10)[0]
+            leaked = wait_until(lambda: (chaos.owner_znodes(self.client, self.paths),), 10)[0]
             if leaked:
                 problems.append(f"owner znodes left after every node left: {leaked}")
         if self.monitor is not None:
@@ -265,9 +264,9 @@ class ChaosCluster(Cluster):
         figs.raw_overlap = checker.worst_overlap(runs).seconds
         if plain.seconds > 0:
             problems.append(f"overlap of {plain.seconds * 1e3:.1f} ms: {plain.where}")
-        if thawed.seconds > checker.FROZEN_OVERLAP_BOUND:
+        if thawed.seconds > chaos.FROZEN_OVERLAP_BOUND:
             problems.append(f"overlap of {thawed.seconds * 1e3:.1f} ms after a SIGCONT, over "
-                            f"the {checker.FROZEN_OVERLAP_BOUND * 1e3:.0f} ms bound: "
+                            f"the {chaos.FROZEN_OVERLAP_BOUND * 1e3:.0f} ms bound: "
                             f"{thawed.where}")
         problems += [f"fencing: {p}" for p in checker.fence_problems(runs)]
         if stop:

@@ -1,10 +1,12 @@
 """Correct under faults: real node processes on a real ZooKeeper, one fault per test.
 
-After every fault the checker (tests/chaos/checker.py) proves, from the handlers' own records
-and from ZooKeeper: no slot ran on two processes at once (beyond the documented bound for a
-frozen process), every slot ran again within the documented time, nothing leaked (owner
-znodes, handler threads, non-zero exits), and no persistent data was lost or went back.
-Figures are printed (`pytest -s`) and written to chaos-results.jsonl (see conftest.py).
+After every fault the checkers (tests/checker.py over the handlers' own records,
+tests/chaos/checker.py over ZooKeeper) prove: no slot ran twice at once (beyond the
+documented bound for a frozen process), every slot ran again within the documented time,
+nothing leaked (owner znodes, handler threads, non-zero exits), and no persistent data was
+lost or went back. Figures are printed (`pytest -s`) and written to chaos-results.jsonl (see
+conftest.py). A fault or steady state that must last is waited out on what proves it lasted
+(heartbeats, lease renewals), never slept.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.chaos import checker
+from tests import checker
+from tests.chaos import checker as chaos
 from tests.chaos.conftest import ClusterFactory
 from tests.chaos.harness import ChaosCluster, record_tasks
-from tests.util import wait_until
+from tests.util import observe_until, wait_until
 from xconsumer.zkserver import ZooKeeperEnsemble, ZooKeeperServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -26,6 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 SESSION = 2.0
 TASKS = record_tasks(7, 5)  # 12 slots
 NODES = ["n1", "n2", "n3", "n4"]
+# Heartbeats (one per 50 ms at most, see checker.beats_since) that stand for "a while": the new
+# owners of a frozen node's slots run this long before it wakes.
+STEADY_BEATS = 10
 CHURN_SEED = 20240611
 CHURN_STEPS = 8
 
@@ -45,7 +51,7 @@ def add_override(cluster: ChaosCluster, via: str) -> None:
 
 def timeout_for(kind: str) -> float:
     # Wait well past the bound, so a slow recovery is measured and reported, not timed out.
-    return checker.recovery_bound(kind, SESSION) + 20.0
+    return chaos.recovery_bound(kind, SESSION) + 20.0
 
 
 # -- 1. kill -9 ---------------------------------------------------------------------------------
@@ -74,43 +80,53 @@ def test_sigterm(role: str, zk_hosts: str, zk_root: str, make_cluster: ClusterFa
 # -- 3. SIGSTOP ------------------------------------------------------------------------------------
 def freeze_follower(c: ChaosCluster, silent_zk: ZooKeeperServer | None = None
                     ) -> None:
-    """SIGSTOP a follower for 2x the session timeout, then SIGCONT; its handlers must stop
-    within FROZEN_OVERLAP_BOUND of waking. With `silent_zk`, that server is paused around the
-    wake-up, so the woken node cannot learn from ZooKeeper that its session expired: only its
-    own lease can stop its handlers in time."""
+    """SIGSTOP a follower until its session expired and its slots run elsewhere, then SIGCONT;
+    its handlers must stop within FROZEN_OVERLAP_BOUND of waking. With `silent_zk`, that server
+    is paused around the wake-up, so the woken node cannot learn from ZooKeeper that its
+    session expired: only its own lease can stop its handlers in time."""
     boot(c, NODES)
     victim = c.followers()[0]
     pid = c.proc(victim).pid
-    t0 = c.freeze(victim)
-    # Its session expires and the others take its slots while it sleeps.
-    c.wait_converged(set(NODES) - {victim}, timeout=SESSION + 15)
-    taken = time.time() - t0
-    # Keep it frozen for 2x the session timeout in all: the fault's duration, not a wait for
-    # anything to happen.
-    checker.hold(max(0.0, t0 + 2 * SESSION - time.time()))
-    if silent_zk is not None:
-        silent_zk.pause()
-    t1 = c.thaw(victim)
-    if silent_zk is not None:
-        # The server stays silent for a while after the wake-up (a duration): long enough
-        # for any handler the lease does not stop to show up as an overlap.
-        checker.hold(0.6)
-        silent_zk.resume()
 
     def frozen_runs() -> list[checker.Run]:
         return [r for r in checker.runs_from_records(c.records(), killed={}, until=time.time())
                 if r.pid == pid and r.start < t0]
 
+    t0 = c.freeze(victim)
+    # Its session expires and the others take its slots while it sleeps.
+    c.wait_converged(set(NODES) - {victim}, timeout=SESSION + 15)
+    taken = time.time() - t0
+    # It stays frozen until the new owners have run its slots for a while (their own
+    # heartbeats say so), so that anything it still runs on waking overlaps a live run.
+    moved, since = {r.slot for r in frozen_runs()}, time.time()
+    wait_until(lambda: all(checker.beats_since(c.records(), since).get(s, 0) >= STEADY_BEATS
+                           for s in moved), 20,
+               message=lambda: f"{sorted(moved)} not running elsewhere after the freeze")
+    problems: list[str] = []
+    if silent_zk is not None:
+        silent_zk.pause()
+    t1 = c.thaw(victim)
+    try:
+        if silent_zk is not None:
+            # The server stays silent until the woken node's handlers have stopped: only its
+            # lease can have stopped them.
+            wait_until(lambda: all(r.stopped for r in frozen_runs()), 5,
+                       message="the woken node's handlers did not stop with ZooKeeper silent")
+    except AssertionError as exc:
+        problems.append(str(exc).splitlines()[0])
+    finally:
+        if silent_zk is not None:
+            silent_zk.resume()
     wait_until(lambda: all(r.stopped for r in frozen_runs()), 10,
                message="the woken node's handlers did not stop")
     slowest = max((r.end - t1 for r in frozen_runs()), default=0.0)
-    problems = [] if slowest <= checker.FROZEN_OVERLAP_BOUND else [
-        f"a handler of the woken node stopped {slowest * 1e3:.0f} ms after SIGCONT, over the "
-        f"{checker.FROZEN_OVERLAP_BOUND * 1e3:.0f} ms bound"]
-    c.wait_recovered(set(NODES), timeout=timeout_for("other"))
+    if slowest > chaos.FROZEN_OVERLAP_BOUND:
+        problems.append(f"a handler of the woken node stopped {slowest * 1e3:.0f} ms after "
+                        f"SIGCONT, over the {chaos.FROZEN_OVERLAP_BOUND * 1e3:.0f} ms bound")
+    c.wait_recovered(set(NODES), timeout=timeout_for("crash"))
     what = " (ZooKeeper silent on wake)" if silent_zk is not None else ""
-    c.verdict(f"SIGSTOP follower 2x session{what}", kind="other", fault_start=t0, fault_end=t1,
-              problems=problems,
+    c.verdict(f"SIGSTOP follower past its session{what}", kind="crash", fault_start=t0,
+              fault_end=t1, problems=problems,
               extra={"frozen_s": round(t1 - t0, 2), "moved_while_frozen_s": round(taken, 2),
                      "slowest_stop_after_wake_ms": round(slowest * 1e3, 1)}
               ).assert_ok()
@@ -141,9 +157,12 @@ def test_zookeeper_restart(private_zk: ZooKeeperServer, make_cluster: ClusterFac
     private_zk.stop()  # SIGTERM, data dir kept
     private_zk.start()  # same port, same data
     t1 = time.time()
-    view = c.wait_recovered(set(names), timeout=timeout_for("other"))
+    view = c.wait_recovered(set(names), timeout=timeout_for("graceful"))
     kept = sum(1 for n in view["nodes"] if members.get(n["id"]) == n["znode"])
-    c.verdict("ZooKeeper restart", kind="other", fault_start=t0, fault_end=t1,
+    # The sessions survive a restart (README), so nothing has to wait for an expiry.
+    lost = [] if kept == len(names) else [f"sessions lost in the restart: {kept}/{len(names)} "
+                                          f"kept"]
+    c.verdict("ZooKeeper restart", kind="graceful", fault_start=t0, fault_end=t1, problems=lost,
               extra={"zk_down_s": round(t1 - t0, 2), "sessions_kept": f"{kept}/{len(names)}"}
               ).assert_ok()
 
@@ -213,7 +232,8 @@ def test_ensemble_member_loss(member: str, ensemble: ZooKeeperEnsemble,
     # How long the ensemble could not serve: a new leader must be elected when it was the
     # leader that left (the figure that decides whether the nodes' leases outlive it).
     serving = wait_until(lambda: ensemble.leader(), 30, interval=0.01)
-    no_leader_s = time.time() - steady_since
+    serving_at = time.time()
+    no_leader_s = serving_at - steady_since
     unread = []
 
     def still_converged() -> str | None:
@@ -224,14 +244,30 @@ def test_ensemble_member_loss(member: str, ensemble: ZooKeeperEnsemble,
             return None
         return None if ok else f"view not converged at {time.time():.3f}: {c.view()}"
 
-    # Run on one member short for 2x the session timeout (the fault's duration): long
-    # enough for any session or lease to have run out if it was going to.
-    problems = checker.hold(2 * SESSION, still_converged)
+    def renewed_since_serving() -> bool:
+        """Every node renewed its lease with a request sent after the ensemble served again:
+        its session is alive and proven, so neither it nor the lease can still run out
+        because of this fault. A lease ends 2/3 of the session after its request was sent."""
+        for name in names:
+            asked = time.time()  # before the reply: the lease end estimated low, never high
+            remaining = c.api(name, "/api/node")["lease_remaining"]
+            if asked + remaining <= serving_at + ENSEMBLE_SESSION * 2 / 3:
+                return False
+        return True
+
+    # Run one member short until that is proven, checking the view all along.
+    problems = observe_until(renewed_since_serving, 30, check=still_converged,
+                             message="a node did not renew its lease after the member loss")
+    # A handler the lease stopped meanwhile would have a stop (and a new start) record by
+    # the time every slot has beaten again.
+    proven = time.time()
+    wait_until(lambda: c.continuous_slots() <= set(checker.beats_since(c.records(), proven)),
+               10, message="a slot stopped beating after the member loss")
     c.wait_recovered(set(names), timeout=5)
     changes = checker.stopped_or_restarted_since(c.records(), steady_since, time.time())
     problems = problems[:5] + [f"slot stopped or started with a quorum up: {x}"
                                for x in changes[:20]]
-    c.verdict(f"ensemble {member} member lost", kind="other", fault_start=steady_since,
+    c.verdict(f"ensemble {member} member lost", kind="graceful", fault_start=steady_since,
               fault_end=t1, problems=problems,
               extra={"zk_stop_s": round(t1 - steady_since, 2),
                      "zk_serving_again_s": round(no_leader_s, 2),
@@ -270,8 +306,8 @@ def test_churn(zk_hosts: str, zk_root: str, make_cluster: ClusterFactory) -> Non
         ops.append(f"{op} {name}")
     t1 = time.time()
     print(f"chaos churn: seed {CHURN_SEED}: {', '.join(ops)}")
-    c.wait_recovered(set(up), timeout=timeout_for("other"))
-    c.verdict("churn (8 steps)", kind="other", fault_start=t0, fault_end=t1,
+    c.wait_recovered(set(up), timeout=timeout_for("crash"))
+    c.verdict("churn (8 steps)", kind="crash", fault_start=t0, fault_end=t1,
               extra={"ops": " / ".join(ops), "churn_s": round(t1 - t0, 2)}).assert_ok()
 
 
@@ -310,8 +346,13 @@ def test_stubborn_handler_keeps_its_slot(zk_hosts: str, zk_root: str,
             return f"stub/0 owned by {owner}, started elsewhere: {elsewhere}"
         return None
 
-    # Stuck for a while longer (a duration): the slot must stay where it runs.
-    problems = checker.hold(2.0, held)
+    # Stuck for a while longer: the slot must stay where it runs through at least two of the
+    # heir's periodic reconcile passes (reconcile_interval 1 s in tests/cluster.py), i.e. 2 s,
+    # which 40 heartbeats of one healthy slot prove (see checker.beats_since).
+    stuck_at = time.time()
+    problems = observe_until(
+        lambda: max(checker.beats_since(c.records(), stuck_at).values(), default=0) >= 40,
+        30, check=held, message="the healthy slots stopped beating")
     heir_state = next(s["state"] for s in c.api(heir, "/api/node")["slots"]
                       if s["task"] == "stub")
     c.release.touch()
@@ -356,7 +397,9 @@ def test_flaky_handler_is_retried_with_backoff(zk_hosts: str, zk_root: str,
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     expect = [min(backoff * 2 ** i, cap) for i in range(len(gaps))]
     for i, (gap, want) in enumerate(zip(gaps, expect, strict=True)):
-        if not want * 0.95 <= gap <= want + 1.0:
+        # Never early; late only by scheduling, which a loaded machine stretches: the upper
+        # bound only has to tell the capped backoff from a missing cap (1.6, 3.2, 6.4 s).
+        if not want * 0.95 <= gap <= 2 * want + 1.0:
             problems.append(f"retry {i + 1} came {gap:.3f}s after the previous failure, "
                             f"backoff is {want:.2f}s")
     others = [r for r in c.records() if r["e"] == "fail" and r["pid"] != pid and r["t"] > t0]
@@ -365,13 +408,16 @@ def test_flaky_handler_is_retried_with_backoff(zk_hosts: str, zk_root: str,
     if c.view()["owners"].get("flaky/0") != owner or not c.proc(owner).alive():
         problems.append(f"{owner} lost the flaky slot or died")
     # Healthy slots: not stopped, not restarted, still beating.
+    try:
+        wait_until(lambda: c.continuous_slots() <= set(checker.beats_since(c.records(), t1)),
+                   10)
+    except AssertionError:
+        beating = set(checker.beats_since(c.records(), t1))
+        problems.append(f"no heartbeat since the failures: "
+                        f"{sorted(c.continuous_slots() - beating)}")
     problems += [f"healthy slot disturbed: {x}"
-                 for x in checker.stopped_or_restarted_since(c.records(), t0, t1)]
-    recent = {f"{r['task']}/{r['slot']}" for r in c.records()
-              if r["e"] == "beat" and r["t"] > t1 - 1.0}
-    if not c.continuous_slots() <= recent:
-        problems.append(f"no heartbeat in 1s: {sorted(c.continuous_slots() - recent)}")
+                 for x in checker.stopped_or_restarted_since(c.records(), t0, time.time())]
     c.wait_recovered(set(names), timeout=5)
-    c.verdict("flaky handler", kind="other", fault_start=t0, fault_end=t0, problems=problems,
+    c.verdict("flaky handler", kind="graceful", fault_start=t0, fault_end=t0, problems=problems,
               extra={"fail_records": len(times),
                      "retry_gaps_s": [round(g, 2) for g in gaps]}).assert_ok()

@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chaos import checker
+from tests import checker
+from tests.chaos import checker as chaos
 from tests.chaos.conftest import ClusterFactory, soak_seconds
 from tests.chaos.harness import ChaosCluster, record_tasks
+from tests.util import wait_until
 from xconsumer.zkserver import ZooKeeperServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.soak]
@@ -65,20 +67,25 @@ class Soak:
     def freeze(self) -> tuple[str, float, float, str]:
         name, _ = self.pick("follower")
         t0 = self.c.freeze(name)
-        # Frozen for 2x the session timeout: the fault's duration, not a synchronisation.
-        checker.hold(2 * SESSION)
-        return "other", t0, self.c.thaw(name), f"SIGSTOP {name} {2 * SESSION:g}s"
+        # Frozen until its session expired and the others run its slots for a while (their
+        # heartbeats say so): the fault lasts past the session, observed, not slept.
+        self.c.wait_converged(set(self.up) - {name}, timeout=SESSION + 15)
+        since = time.time()
+        wait_until(lambda: self.c.continuous_slots() <= {
+            s for s, n in checker.beats_since(self.c.records(), since).items() if n >= 10}, 20)
+        t1 = self.c.thaw(name)
+        return "crash", t0, t1, f"SIGSTOP {name} {t1 - t0:.1f}s"
 
     def zk_restart(self) -> tuple[str, float, float, str]:
         t0 = time.time()
         self.zk.stop()
         self.zk.start()
-        return "other", t0, time.time(), "ZooKeeper restart"
+        return "graceful", t0, time.time(), "ZooKeeper restart"
 
     def join(self) -> tuple[str, float, float, str]:
         at = time.time()
         name = self.start()
-        return "other", at, time.time(), f"join {name}"
+        return "graceful", at, time.time(), f"join {name}"
 
     def burst(self) -> tuple[str, float, float, str]:
         t0, ops = time.time(), []
@@ -96,7 +103,7 @@ class Soak:
             else:
                 self.c.terminate(name, wait=False)
             ops.append(f"{op} {name}")
-        return "other", t0, time.time(), "burst: " + ", ".join(ops)
+        return "crash", t0, time.time(), "burst: " + ", ".join(ops)
 
     def faults(self) -> list[Callable[[], tuple[str, float, float, str]]]:
         out: list[Callable[[], tuple[str, float, float, str]]] = [
@@ -134,11 +141,11 @@ def test_soak(request: pytest.FixtureRequest, private_zk: ZooKeeperServer,
                 soak.start()
             c.wait_recovered(set(soak.up))
         kind, t0, t1, what = soak.rng.choice(soak.faults())()
-        c.wait_recovered(set(soak.up), timeout=checker.recovery_bound(kind, SESSION) + 30)
+        c.wait_recovered(set(soak.up), timeout=chaos.recovery_bound(kind, SESSION) + 30)
         c.verdict(f"soak #{rounds} {what}", kind=kind, fault_start=t0, fault_end=t1,
                   stop=False).assert_ok()
     # The end: every node leaves gracefully; nothing may be left behind.
     c.wait_recovered(set(soak.up))
     end = c.recovered_at or time.time()
-    c.verdict(f"soak end ({rounds} rounds, seed {seed})", kind="other", fault_start=end,
+    c.verdict(f"soak end ({rounds} rounds, seed {seed})", kind="graceful", fault_start=end,
               fault_end=end).assert_ok()
