@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import REPO, Cluster
-from tests.util import wait_until
+from tests.util import missing_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +38,8 @@ CLUSTER_TIMEOUT = 30.0  # upper bound of every wait on ZooKeeper
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator:
     if CHROMIUM is None:
-        pytest.skip("no Chromium binary on PATH (`chromium`); bin/setup installs Debian's "
-                    "chromium package")
+        missing_tool("no Chromium binary on PATH (`chromium`); bin/setup --tests installs "
+                     "Debian's chromium package")
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []

@@ -4,19 +4,17 @@ series exists from the start, and a live node's exposition passes `promtool chec
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
 
-import pytest
 from kazoo.client import KazooClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster import Cluster
 from tests.integration.test_node import make_config, running, start
-from tests.util import wait_until
+from tests.util import missing_tool, wait_until
 from xconsumer.node import Node
 from xconsumer.overrides import remove_task
 
@@ -82,9 +80,7 @@ def test_a_live_nodes_metrics_pass_promtool(tmp_path: Path, zk_hosts: str, zk_ro
                                             zk: KazooClient):
     tool = _promtool()
     if tool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool not found; bin/setup --tests installs it")
-        pytest.skip("promtool not found (bin/setup --tests installs it)")
+        missing_tool("promtool not found (bin/setup --tests installs it)")
     cluster = Cluster(tmp_path, zk_hosts, zk_root,
                       [{"name": "t", "workName": "record", "workerNum": 2}])
     try:

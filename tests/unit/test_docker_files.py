@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.util import missing_tool
 from xconsumer.config import ENV_VARS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -438,7 +439,8 @@ def _compose_clients() -> tuple[list[tuple[str, list[str]]], list[str]]:
 def test_compose_client_accepts_the_file() -> None:
     clients, missing = _compose_clients()
     if not clients:
-        pytest.skip("no docker compose client: " + "; ".join(missing))
+        missing_tool("no docker compose client (bin/setup --tests installs docker-compose): "
+                     + "; ".join(missing))
     base_env = {k: v for k, v in os.environ.items() if k != "XCONSUMER_ADMIN_TOKEN"}
     for version, argv in clients:
         # `config` parses, interpolates and validates against the client's schema; it talks
