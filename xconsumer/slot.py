@@ -23,8 +23,8 @@ from loguru import logger
 from .assignment import Slot
 from .config import TaskConfig
 from .events import EventLog
+from .executors import executor_for
 from .lease import Lease
-from .loop import handler_loop
 from .metrics import Metrics
 from .paths import Paths
 from .works import Handler, WorksError, WorksRegistry
@@ -295,12 +295,7 @@ class SlotRunner:
         self.started_at = time.time()
         self.log.info("slot started (fence {}, generation {}{})", ctx.fence, self.generation,
                       ", in a child process" if self._isolated else "")
-        if self._isolated:
-            from .isolation import run_isolated
-
-            completed = run_isolated(self, ctx, self._report)
-        else:
-            completed = handler_loop(handler, ctx, self.task, self._report)
+        completed = executor_for(self.task).run(self, ctx, handler, self._report)
         if once:
             if completed:
                 self._mark_done()

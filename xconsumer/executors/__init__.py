@@ -1,0 +1,59 @@
+"""How a slot's handler runs: one family of interchangeable executors behind one interface.
+
+The slot runner (`slot.py`) owns the owner znode, the fence and the bookkeeping; an
+executor only runs the handler loop until the slot must stop and says whether a once-slot
+completed. The runner never branches on the kind: it asks `executor_for(task)`.
+
+- `thread` (default): the handler loop in the slot's own thread; stopping is cooperative.
+- `process` (`isolation = "process"`): a child process leading its own session, so the
+  handler and every program it started can be terminated, then killed.
+
+An executor must not return while anything it started for the slot may still run: the
+runner releases the owner znode as soon as `run()` returns.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..loop import Report
+
+if TYPE_CHECKING:
+    from ..slot import SlotContext, SlotRunner
+
+
+class Executor(Protocol):
+    kind: str
+
+    def run(self, runner: SlotRunner, ctx: SlotContext, handler: Any, report: Report
+            ) -> bool:
+        """Run until the slot must stop; True when a once-slot completed."""
+        ...
+
+
+def executor_for(task: Any) -> Executor:
+    kind = getattr(task, "isolation", "thread")
+    try:
+        return _EXECUTORS[kind]()
+    except KeyError:
+        raise ValueError(f"unknown executor {kind!r} (known: {', '.join(_EXECUTORS)})") from None
+
+
+def _thread() -> Executor:
+    from .thread import ThreadExecutor
+
+    return ThreadExecutor()
+
+
+def _process() -> Executor:
+    from .process import ProcessExecutor
+
+    return ProcessExecutor()
+
+
+_EXECUTORS = {"thread": _thread, "process": _process}
+
+
+def register(kind: str, factory: Any) -> None:
+    """Add an executor kind (a module of this package registers itself on import)."""
+    _EXECUTORS[kind] = factory
