@@ -59,11 +59,24 @@ def security_options(zk: Any) -> dict[str, Any]:
     return opts
 
 
+# A server that accepted a connection answers its Connect request in milliseconds, or never:
+# ZooKeeper 3.8.0 listens on its client port before its database is loaded, and a connection
+# it accepts in that window is neither answered nor closed (closing it fails on a
+# NullPointerException in ZooKeeperServer.removeCnxn). kazoo waits session_timeout / hosts for
+# the reply, so with one host a node that reconnects at that moment waits a whole session
+# timeout - and the server, which gave every restored session one timeout from its start,
+# expires it meanwhile. Giving up after a third of the session (kazoo's own limit for a ping
+# reply) leaves the next attempt two thirds of the session to land in.
+CONNECT_REPLY_SHARE = 1 / 3
+
+
 def make_client(hosts: str, session_timeout: float, *, zk: Any = None
                 ) -> tuple[KazooClient, SessionInfo]:
     """A client that reconnects fast after an outage and reports the granted session timeout.
 
-    `zk` is the `[zookeeper]` config section, for auth and TLS.
+    `zk` is the `[zookeeper]` config section, for auth and TLS. A connection attempt that gets
+    no reply to its Connect request is dropped after `CONNECT_REPLY_SHARE` of the session
+    timeout, so a server restart cannot cost the session (see the constant).
     """
     client = KazooClient(
         hosts=hosts,
@@ -82,7 +95,12 @@ def make_client(hosts: str, session_timeout: float, *, zk: Any = None
         # _invoke during connection set-up, and fires CONNECTED before it would let us see
         # the value any other way. Catch it here, before anyone can renew a lease with it;
         # if a kazoo release changes this method we fall back to the requested timeout.
+        # The same hook caps the wait for that reply (CONNECT_REPLY_SHARE).
+        connect_reply_limit = session_timeout * CONNECT_REPLY_SHARE
+
         def _invoke(timeout: Any, request: Any, xid: Any = None) -> Any:
+            if isinstance(request, Connect):
+                timeout = min(timeout, connect_reply_limit)
             result = original(timeout, request, xid)
             if isinstance(request, Connect):
                 with contextlib.suppress(TypeError, ValueError, IndexError, AttributeError):
