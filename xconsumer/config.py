@@ -181,6 +181,8 @@ def _show(value: Any) -> str:
     """A short single-line rendering; repr() escapes newlines, and long values are cut."""
     if isinstance(value, Mapping):
         return "a table"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "nothing"}[value]  # TOML's words
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -405,7 +407,9 @@ def _parse_task(data: Any, prefix: str) -> TaskConfig:
     if not isinstance(data, Mapping):
         _fail(prefix, "must be a table with name, workName and workerNum", data)
     if "name" in data:
-        prefix = f"{prefix} (name {_task_name(data['name'], f'{prefix} name')!r})"
+        name = _task_name(data["name"], f"{prefix} name")
+        if repr(name) not in prefix:  # "task 'x'" already names it: no "(name 'x')" again
+            prefix = f"{prefix} (name {name!r})"
     for key in data:
         if key not in _TASK_FIELDS:
             raise ConfigError(f"{prefix} has unknown key {_key(key)} (known: "

@@ -119,6 +119,12 @@ class _Found:
     func: Callable[..., Any]
 
 
+def _line(func: Callable[..., Any]) -> int | str:
+    """The line a handler is defined on, so a duplicate can be found without searching."""
+    code = getattr(getattr(func, "__func__", func), "__code__", None)
+    return code.co_firstlineno if code is not None else "?"
+
+
 class _Discovery:
     def __init__(self, works_dir: Path) -> None:
         self.dir = works_dir
@@ -220,8 +226,8 @@ class _Discovery:
             if previous.key is key:
                 return
             raise WorksError(
-                f"handler {name} is defined twice: {previous.file} ({previous.qual}) "
-                f"and {file} ({qual})"
+                f"handler {name} is defined twice: {previous.file}:{_line(previous.func)} "
+                f"({previous.qual}) and {file}:{_line(func)} ({qual})"
             )
         self.found[name] = _Found(key, file, qual, func)
 

@@ -210,7 +210,7 @@ BAD_VALUES = [
     ("[zookeeper]\nhosts = 2181", ["[zookeeper] hosts", "got 2181"]),
     ('[zookeeper]\nsession_timeout = "10"', ["[zookeeper] session_timeout", ">= 1", "'10'"]),
     ("[zookeeper]\nsession_timeout = 0.5", ["[zookeeper] session_timeout", ">= 1", "0.5"]),
-    ("[zookeeper]\nsession_timeout = true", ["[zookeeper] session_timeout", "True"]),
+    ("[zookeeper]\nsession_timeout = true", ["[zookeeper] session_timeout", "got true"]),
     ("[zookeeper]\nsession_timeout = inf", ["[zookeeper] session_timeout", "inf"]),
     ("[zookeeper]\nsession_timeout = nan", ["[zookeeper] session_timeout", "nan"]),
     ('[zookeeper]\nroot = "xconsumer"', ["[zookeeper] root", "absolute", "'xconsumer'"]),
@@ -224,7 +224,7 @@ BAD_VALUES = [
     ("[admin]\nport = 65536", ["[admin] port", "0..65535", "65536"]),
     ("[admin]\nport = -1", ["[admin] port", "-1"]),
     ("[admin]\nport = 80.0", ["[admin] port", "80.0"]),
-    ("[admin]\nport = true", ["[admin] port", "True"]),
+    ("[admin]\nport = true", ["[admin] port", "got true"]),
     ('[admin]\nenabled = "yes"', ["[admin] enabled", "true or false", "'yes'"]),
     ("[admin]\nenabled = 1", ["[admin] enabled", "got 1"]),
     ('[admin]\nhost = ""', ["[admin] host", "''"]),
@@ -243,13 +243,13 @@ BAD_VALUES = [
                                          "got -1"]),
     ('[assignment]\nrejoin_grace = "30s"', ["[assignment] rejoin_grace", "'30s'"]),
     ("[assignment]\ndebounce = -0.5", ["[assignment] debounce", ">= 0 (seconds)", "-0.5"]),
-    ("[assignment]\ndebounce = true", ["[assignment] debounce", "True"]),
+    ("[assignment]\ndebounce = true", ["[assignment] debounce", "got true"]),
     ("[node]\nweight = 0", ["[node] weight must be a number > 0 (relative capacity",
                             "got 0"]),
     ("[node]\nweight = -2", ["[node] weight", "> 0", "-2"]),
     ('[node]\nweight = "2"', ["[node] weight", "'2'"]),
     ("[node]\nweight = inf", ["[node] weight", "inf"]),
-    ("[node]\nweight = true", ["[node] weight", "True"]),
+    ("[node]\nweight = true", ["[node] weight", "got true"]),
     ("[admin]\nevents = 0", ["[admin] events must be an integer 1..100000", "got 0"]),
     ("[admin]\nevents = 100001", ["[admin] events", "100001"]),
     ("[admin]\nevents = 2.5", ["[admin] events", "2.5"]),
@@ -261,7 +261,7 @@ BAD_VALUES = [
     ("[zookeeper]\ntls_verify = 0", ["[zookeeper] tls_verify", "got 0"]),
     ("[zookeeper]\ntls_ca = 5", ["[zookeeper] tls_ca must be a string", "got 5"]),
     ('[zookeeper]\ntls_cert = ["a"]', ["[zookeeper] tls_cert", "['a']"]),
-    ("[zookeeper]\ntls_key = false", ["[zookeeper] tls_key", "False"]),
+    ("[zookeeper]\ntls_key = false", ["[zookeeper] tls_key", "got false"]),
     ("zookeeper = 5", ["[zookeeper] must be a table", "got 5"]),
 ]
 
@@ -287,7 +287,7 @@ BAD_TASKS = [
                            "got -1"),
     (dict(workerNum="2.5"), "task[0] (name 'ingest') workerNum must be a non-negative integer, "
                             "got 2.5"),
-    (dict(workerNum="true"), "workerNum must be a non-negative integer, got True"),
+    (dict(workerNum="true"), "workerNum must be a non-negative integer, got true"),
     (dict(workerNum='"3"'), "workerNum must be a non-negative integer, got '3'"),
     (dict(workerNum="100001"), "workerNum must be at most 100000, got 100001"),
     (dict(workName=None), "task[0] (name 'ingest') is missing required key workName"),
@@ -322,7 +322,7 @@ BAD_TASKS = [
                                "on one node), got 1.5"),
     (dict(max_per_node='"2"'), "got '2'"),
     (dict(max_per_node="true"), "max_per_node must be an integer >= 1 (most slots of this "
-                                "task on one node), got True"),
+                                "task on one node), got true"),
     (dict(maxPerNode="2"), "did you mean max_per_node?"),
     (dict(isolation='"fork"'), "task[0] (name 'ingest') isolation must be 'thread' (in the "
                                "node process) or 'process'"),
@@ -820,3 +820,12 @@ def test_shipped_app_toml_commented_keys_are_valid() -> None:
     assert config.node.name == "worker-a"
     assert config.node.works == ("test01", "countdown", "poller")
     assert len(config.tasks) == 3
+
+
+def test_a_message_names_the_task_once_and_shows_toml_values() -> None:
+    """Defect: `task 'ticker' (name 'ticker') ... got True` from an API edit."""
+    with pytest.raises(ConfigError) as err:
+        TaskConfig.from_dict({"name": "ticker", "workName": "w", "workerNum": True},
+                             where="task 'ticker'")
+    assert str(err.value) == ("task 'ticker' workerNum must be a non-negative integer, "
+                              "got true")

@@ -186,7 +186,7 @@ def test_duplicate_handler_names_both_places(tmp_path: Path) -> None:
     with pytest.raises(WorksError) as err:
         discover(works)
     assert str(err.value) == (
-        "handler RunX is defined twice: works/a.py (Work.RunX) and works/b.py (RunX)"
+        "handler RunX is defined twice: works/a.py:2 (Work.RunX) and works/b.py:1 (RunX)"
     )
 
 
