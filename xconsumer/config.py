@@ -85,6 +85,9 @@ class AdminConfig:
     # Extra Host header values the admin API answers to (name = any port, or name:port);
     # anything else is refused, which is what stops DNS rebinding.
     allowed_hosts: tuple[str, ...] = ()
+    # The URL other nodes, the CLI and the dashboard should use to reach this node's admin
+    # API, when the bound address is not it (a container's published port, a proxy).
+    advertise_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "XCONSUMER_ADMIN_HOST": ("admin", "host"),
     "XCONSUMER_ADMIN_TOKEN": ("admin", "token"),
     "XCONSUMER_ADMIN_ALLOWED_HOSTS": ("admin", "allowed_hosts"),
+    "XCONSUMER_ADMIN_ADVERTISE_URL": ("admin", "advertise_url"),
     "XCONSUMER_CLUSTER": ("cluster", "name"),
 }
 
@@ -336,6 +340,20 @@ def _allowed_hosts(value: Any, label: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+_URL_RE = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?(/[^\s?#]*)?")
+
+
+def _advertise_url(value: Any, label: str) -> str | None:
+    """Checked because a bad value would only show up as dead links on the dashboard."""
+    if not isinstance(value, str) or (value and not _URL_RE.fullmatch(value)):
+        _fail(label, "must be an http:// or https:// URL such as 'http://node1.example:8001' "
+              "(empty for the bound address)", value)
+    match = _URL_RE.fullmatch(value)
+    if match and match.group(2) and not 0 < int(match.group(2)[1:]) < 65536:
+        _fail(label, "must have a port 1..65535", value)
+    return value.rstrip("/") or None
+
+
 _positive = _number(0.0, inclusive=False)
 _non_negative = _number(0.0, inclusive=True)
 _events = _rule(lambda v: _is_int(v) and 1 <= v <= MAX_EVENTS,
@@ -348,7 +366,8 @@ _SECTIONS: dict[str, dict[str, Check]] = {
                   "acl_read_world": _bool, "use_tls": _bool, "tls_ca": _tls_file,
                   "tls_cert": _tls_file, "tls_key": _tls_file, "tls_verify": _bool},
     "admin": {"enabled": _bool, "host": _host, "port": _port, "token": _token,
-              "events": _events, "allowed_hosts": _allowed_hosts},
+              "events": _events, "allowed_hosts": _allowed_hosts,
+              "advertise_url": _advertise_url},
     "node": {"name": _node_name, "works": _works, "leader_works": _bool,
              "reconcile_interval": _positive,
              "weight": _number(0.0, inclusive=False, unit="relative capacity, default 1")},

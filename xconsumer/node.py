@@ -265,7 +265,8 @@ class Node:
     def member_data(self) -> dict[str, Any]:
         return {
             "id": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-            "admin_url": self.admin.url if self.admin is not None else None,
+            "admin_url": (self.config.admin.advertise_url or self.admin.url
+                          if self.admin is not None else None),
             "handlers": self.registry.names(),
             "works": list(self.config.node.works) if self.config.node.works is not None else None,
             "leader_works": self.config.node.leader_works,

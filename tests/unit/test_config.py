@@ -365,7 +365,7 @@ def test_unknown_key_in_snake_or_camel_case_suggests_the_right_spelling() -> Non
 def test_unknown_key_without_a_close_match_lists_the_known_ones() -> None:
     message = error_of("[admin]\nzzz = 1")
     assert message == ("app.toml: unknown key [admin] zzz (known: enabled, host, port, token, "
-                       "events, allowed_hosts)")
+                       "events, allowed_hosts, advertise_url)")
 
 
 @pytest.mark.parametrize("value", ['""', '["ok.example", ""]', '["a b"]', '["a:99999"]',
@@ -382,6 +382,22 @@ def test_admin_allowed_hosts_from_the_file_and_the_environment() -> None:
     env = {"XCONSUMER_ADMIN_ALLOWED_HOSTS": "x.example, y.example:1"}
     assert parse("", env=env).admin.allowed_hosts == ("x.example", "y.example:1")
     assert parse("").admin.allowed_hosts == ()
+
+
+@pytest.mark.parametrize("value", ['"ftp://a.example"', '"a.example:8001"', '"http://a b"',
+                                   '"http://a.example:99999"', '1', '["http://a.example"]'])
+def test_admin_advertise_url_must_be_an_http_url(value: str) -> None:
+    message = error_of(f"[admin]\nadvertise_url = {value}")
+    assert message.startswith("app.toml: [admin] advertise_url must ")
+    assert "\n" not in message
+
+
+def test_admin_advertise_url_from_the_file_and_the_environment() -> None:
+    config = parse('[admin]\nadvertise_url = "https://node1.example:8443/xc/"')
+    assert config.admin.advertise_url == "https://node1.example:8443/xc"
+    env = {"XCONSUMER_ADMIN_ADVERTISE_URL": "http://127.0.0.1:8001"}
+    assert parse("", env=env).admin.advertise_url == "http://127.0.0.1:8001"
+    assert parse('[admin]\nadvertise_url = ""').admin.advertise_url is None
 
 
 def test_unknown_quoted_key_is_shown_quoted_on_one_line() -> None:
@@ -551,7 +567,7 @@ def test_env_var_table_is_complete() -> None:
     assert set(ENV_VARS) == {"XCONSUMER_ZK", "XCONSUMER_NAME", "XCONSUMER_ADMIN_PORT",
                              "XCONSUMER_ADMIN_HOST", "XCONSUMER_ADMIN_TOKEN",
                              "XCONSUMER_ADMIN_ALLOWED_HOSTS", "XCONSUMER_CLUSTER",
-                             "XCONSUMER_ZK_AUTH"}
+                             "XCONSUMER_ZK_AUTH", "XCONSUMER_ADMIN_ADVERTISE_URL"}
 
 
 def test_overrides_beat_env_and_none_means_not_given() -> None:
