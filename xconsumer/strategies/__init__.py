@@ -1,0 +1,39 @@
+"""Assignment strategies: a family of pure functions from (tasks, members) to a plan.
+
+One module per strategy, one interface (`base.Strategy`), registered here by name for
+`[assignment] strategy`. `base` holds what they share: slots, members, plans, the dealing
+order and the move count.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    MAX_TURNS,
+    Layout,
+    Member,
+    Plan,
+    Slot,
+    Strategy,
+    TaskLike,
+    all_slots,
+    balance_report,
+    dealing_order,
+    moved_slots,
+)
+from .round_robin import round_robin
+from .sticky import CHAIN_BUDGET, sticky
+
+STRATEGIES: dict[str, Strategy] = {"round_robin": round_robin, "sticky": sticky}
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        known = ", ".join(sorted(STRATEGIES))
+        raise ValueError(f"unknown assignment strategy {name!r} (known: {known})") from None
+
+
+__all__ = ["CHAIN_BUDGET", "MAX_TURNS", "STRATEGIES", "Layout", "Member", "Plan", "Slot",
+           "Strategy", "TaskLike", "all_slots", "balance_report", "dealing_order",
+           "get_strategy", "moved_slots", "round_robin", "sticky"]

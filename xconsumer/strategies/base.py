@@ -1,0 +1,169 @@
+"""What every assignment strategy shares: slots, members, plans, and the dealing order.
+
+A strategy is a pure, deterministic function `(tasks, members, *, leader, leader_works,
+previous) -> Plan`, with no I/O, so each is unit-tested without ZooKeeper and the leader can
+switch between them by name (`[assignment] strategy`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from ..works import candidate_names
+
+# A weight ratio above this is dealt as this many turns: it bounds the size of the weighted
+# round-robin ring (nodes x turns) whatever weights an operator writes.
+MAX_TURNS = 100
+
+
+class Slot(NamedTuple):
+    """One unit of work: `(task, index)` with `index < workerNum`.
+
+    A NamedTuple rather than a frozen dataclass: slots are dict keys by the hundred thousand
+    (plans, moved-slot counts), and a tuple hashes and compares in C, several times faster
+    than a dataclass's generated methods. Ordering is the same (task, then index)."""
+
+    task: str
+    index: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.index}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A live node as the leader sees it.
+
+    `weight` is the node's relative capacity (`[node] weight`): a node of weight 2 is meant to
+    take about twice the share of a node of weight 1. It is last, with a default, so members
+    built positionally before weights existed stay valid.
+    """
+
+    name: str
+    seq: int
+    handlers: frozenset[str] = frozenset()
+    works: frozenset[str] | None = None
+    draining: bool = False
+    weight: float = 1.0
+
+    def can_run(self, work_name: str) -> bool:
+        """Only a node that has the handler (and is allowed to run it) may get its slots."""
+        if self.draining:
+            return False
+        if self.works is not None and work_name not in self.works:
+            return False
+        return any(name in self.handlers for name in candidate_names(work_name))
+
+
+class TaskLike(Protocol):
+    """What a strategy reads from a task. `max_per_node` is optional (read with getattr), so
+    a three-field test double is a task too."""
+
+    name: str
+    work_name: str
+    worker_num: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who runs what: node name -> slots, plus slots no eligible node could take."""
+
+    nodes: Mapping[str, tuple[Slot, ...]]
+    unassigned: tuple[Slot, ...] = field(default=())
+
+    def owner_of(self) -> dict[Slot, str]:
+        return {slot: node for node, slots in self.nodes.items() for slot in slots}
+
+
+Strategy = Callable[..., Plan]
+Layout = Plan | Mapping[str, Sequence[Slot]]
+
+
+def dealing_order(members: Sequence[Member], leader: str | None, *,
+                  leader_works: bool = True) -> list[Member]:
+    """Members in sequence order, followers first and the leader last.
+
+    Starting from the first follower keeps the leader, which also does the coordination work,
+    from being the most loaded node when slots do not divide evenly.
+    """
+    ordered = sorted(members, key=lambda m: (m.seq, m.name))
+    followers = [m for m in ordered if m.name != leader]
+    lead = [m for m in ordered if m.name == leader]
+    return followers + (lead if leader_works else [])
+
+
+def all_slots(tasks: Sequence[TaskLike]) -> list[Slot]:
+    return [Slot(t.name, i) for t in tasks for i in range(t.worker_num)]
+
+
+def _limit(task: TaskLike) -> int | None:
+    """The task's `max_per_node`, or None for no limit."""
+    value = getattr(task, "max_per_node", None)
+    return None if value is None else max(0, int(value))
+
+
+def _weight(member: Member) -> float:
+    """Member data comes from other processes through ZooKeeper: a weight that is not a
+    positive finite number counts as 1 rather than breaking the leader's arithmetic."""
+    w = member.weight
+    ok = isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+    return float(w) if ok else 1.0
+
+
+def _eligible(order: Sequence[Member], tasks: Sequence[TaskLike]) -> dict[str, list[int]]:
+    """workName -> positions (in `order`) of the nodes that may run it.
+
+    Eligibility depends only on the workName, so it is computed once per workName instead of
+    once per task: a thousand tasks of one handler cost one scan of the nodes, not a thousand.
+    """
+    able: dict[str, list[int]] = {}
+    for task in tasks:
+        if task.work_name not in able:
+            able[task.work_name] = [p for p, m in enumerate(order) if m.can_run(task.work_name)]
+    return able
+
+
+
+def _layout(plan: Layout) -> Mapping[str, Sequence[Slot]]:
+    return plan.nodes if isinstance(plan, Plan) else plan
+
+
+def moved_slots(before: Layout, after: Layout) -> int:
+    """Slots whose owner differs between two plans (newly placed or dropped slots count)."""
+    owner_b = {s: n for n, slots in _layout(before).items() for s in slots}
+    owner_a = {s: n for n, slots in _layout(after).items() for s in slots}
+    return sum(1 for s in set(owner_b) | set(owner_a) if owner_b.get(s) != owner_a.get(s))
+
+
+def balance_report(plan: Layout) -> dict[str, Any]:
+    """How evenly a plan spreads slots: for logs, benchmarks and tests.
+
+    `spread` is max - min of the per-node totals (0 or 1 is perfectly even when every node may
+    run everything with equal weights); `per_task` gives (min, max) per task over the nodes
+    that have at least one slot of any task, as a quick look at per-task evenness.
+    """
+    layout = _layout(plan)
+    totals = {node: len(slots) for node, slots in layout.items()}
+    per_task: dict[str, dict[str, int]] = {}
+    for node, slots in layout.items():
+        for slot in slots:
+            counts = per_task.setdefault(slot.task, {})
+            counts[node] = counts.get(node, 0) + 1
+    busy = [node for node, count in totals.items() if count]
+    unassigned = len(plan.unassigned) if isinstance(plan, Plan) else 0
+    values = list(totals.values()) or [0]
+    return {
+        "nodes": len(totals),
+        "slots": sum(values),
+        "unassigned": unassigned,
+        "min": min(values),
+        "max": max(values),
+        "spread": max(values) - min(values),
+        "per_task": {task: (min(counts.get(n, 0) for n in busy),
+                            max(counts.values()))
+                     for task, counts in sorted(per_task.items())},
+    }
