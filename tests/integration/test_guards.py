@@ -1,0 +1,373 @@
+"""Each safety guard on its own, against real ZooKeeper and real in-process nodes.
+
+The scenario tests (test_node, the chaos suite) exercise the guards together, and the guards
+cover for each other: the lease thread revokes what `ctx.stopping` would have stopped, the
+controller revokes what the lease thread would have. A guard removed outright then passes
+every scenario. Here the other guards are frozen (a node's controller or lease renewals
+patched out for the test) so that each test fails when exactly its guard is missing; the
+mutation check (tests/mutation) proves it for each of them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.protocol.states import KazooState
+
+from tests.integration import test_node
+from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
+from tests.util import observe_until, wait_until
+from xconsumer.assignment import Slot
+from xconsumer.leader import publish, read_assignment
+from xconsumer.lease import LEASE_FRACTION, Lease
+from xconsumer.membership import read_members
+from xconsumer.node import Node
+from xconsumer.overrides import effective_tasks, update_task
+from xconsumer.paths import Paths
+from xconsumer.runtime import Runtime
+from xconsumer.works import discover
+
+SLOTS = {"r/0", "r/1", "r/2"}
+STUBBORN = ('[[task]]\nname = "s"\nworkName = "stubborn"\nworkerNum = 1\n'
+            'stop_timeout = 0.5\n')
+
+
+def _freeze_controller(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's passes do nothing from now on (it would revoke on an ended lease or
+    a lost membership by itself, hiding the guard under test)."""
+    monkeypatch.setattr(node, "_sync", lambda: None)
+
+
+def _stop_renewals(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No reply renews the lease any more: it ends within 2/3 of the session."""
+    monkeypatch.setattr(node.lease, "renew", lambda sent_at: None)
+
+
+def _runners(node: Node) -> list:
+    with node.runtime._lock:
+        return list(node.runtime._runners.values())
+
+
+def _pause(node: Node, task: str, paused: bool) -> None:
+    node.overrides.update(lambda d: update_task(d, node.seed_tasks(), task, {"paused": paused}))
+
+
+# -- the lease and ctx.stopping ------------------------------------------------------------
+
+def test_handlers_stop_on_the_lease_alone_when_no_thread_of_the_node_runs(
+        zk_hosts, zk_root, nodes, record) -> None:
+    """A frozen node wakes with its session gone and its threads behind: only `ctx.stopping`
+    reading the lease stops the handlers in time. Here the controller and the lease thread
+    are stopped outright, so nothing ever calls revoke."""
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    runners = _runners(node)
+    node._stop.set()  # ends the controller and lease loops; ignores state callbacks
+    wait_until(lambda: sum(r["e"] == "stop" for r in records(record)) == 3,
+               node.session.timeout * LEASE_FRACTION + 5,
+               message=lambda: f"lease remaining {node.lease.remaining():.2f}s")
+    assert not node.lease.valid()
+    assert all(r.stop_requested_at is None for r in runners)  # no revoke did it
+
+
+def _use_works(works: Path, module: str, source: str,
+               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes started by `start()` in this test discover their handlers in `works`."""
+    works.mkdir()
+    (works / "__init__.py").write_text("")
+    (works / f"{module}.py").write_text(source)
+    monkeypatch.setattr(test_node, "RECORD_WORKS", works)
+
+
+# Watches only `ctx.stop_event` (the documented Event), never `ctx.stopping`: it stops only
+# when the node sets the event.
+WAITER = """
+def RunWaiter(ctx):
+    while not ctx.stop_event.wait(0.05):
+        pass
+"""
+
+
+def test_the_lease_thread_revokes_every_slot_when_the_lease_ends(
+        tmp_path, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    _use_works(tmp_path / "works", "waiter", WAITER, monkeypatch)
+    task = '[[task]]\nname = "w"\nworkName = "waiter"\nworkerNum = 2\n'
+    node = start(nodes, make_config(zk_hosts, zk_root, task), "a")
+    wait_until(lambda: running(node) == {"w/0", "w/1"}, 15)
+    runners = _runners(node)
+    _freeze_controller(node, monkeypatch)
+    _stop_renewals(node, monkeypatch)
+    wait_until(lambda: not any(r.alive for r in runners),
+               node.session.timeout * LEASE_FRACTION + 5,
+               message=lambda: str(node.node_view()))
+    assert all(r.stop_requested_at is not None for r in runners)
+
+
+def test_a_lost_session_stops_every_slot_and_ends_the_lease_at_once(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    runners = _runners(node)
+    # Only the LOST reaction may act: no controller pass, renewal or lease-thread revoke.
+    _freeze_controller(node, monkeypatch)
+    _stop_renewals(node, monkeypatch)
+    monkeypatch.setattr(node, "_lease_transition", lambda was_valid: was_valid)
+    assert node.lease.valid()
+    node._on_state(KazooState.LOST)  # what kazoo calls when the session expired
+    assert not node.lease.valid()
+    assert all(r.stop_requested_at is not None for r in runners)
+
+
+def test_the_lease_is_renewed_only_by_our_own_member_znode(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """A znode at our member path that another session created (ours was deleted and the
+    name taken) proves nothing about our session: the lease must end."""
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
+    path = node.paths.node(node._member_child or "")
+    data, _ = zk.get(path)
+    zk.delete(path)
+    zk.create(path, data, ephemeral=True)
+    wait_until(lambda: not node.lease.valid(), node.session.timeout * LEASE_FRACTION + 5,
+               message=lambda: f"lease remaining {node.lease.remaining():.2f}s")
+    wait_until(lambda: not node.runtime.running_slots(), 5)
+
+
+def test_the_lease_counts_from_when_the_renewing_request_was_sent(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """The server heard from us no earlier than the request went out: a reply that took a
+    second must not stretch the lease by that second."""
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    lease = node.lease
+    skew = [0.0]
+    base = lease._clock
+    monkeypatch.setattr(lease, "_clock", lambda: base() + skew[0])
+    slow: list[float] = []  # lease time just before the one slow request went out
+    ends: list[float] = []  # lease deadline right after the renewal that followed it
+    real_exists, real_renew = node.client.exists_async, lease.renew
+
+    def exists_async(path: str, watch=None):
+        if threading.current_thread().name == "xc-lease" and not slow:
+            slow.append(lease.now())
+            skew[0] += 1.0  # the reply comes a second after this request was sent
+        return real_exists(path, watch=watch)
+
+    def renew(sent_at: float) -> None:
+        real_renew(sent_at)
+        if slow and not ends:
+            ends.append(lease.now() + lease.remaining())
+
+    monkeypatch.setattr(node.client, "exists_async", exists_async)
+    monkeypatch.setattr(lease, "renew", renew)
+    wait_until(lambda: ends, 10)
+    assert ends[0] <= slow[0] + node.session.timeout * LEASE_FRACTION + 1e-6, \
+        f"lease ends {ends[0] - slow[0]:.3f}s after the request was sent"
+
+
+# -- owner znodes ------------------------------------------------------------------------
+
+def _stuck_on_a_awaited_by_b(nodes: list[Node], zk_hosts: str, zk_root: str,
+                            record: Path) -> tuple[Node, Node, str, int]:
+    """a runs a handler that ignores stops; b joins, gets the slot and waits for a's owner
+    znode. Returns a, b, the owner znode's path and a's session id."""
+    config = make_config(zk_hosts, zk_root, STUBBORN)
+    a = start(nodes, config, "a")
+    wait_until(lambda: any(r["e"] == "start" for r in records(record)), 15)
+    b = start(nodes, config, "b")  # first in the dealing order: the slot moves to b
+    wait_until(lambda: [s.state for s in b.runtime.statuses()] == ["waiting"], 10)
+    return a, b, Paths(zk_root, "it").owner("s", 0), a.client.client_id[0]
+
+
+def test_a_runner_that_never_got_its_slot_leaves_the_owners_znode_alone(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record) -> None:
+    _, b, owner, a_session = _stuck_on_a_awaited_by_b(nodes, zk_hosts, zk_root, record)
+    _pause(b, "s", True)  # b gives up waiting: its runner ends without ever owning
+    wait_until(lambda: not b.runtime.running_slots(), 10)
+    try:
+        stat = zk.exists(owner)
+        assert stat is not None and stat.ephemeralOwner == a_session
+    finally:
+        (record.parent / "release").write_text("go")
+
+
+def _runtime(client: KazooClient, root: str) -> Runtime:
+    task_registry = discover(test_node.RECORD_WORKS)
+    return Runtime(node="a", client=client, paths=Paths(root, "it"),
+                   lease=Lease(lambda: 2.0), registry=task_registry,
+                   session_id=lambda: client.client_id[0], on_change=lambda: None)
+
+
+def test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them(
+        zk: KazooClient, zk_hosts, zk_root) -> None:
+    """An orphan is a slot whose runner ended while disconnected, so its owner znode may be
+    ours (delete it, or the next owner waits for our session to end) or, after our session
+    expired, already the next owner's (which must never be deleted)."""
+    paths = Paths(zk_root, "it")
+    other = KazooClient(hosts=zk_hosts, timeout=10)
+    other.start(timeout=10)
+    try:
+        runtime = _runtime(zk, zk_root)
+        zk.create(paths.owner("r", 0), b"", ephemeral=True, makepath=True)
+        other.create(paths.owner("r", 1), b"", ephemeral=True, makepath=True)
+        runtime._orphans |= {Slot("r", 0), Slot("r", 1)}
+        runtime.release_orphans()
+        assert zk.exists(paths.owner("r", 0)) is None
+        stat = zk.exists(paths.owner("r", 1))
+        assert stat is not None and stat.ephemeralOwner == other.client_id[0]
+        assert not runtime.has_orphans()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_a_reassigned_slot_restarts_only_after_its_old_run_ended(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record) -> None:
+    """Revoke before assign on one node: a slot taken away and given back while its old
+    run still ignores the stop must not get a second run beside it (on one node the owner
+    znode cannot tell the two runs apart: both are the node's session)."""
+    node = start(nodes, make_config(zk_hosts, zk_root, STUBBORN), "a")
+    wait_until(lambda: any(r["e"] == "start" for r in records(record)), 15)
+    _pause(node, "s", True)
+    wait_until(lambda: [s.state for s in node.runtime.statuses()] == ["stuck"], 10)
+    generation = node.generation or 0
+    _pause(node, "s", False)
+    # Given back: let the controller make a few passes with the slot in its plan.
+    passes = node.passes
+    problems = observe_until(
+        lambda: (node.generation or 0) > generation and node.passes >= passes + 3, 15,
+        check=lambda: None if sum(r["e"] == "start" for r in records(record)) == 1
+        else "a second run started beside the stuck one")
+    assert problems == []
+    (record.parent / "release").write_text("go")
+    wait_until(lambda: sum(r["e"] == "start" for r in records(record)) == 2, 15)
+
+
+def test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record) -> None:
+    a, b, owner, a_session = _stuck_on_a_awaited_by_b(nodes, zk_hosts, zk_root, record)
+    try:
+        assert a.stop(timeout=1.0) is False  # stuck
+        stat = zk.exists(owner)
+        assert stat is not None and stat.ephemeralOwner == a_session
+        assert [s.state for s in b.runtime.statuses()] == ["waiting"]
+    finally:
+        (record.parent / "release").write_text("go")
+    wait_until(lambda: running(b) == {"s/0"}, 15)
+
+
+# Ignores every stop; on SIGTERM it waits (up to 3 s) for its own program to have seen the
+# SIGTERM too, as a handler cleaning up after itself would. The program, a shell, records
+# the SIGTERM in a file and exits: it never gets to if only SIGKILL reaches it.
+TRAPPER = """
+import os, signal, subprocess, time
+
+def RunTrapper(ctx):
+    term = os.environ["XCONSUMER_TEST_RELEASE"] + "-term"
+
+    def on_term(signum, frame):
+        end = time.monotonic() + 3.0
+        while not os.path.exists(term) and time.monotonic() < end:
+            time.sleep(0.02)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    subprocess.Popen(["sh", "-c", f'trap "echo term > {term}; exit 0" TERM; '
+                      f'touch {term}-started; while :; do sleep 0.05; done'])
+    while True:
+        time.sleep(0.05)
+"""
+
+
+def test_sigterm_reaches_every_process_of_an_isolated_handler(
+        zk: KazooClient, tmp_path, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """Terminating an isolated handler signals its whole session, so the programs it
+    started get their SIGTERM (and a chance to clean up) before the SIGKILL sweep."""
+    _use_works(tmp_path / "works", "trapper", TRAPPER, monkeypatch)
+    task = ('[[task]]\nname = "t"\nworkName = "trapper"\nworkerNum = 1\n'
+            'stop_timeout = 0.5\nisolation = "process"\n')
+    node = start(nodes, make_config(zk_hosts, zk_root, task), "a")
+    term = Path(f"{record.parent / 'release'}-term")
+    wait_until(lambda: Path(f"{term}-started").exists(), 30)
+    owner = Paths(zk_root, "it").owner("t", 0)
+    _pause(node, "t", True)
+    wait_until(lambda: zk.exists(owner) is None, 20, message=lambda: str(node.node_view()))
+    assert term.exists() and term.read_text().strip() == "term"
+
+
+# -- corrupt assignment -----------------------------------------------------------------
+
+def test_a_follower_runs_its_last_valid_plan_pass_after_pass_while_the_assignment_is_corrupt(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """Unreadable is not empty: a follower that took a corrupt assignment for "nothing for
+    me" would stop every slot until the leader repaired it. The leader's controller is
+    frozen so the corruption lasts while the follower makes several passes over it."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    a = start(nodes, config, "a")
+    b = start(nodes, config, "b")
+    wait_until(lambda: running(a) | running(b) == SLOTS and running(b), 20)
+    _freeze_controller(a, monkeypatch)
+    mine = {s.slot: s.fence for s in b.runtime.statuses() if s.state == "running"}
+    zk.set(Paths(zk_root, "it").assignment, b'{"nodes": []}')
+    passes = b.passes
+
+    def same_slots() -> str | None:
+        now = {s.slot: s.fence for s in b.runtime.statuses() if s.state == "running"}
+        return None if now == mine else f"follower runs {now}, ran {mine}"
+
+    problems = observe_until(
+        lambda: b.passes >= passes + 3 and b.node_view()["corrupt"], 15, check=same_slots)
+    assert problems == []
+
+
+# -- the leader's publish ------------------------------------------------------------------
+
+def test_a_publish_based_on_a_stale_read_is_refused(zk: KazooClient, zk_hosts, zk_root, nodes,
+                                                    record, monkeypatch) -> None:
+    """Two writers must not interleave silently: another write between the leader's read
+    and its publish makes the publish fail (and re-read), never overwrite."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    node = start(nodes, config, "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)
+    paths = Paths(zk_root, "it")
+    from xconsumer import leader as leader_module
+
+    real_read = leader_module.read_assignment
+
+    def read_then_someone_writes(client, paths_, watch=None):
+        seen = real_read(client, paths_, watch=watch)
+        raw, _ = zk.get(paths.assignment)
+        zk.set(paths.assignment, raw)  # the other writer: same bytes, next version
+        return seen
+
+    monkeypatch.setattr(leader_module, "read_assignment", read_then_someone_writes)
+    _, version = read_assignment(zk, paths)
+    result = publish(node.client, paths, my_child=node._member_child or "", leader="a2",
+                     members=read_members(zk, paths), tasks=effective_tasks(config.tasks, {}),
+                     strategy="round_robin", leader_works=True)
+    assert result is None
+    assert zk.exists(paths.assignment).version == version + 1  # only the other write
+
+
+def test_a_deposed_leader_whose_session_lives_cannot_publish(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """The leader's member znode is gone (deleted, or it lost the election) while its session
+    and connection are fine: its publish must be refused by the fence, whatever it read."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    node = start(nodes, config, "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)
+    paths = Paths(zk_root, "it")
+    child = node._member_child or ""
+    members = read_members(zk, paths)
+    zk.delete(paths.node(child))
+    before = read_assignment(zk, paths)
+    result = publish(node.client, paths, my_child=child, leader="a", members=members,
+                     tasks=effective_tasks(config.tasks, {}), strategy="round_robin",
+                     leader_works=True, fresh=True, drained=["a"])
+    assert result is None
+    assert read_assignment(zk, paths) == before
