@@ -1,0 +1,196 @@
+"""The curated mutants: one deliberate bug in each safety-critical line, and the tests that
+must catch it.
+
+Each original snippet must occur exactly once in its file (checked by
+tests/unit/test_mutants_list.py), so an edit of the product that moves or rewrites a guarded
+line fails that fast test instead of leaving a mutant that silently no longer applies.
+`tests` are pytest node ids (or `-k` expressions, written as "-k EXPR"), the fastest tests
+that should fail when the mutant is in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    file: str
+    original: str
+    replacement: str
+    tests: list[str] = field(default_factory=list)
+    why: str = ""
+
+
+G = "tests/integration/test_guards.py"
+N = "tests/integration/test_node.py"
+H = "tests/integration/test_hardening.py"
+ISO = "tests/integration/test_isolation.py"
+LEASE_UNIT = "tests/unit/test_lease.py"
+
+MUTANTS: list[Mutant] = [
+    # -- owner znodes: creation and release ------------------------------------------------
+    Mutant(
+        "owner-persistent", "xconsumer/slot.py",
+        "path, self._owner_data(), ephemeral=True, makepath=True, include_data=True",
+        "path, self._owner_data(), ephemeral=False, makepath=True, include_data=True",
+        [f"{N}::test_session_expiry_stops_slots_and_the_node_rejoins"],
+        "a persistent owner znode outlives a dead node's session: the slot never moves"),
+    Mutant(
+        "owner-exists-taken-as-ours", "xconsumer/slot.py",
+        "            except NodeExistsError:\n                pass\n",
+        "            except NodeExistsError:\n                return True\n",
+        [f"{N}::test_stuck_handler_keeps_its_owner_znode_until_it_really_ends"],
+        "a slot starts while another node's owner znode exists: it runs twice"),
+    Mutant(
+        "release-deletes-anyones-owner", "xconsumer/slot.py",
+        "self.fence is None and stat.ephemeralOwner == self._session_id()))",
+        "self.fence is None))",
+        [f"{G}::test_a_runner_that_never_got_its_slot_leaves_the_owners_znode_alone"],
+        "a runner that never got the slot deletes the owner znode of the node running it"),
+    Mutant(
+        "orphans-delete-foreign", "xconsumer/runtime.py",
+        "if stat is not None and session is not None and stat.ephemeralOwner == session:",
+        "if stat is not None:",
+        [f"{G}::test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them"],
+        "an orphan retry deletes the next owner's znode after our session expired"),
+    Mutant(
+        "orphans-never-deleted", "xconsumer/runtime.py",
+        "                    self._client.delete_async(path, version=stat.version)"
+        ".get(timeout=5.0)\n",
+        "                    pass\n",
+        [f"{G}::test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them"],
+        "an owner znode left while disconnected stays for the session's life: the slot "
+        "is stuck"),
+    # -- revoke before assign ---------------------------------------------------------------
+    Mutant(
+        "apply-no-revoke", "xconsumer/runtime.py",
+        '                elif spec is None:\n                    runner.request_stop("revoked")\n',
+        "                elif spec is None:\n                    pass\n",
+        [f"{G}::test_a_runner_that_never_got_its_slot_leaves_the_owners_znode_alone"],
+        "a slot taken from a node keeps running there"),
+    Mutant(
+        "apply-assign-while-stopping", "xconsumer/runtime.py",
+        "                if slot in self._runners:\n                    continue",
+        "                if slot in self._runners and not self._runners[slot]"
+        ".stop_event.is_set():\n                    continue",
+        [f"{G}::test_a_reassigned_slot_restarts_only_after_its_old_run_ended"],
+        "a slot given back while its old run still ends starts a second run beside it"),
+    # -- the leader's publish -------------------------------------------------------------
+    Mutant(
+        "publish-no-member-check", "xconsumer/leader.py",
+        "    tx.check(paths.node(my_child), -1)\n",
+        "",
+        [f"{G}::test_a_deposed_leader_whose_session_lives_cannot_publish",
+         f"{N}::test_publish_is_fenced_on_the_leaders_member_znode"],
+        "a deposed leader overwrites its successor's assignment"),
+    Mutant(
+        "publish-any-version", "xconsumer/leader.py",
+        "tx.set_data(paths.assignment, data, version=version)",
+        "tx.set_data(paths.assignment, data, version=-1)",
+        [f"{G}::test_a_publish_based_on_a_stale_read_is_refused"],
+        "two writers interleave: a plan computed from a stale read overwrites a newer one"),
+    Mutant(
+        "repair-generation-from-1", "xconsumer/leader.py",
+        "    return max(generation, version + 1, seen) + 1\n",
+        "    return generation + 1\n",
+        [f"{H}::test_a_corrupt_assignment_is_repaired_above_every_generation_without_restarts"
+         "[not json]"],
+        "a repaired assignment goes back to generation 1, below what nodes already saw"),
+    Mutant(
+        "slot-cap-ignored", "xconsumer/leader.py",
+        "        keep = min(task.worker_num, room)\n",
+        "        keep = task.worker_num\n",
+        [f"{H}::test_the_total_slot_count_is_capped_everywhere"],
+        "a table over [assignment] max_slots is scheduled in full"),
+    # -- the lease and ctx.stopping -------------------------------------------------------
+    Mutant(
+        "lease-always-valid", "xconsumer/lease.py",
+        "        return self.remaining() > 0\n",
+        "        return True\n",
+        [LEASE_UNIT,
+         f"{G}::test_handlers_stop_on_the_lease_alone_when_no_thread_of_the_node_runs"],
+        "a frozen node's handlers run on after its session expired"),
+    Mutant(
+        "lease-whole-session", "xconsumer/lease.py",
+        "deadline = sent_at + self._session_timeout() * self._fraction",
+        "deadline = sent_at + self._session_timeout()",
+        [LEASE_UNIT],
+        "the lease lasts as long as the session: no time is left to stop before expiry"),
+    Mutant(
+        "lease-invalidate-noop", "xconsumer/lease.py",
+        '            self._deadline = float("-inf")\n\n    def remaining',
+        "            pass\n\n    def remaining",
+        [LEASE_UNIT],
+        "a lost session or membership leaves the lease valid"),
+    Mutant(
+        "stopping-ignores-lease", "xconsumer/slot.py",
+        "if not self.stop_event.is_set() and not self._lease.valid():",
+        "if not self.stop_event.is_set() and False:",
+        [LEASE_UNIT,
+         f"{G}::test_handlers_stop_on_the_lease_alone_when_no_thread_of_the_node_runs"],
+        "ctx.stopping stays false on an ended lease: only the (maybe frozen) lease thread "
+        "stops handlers"),
+    Mutant(
+        "lease-loop-any-owner", "xconsumer/node.py",
+        "if stat is not None and stat.ephemeralOwner == session:",
+        "if stat is not None:",
+        [f"{G}::test_the_lease_is_renewed_only_by_our_own_member_znode"],
+        "a member znode another session created at our path renews our lease"),
+    Mutant(
+        "lease-renewed-at-reply", "xconsumer/node.py",
+        "                        self.lease.renew(sent)\n",
+        "                        self.lease.renew(self.lease.now())\n",
+        [f"{G}::test_the_lease_counts_from_when_the_renewing_request_was_sent"],
+        "a slow reply stretches the lease past the session's possible expiry"),
+    # -- session loss -----------------------------------------------------------------------
+    Mutant(
+        "lost-no-revoke", "xconsumer/node.py",
+        '            self.runtime.revoke_all("ZooKeeper session lost")\n',
+        "",
+        [f"{G}::test_a_lost_session_stops_every_slot_and_ends_the_lease_at_once"],
+        "slots are not stopped when kazoo reports the session expired"),
+    Mutant(
+        "lost-no-invalidate", "xconsumer/node.py",
+        "        if state == KazooState.LOST:\n            self.lease.invalidate()\n",
+        "        if state == KazooState.LOST:\n",
+        [f"{G}::test_a_lost_session_stops_every_slot_and_ends_the_lease_at_once"],
+        "the lease stays valid after the session is gone"),
+    Mutant(
+        "lease-ended-no-revoke", "xconsumer/node.py",
+        '            self.runtime.revoke_all("lease ended")\n',
+        "",
+        [f"{G}::test_the_lease_thread_revokes_every_slot_when_the_lease_ends"],
+        "a handler waiting on ctx.stop_event runs on after the lease ended"),
+    # -- corrupt assignment -------------------------------------------------------------------
+    Mutant(
+        "corrupt-assignment-applied-as-empty", "xconsumer/node.py",
+        "        if not isinstance(published, Corrupt):\n",
+        "        if isinstance(published, Corrupt):\n            self._note_assignment(None)\n"
+        "        else:\n",
+        [f"{G}::test_a_follower_runs_its_last_valid_plan_pass_after_pass_while_the_"
+         "assignment_is_corrupt"],
+        "a follower stops every slot when the assignment is unreadable"),
+    # -- stuck handlers and process isolation ---------------------------------------------
+    Mutant(
+        "stuck-stop-closes-session", "xconsumer/node.py",
+        "        else:\n            stop_client(self.client)\n",
+        "        stop_client(self.client)\n",
+        [f"{G}::test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode"],
+        "a node stopping with a stuck slot closes its session: the owner znode goes while "
+        "the handler still runs"),
+    Mutant(
+        "isolation-no-wait-for-session", "xconsumer/isolation.py",
+        "    _wait_session_gone(runner, proc.pid, watcher.value)\n",
+        "",
+        [f"{ISO}::test_a_slot_whose_processes_cannot_be_confirmed_gone_stays_owned_and_stuck"],
+        "the owner znode is released while processes of the handler's session still run"),
+    Mutant(
+        "isolation-signal-child-only", "xconsumer/isolation.py",
+        "    if _leads_session(proc.pid):\n        signal_session(proc.pid, signum)\n",
+        "    if _leads_session(proc.pid):\n        os.kill(proc.pid, signum)\n",
+        [f"{G}::test_sigterm_reaches_every_process_of_an_isolated_handler"],
+        "SIGTERM reaches only the child: programs the handler started are SIGKILLed "
+        "later without a chance to clean up"),
+]
