@@ -261,11 +261,19 @@ def compose() -> dict[str, Any]:
     return data
 
 
+_DEFAULTED_RE = re.compile(r"\$\{(\w+):?-([^}]*)\}")
+
+
+def _defaults(value: str) -> str:
+    """`${VAR:-default}` as compose resolves it when VAR is unset; `${VAR:?msg}` stays."""
+    return _DEFAULTED_RE.sub(lambda m: m[2], value)
+
+
 def _environment(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):  # ["KEY=value", ...]
         env = dict(item.partition("=")[::2] for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    return {str(k): "" if v is None else _defaults(str(v)) for k, v in env.items()}
 
 
 def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -274,8 +282,9 @@ def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
     for entry in service.get("ports") or []:
         if isinstance(entry, dict):  # long syntax
             ip, host, target = entry.get("host_ip", ""), entry["published"], entry["target"]
+            ip, host = _defaults(str(ip)), _defaults(str(host))
         else:
-            fields = str(entry).split("/")[0].split(":")
+            fields = _defaults(str(entry)).split("/")[0].split(":")
             assert len(fields) == 3, f"port {entry!r} does not name a host IP"
             ip, host, target = fields
         result.append((str(ip), int(host), int(target)))
@@ -461,3 +470,82 @@ def test_compose_client_accepts_the_file() -> None:
                               env=base_env)
         assert proc.returncode != 0, f"{version} accepted the file without an admin token"
         assert "XCONSUMER_ADMIN_TOKEN" in proc.stderr + proc.stdout, proc.stderr
+
+
+# --- what the nodes advertise, and the optional profiles ------------------------------------
+
+
+def test_nodes_advertise_their_published_port_and_answer_to_their_service_name(
+    compose: dict[str, Any]
+) -> None:
+    """Every node reports its admin URL to the cluster: it must be the published one (the
+    dashboard's links), and the node must accept that Host and its compose service name
+    (Prometheus scrapes node1:8000 on the compose network)."""
+    from xconsumer.config import parse_config
+
+    for node in NODES:
+        service = compose["services"][node]
+        env = _environment(service)
+        [(ip, host_port, _)] = _ports(service)
+        config = parse_config("", env={k: v for k, v in env.items() if k in ENV_VARS and
+                                       k != "XCONSUMER_ADMIN_TOKEN"})
+        assert config.admin.advertise_url == f"http://{ip}:{host_port}", (node, env)
+        assert {ip, node} <= set(config.admin.allowed_hosts), (node, env)
+
+
+def test_node_healthchecks_probe_healthz(compose: dict[str, Any]) -> None:
+    for node in NODES:
+        check = compose["services"][node].get("healthcheck") or {}
+        text = " ".join(check.get("test", []))
+        assert "/healthz" in text and "curl" not in text, f"{node}: {check}"
+        assert _seconds(check.get("interval", "30s")) <= 10, f"{node}: probe too rare"
+
+
+def test_monitoring_profile_scrapes_every_node_with_the_shipped_rules(
+    compose: dict[str, Any]
+) -> None:
+    prometheus = compose["services"].get("prometheus")
+    assert prometheus and prometheus.get("profiles") == ["monitoring"], prometheus
+    mounts = {m.split(":")[1]: COMPOSE_FILE.parent / m.split(":")[0]
+              for m in prometheus.get("volumes", [])}
+    config_file = mounts.get("/etc/prometheus/prometheus.yml")
+    assert config_file and config_file.is_file(), mounts
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}
+    assert targets == {f"{n}:8000" for n in NODES}, targets
+    for rules in config["rule_files"]:
+        mounted = mounts.get(str(Path("/etc/prometheus") / rules))
+        assert mounted and mounted.is_file(), f"rule file {rules} is not mounted: {mounts}"
+
+
+def test_ensemble_profile_is_three_members_that_know_each_other(
+    compose: dict[str, Any]
+) -> None:
+    members = {name: s for name, s in compose["services"].items()
+               if "ensemble" in (s.get("profiles") or [])}
+    assert sorted(members) == ["zk1", "zk2", "zk3"], sorted(members)
+    ids = set()
+    for name, service in members.items():
+        env = _environment(service)
+        ids.add(env["ZOO_MY_ID"])
+        servers = dict(e.split("=", 1) for e in env["ZOO_SERVERS"].split())
+        assert servers == {f"server.{i}": f"zk{i}:2888:3888;2181" for i in (1, 2, 3)}, name
+        assert "ruok" in env.get("ZOO_4LW_COMMANDS_WHITELIST", "").split(","), name
+        assert service.get("healthcheck"), name
+    assert ids == {"1", "2", "3"}, ids
+
+
+def test_compose_client_accepts_the_profiles() -> None:
+    clients, missing = _compose_clients()
+    if not clients:
+        missing_tool("no docker compose client (bin/setup --tests installs docker-compose): "
+                     + "; ".join(missing))
+    env = {**os.environ, "XCONSUMER_ADMIN_TOKEN": "t0ken"}
+    for version, argv in clients:
+        proc = subprocess.run([*argv, "-f", str(COMPOSE_FILE), "--profile", "monitoring",
+                               "--profile", "ensemble", "config", "--services"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60, check=False, env=env)
+        assert proc.returncode == 0, f"{version}: {proc.stderr}"
+        services = set(proc.stdout.split())
+        assert {"prometheus", "zk1", "zk2", "zk3", *NODES} <= services, (version, services)
