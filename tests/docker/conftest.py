@@ -38,10 +38,6 @@ DOCKERD_START_TIMEOUT = 60.0
 DOCKERD_STOP_TIMEOUT = 30.0
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "docker: needs a Docker engine (started if none runs)")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
