@@ -4,12 +4,14 @@
     bin/mutants --only ID ...   # some of them
     bin/mutants --list          # what the list covers
 
-For each mutant: copy the repository (tracked and untracked-but-not-ignored files, as they are
-in the working tree; never the virtualenv) into a temporary directory, replace the mutant's
-snippet there, and run its tests in that copy with this same Python (`PYTHONPATH` and the
-working directory are the copy, so the mutated package is the one imported, also by node
-processes the tests start). Mutants run one after the other: the tests start ZooKeeper and
-node processes and time themselves; running mutants side by side would make them flaky.
+The working tree is snapshotted once (tracked and untracked-but-not-ignored files, as they
+are now; never the virtualenv), so edits made while the check runs do not mix into it. For
+each mutant: copy that snapshot into a temporary directory, replace the mutant's snippet there
+(a snippet not found exactly once is an error: the list is stale), and run its tests in
+that copy with this same Python (`PYTHONPATH` and the working directory are the copy, so the
+mutated package is the one imported, also by node processes the tests start). Mutants run
+one after the other: the tests start ZooKeeper and node processes and time themselves;
+running mutants side by side would make them flaky.
 
 A mutant is *killed* when pytest exits 1 (a test failed). Any other exit (usage error, no
 tests collected, an internal error) or a timeout is an *error*: it says nothing about the
@@ -103,14 +105,18 @@ def check_imports_copy(root: Path) -> None:
         raise SystemExit(f"the copy does not import its own xconsumer ({out.strip()})")
 
 
-def in_copy(files: Sequence[str], mutant: Mutant | None, tests: Sequence[str],
+def in_copy(snapshot: Path, mutant: Mutant | None, tests: Sequence[str],
             timeout: float) -> tuple[str, float, str]:
+    """Run `tests` in a fresh copy of `snapshot` with `mutant` applied (None: unmutated)."""
     with tempfile.TemporaryDirectory(prefix="xc-mutant-") as tmp:
-        root = Path(tmp)
-        copy_repo(root, files)
+        root = Path(tmp) / "repo"
+        shutil.copytree(snapshot, root, symlinks=True)
         check_imports_copy(root)
         if mutant is not None:
-            apply(mutant, root)
+            try:
+                apply(mutant, root)
+            except ValueError as exc:
+                return "error", 0.0, str(exc)
         return run_tests(root, tests, timeout)
 
 
@@ -134,11 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m in chosen:
             print(f"{m.id:38} {m.file:24} {m.why}")
         return 0
-    files = repo_files()
+    # One snapshot of the working tree for the whole run: others may edit it meanwhile, and
+    # every mutant (and the baseline) must see the same code.
+    with tempfile.TemporaryDirectory(prefix="xc-mutants-") as tmp:
+        snapshot = Path(tmp)
+        copy_repo(snapshot, repo_files())
+        return run_all(snapshot, chosen, args)
+
+
+def run_all(snapshot: Path, chosen: Sequence[Mutant], args: argparse.Namespace) -> int:
     started = time.monotonic()
     if not args.no_baseline:
         tests = list(dict.fromkeys(t for m in chosen for t in m.tests))
-        verdict, seconds, tail = in_copy(files, None, tests, args.timeout * 2)
+        verdict, seconds, tail = in_copy(snapshot, None, tests, args.timeout * 2)
         print(f"baseline: {verdict} ({len(tests)} test ids, {seconds:.1f}s)", flush=True)
         if verdict != "passed":
             print(tail)
@@ -146,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     results: list[tuple[Mutant, str, float]] = []
     for mutant in chosen:
-        verdict, seconds, tail = in_copy(files, mutant, mutant.tests, args.timeout)
+        verdict, seconds, tail = in_copy(snapshot, mutant, mutant.tests, args.timeout)
         status = {"failed": "killed", "passed": "SURVIVED"}.get(verdict, "ERROR")
         results.append((mutant, status, seconds))
         print(f"{status:8} {mutant.id:38} {seconds:6.1f}s  {mutant.file}", flush=True)

@@ -93,8 +93,8 @@ MUTANTS: list[Mutant] = [
         "two writers interleave: a plan computed from a stale read overwrites a newer one"),
     Mutant(
         "repair-generation-from-1", "xconsumer/leader.py",
-        "    return max(generation, version + 1, seen) + 1\n",
-        "    return generation + 1\n",
+        "max(generation, version + 1, seen) + 1",
+        "generation + 1",
         [f"{H}::test_a_corrupt_assignment_is_repaired_above_every_generation_without_restarts"
          "[not json]"],
         "a repaired assignment goes back to generation 1, below what nodes already saw"),
