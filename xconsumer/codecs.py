@@ -29,7 +29,7 @@ from .errors import ConfigError
 
 # Mirrors config's node-name rule: a member id is a node name.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-MAX_GENERATION = 1 << 53  # JSON numbers past this lose precision in browsers and jq
+MAX_GENERATION = (1 << 63) - 1  # a Java long: what any ZooKeeper-side tool can read
 _MAGIC = b"XCZ1"
 MAX_INFLATED = 64 * 1024 * 1024  # a zlib bomb in a znode must not exhaust a node's memory
 
@@ -64,7 +64,9 @@ def parse_json(raw: bytes | None) -> Any:
             if inflater.unconsumed_tail:
                 raise _Bad(f"compressed data inflates past {MAX_INFLATED} bytes")
         return json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, zlib.error, RecursionError) as exc:
+    # ValueError covers JSONDecodeError and also Python's limit on integer digits (4300),
+    # which json.loads raises as a plain ValueError.
+    except (ValueError, zlib.error, RecursionError) as exc:
         raise _Bad(f"not valid JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
@@ -313,8 +315,10 @@ def decode_marker(kind: str, raw: bytes | None, path: str) -> dict[str, Any] | C
     return _decode(kind, path, raw, lambda d: dict(_object(d, f"{kind} marker data")))
 
 
+_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
 def slot_index(child: str) -> int | None:
-    """The index of an `owners/<task>/<i>` or `done/<task>/<i>` child; None if it is not one."""
-    if child.isdigit() and len(child) <= 9:
-        return int(child)
-    return None
+    """The index of an `owners/<task>/<i>` or `done/<task>/<i>` child; None if it is not one
+    (ASCII digits only, no leading zero: "²" or "007" are not slot indices)."""
+    return int(child) if _INDEX_RE.fullmatch(child) else None

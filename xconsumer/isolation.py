@@ -126,11 +126,32 @@ def _die_with_parent() -> None:
     _prctl_pdeathsig(signal.SIGKILL)
 
 
-def session_members(sid: int) -> list[int] | None:
-    """Pids of the live (not zombie) processes of session `sid`; None without /proc.
+def _threads_live(pid: int) -> bool:
+    """Whether any thread of `pid` still runs. A process whose main thread exited reads as a
+    zombie in /proc/<pid>/stat while its other threads go on running the program."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if fields and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
-    Zombies are dead: they wait only for whoever adopted them (init, which in a container
-    may never reap) and must not keep a slot from moving."""
+
+def session_members(sid: int) -> list[int] | None:
+    """Pids of the live processes of session `sid`; None without /proc.
+
+    True zombies are dead: they wait only for whoever adopted them (init, which in a
+    container may never reap) and must not keep a slot from moving. A process whose main
+    thread alone has exited also reads as a zombie, but its other threads still run the
+    program: it counts as live (and is killed like the rest)."""
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -146,7 +167,8 @@ def session_members(sid: int) -> list[int] | None:
             continue  # exited while we looked
         # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
         fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+        if len(fields) > 3 and int(fields[3]) == sid and (
+                fields[0] not in (b"Z", b"X") or _threads_live(int(entry))):
             members.append(int(entry))
     return members
 
@@ -338,6 +360,9 @@ def _wait_session_gone(runner: Any, sid: int, watcher: int) -> None:
     while any process still uses it as session or group id, so `sid` names only them. Past
     GONE_TIMEOUT the slot is asked to stop (so it is reported stuck) and this keeps waiting:
     the owner znode must outlive every process of the slot, like a stuck thread handler's."""
+    # Kill first, look after: a signal to a dead session costs nothing, and a look first
+    # could miss what /proc shows wrongly (see session_members).
+    signal_session(sid, signal.SIGKILL)
     if not session_alive(sid):
         return
     left = [p for p in session_members(sid) or [] if p != watcher]

@@ -19,6 +19,7 @@ from loguru import logger
 
 from .assignment import Plan, Slot, get_strategy, moved_slots
 from .codecs import (
+    MAX_GENERATION,
     Corrupt,
     decode_assignment,
     doc_plan,
@@ -129,7 +130,9 @@ def next_generation(current: dict[str, Any] | Corrupt | None, version: int,
     """
     valid = valid_doc(current)
     generation = int(valid["generation"]) if valid is not None else 0
-    return max(generation, version + 1, seen) + 1
+    # Capped where the decoder stops accepting it: a generation written by hand at the cap
+    # must not make the leader publish what it then reads back as corrupt, in a loop.
+    return min(max(generation, version + 1, seen) + 1, MAX_GENERATION)
 
 
 def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,

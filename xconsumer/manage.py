@@ -140,7 +140,7 @@ class _ZkBackend:
     """
 
     def __init__(self, config: Config, timeout: float) -> None:
-        from .overrides import OverrideStore
+        from .overrides import OverrideStore, overrides_from_assignment
         from .paths import Paths
         from .zk import make_client
 
@@ -149,7 +149,9 @@ class _ZkBackend:
         self.paths = Paths(config.zookeeper.root, config.cluster.name)
         self.client, _ = make_client(config.zookeeper.hosts,
                                      config.zookeeper.session_timeout, zk=config.zookeeper)
-        self.store = OverrideStore(self.client, self.paths.overrides)
+        self.store = OverrideStore(self.client, self.paths.overrides,
+                                   fallback=lambda: overrides_from_assignment(
+                                       self.published(), self.seed()))
 
     def __enter__(self) -> _ZkBackend:
         from .zk import start_client

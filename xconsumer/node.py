@@ -45,7 +45,7 @@ from .overrides import (
     OverrideStore,
     drained_names,
     effective_tasks,
-    from_assignment,
+    overrides_from_assignment,
     with_paused,
 )
 from .paths import Paths
@@ -94,7 +94,8 @@ class Node:
         self.lease = Lease(lambda: self.session.timeout)
         self.events = EventLog(config.admin.events)
         self.metrics = Metrics()
-        self.overrides = OverrideStore(self.client, self.paths.overrides)
+        self.overrides = OverrideStore(self.client, self.paths.overrides,
+                                       fallback=self._published_overrides)
         self._events: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self._lease_wake = threading.Event()
@@ -115,6 +116,7 @@ class Node:
         self.passes = 0  # controller passes, for tests of the controller's pacing
         self._markers_seen: dict[str, float] = {}  # departed names' left markers, first seen
         self._corrupt_since: dict[str, float] = {}  # member znodes first seen corrupt
+        self._candidate_wake: float | None = None  # when a corrupt member turns foreign
         self.is_leader = False
         self.leader: str | None = None
         self.generation: int | None = None
@@ -334,10 +336,11 @@ class Node:
         interval = self.config.node.reconcile_interval
         while not self._stop.is_set():
             timeout = interval
-            if self._wake_at is not None and self.client.connected:
+            wakes = [w for w in (self._wake_at, self._candidate_wake) if w is not None]
+            if wakes and self.client.connected:
                 # A wake-up that passes while disconnected waits for the connection (a state
                 # change kicks us) instead of spinning on a deadline already gone.
-                timeout = max(0.0, min(interval, self._wake_at - time.monotonic()))
+                timeout = max(0.0, min(interval, min(wakes) - time.monotonic()))
             try:
                 reason = self._events.get(timeout=timeout)
             except queue.Empty:
@@ -424,6 +427,7 @@ class Node:
         it) and skipped, so a stray znode cannot hold the leadership for ever."""
         now = time.monotonic()
         foreign_after = 2 * self.session.timeout
+        self._candidate_wake = None
         seen = {r.child for r in records if r.corrupt is not None}
         self._corrupt_since = {c: t for c, t in self._corrupt_since.items() if c in seen}
         out = []
@@ -432,8 +436,9 @@ class Node:
                 since = self._corrupt_since.setdefault(rec.child, now)
                 if now - since > foreign_after:
                     continue
-                self._wake_at = since + foreign_after + 0.01 if self._wake_at is None else \
-                    min(self._wake_at, since + foreign_after + 0.01)
+                wake = since + foreign_after + 0.01
+                self._candidate_wake = wake if self._candidate_wake is None else min(
+                    self._candidate_wake, wake)
             out.append(rec)
         return out
 
@@ -458,7 +463,9 @@ class Node:
             first = self._markers_seen.setdefault(name, now)
             if now - first >= keep:
                 with contextlib.suppress(NoNodeError):
-                    self.client.delete(self.paths.left_marker(name))
+                    # Recursive: a child put under a marker by hand must not make the
+                    # delete fail on every pass.
+                    self.client.delete(self.paths.left_marker(name), recursive=True)
                 self._markers_seen.pop(name, None)
         for name in set(self._markers_seen) - (names - live):
             del self._markers_seen[name]
@@ -468,21 +475,14 @@ class Node:
 
     def _lead(self, live: list[Any]) -> None:
         members, self._wake_at = self.damper.plan_members(live, self._left_gracefully)
-        self._sweep_left_markers({m.name for m in live} | set(self.damper.ghosts))
         if members is None:
+            self._housekeep(live, None)
             return  # debouncing: look again at _wake_at
         overrides, _ = self.overrides.read(watch=self._on_watch)
         self.corruption.update(("overrides",), [self.overrides.corrupt]
                                if self.overrides.corrupt is not None else [])
-        if self.overrides.corrupt is not None and self.overrides.last_valid is None \
-                and self.assignment is not None:
-            # Corrupt since before we led: keep the table the cluster runs now (the last
-            # valid assignment's), never fall back to app.toml alone.
-            tasks = from_assignment(self.assignment)
-            drained = set(self.assignment.get("drained", []))
-        else:
-            tasks = effective_tasks(self.config.tasks, overrides)
-            drained = set(drained_names(overrides))
+        tasks = effective_tasks(self.config.tasks, overrides)
+        drained = set(drained_names(overrides))
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
         self._seen_rebalance = rebalance
@@ -508,7 +508,27 @@ class Node:
             self.metrics.rebalances.inc()
             self.metrics.rebalance_seconds.observe(result.seconds)
             self.metrics.moved.inc(result.moved)
-            self._collect_garbage({t.task.name for t in tasks})
+        self._housekeep(live, {t.task.name for t in tasks} if result is not None else None)
+
+    def _housekeep(self, live: list[Any], tasks: set[str] | None) -> None:
+        """Sweep left markers and, after a publish, collect removed tasks' znodes. After the
+        publish, and never allowed to stop it: whatever someone left under these
+        containers, housekeeping only reports."""
+        try:
+            self._sweep_left_markers({m.name for m in live} | set(self.damper.ghosts))
+            if tasks is not None:
+                self._collect_garbage(tasks)
+        except _ZK_ERRORS as exc:
+            logger.warning("housekeeping skipped this pass ({}: {})", type(exc).__name__, exc)
+
+    def _published_overrides(self) -> dict[str, Any] | None:
+        """The overrides behind the published table, for a corrupt overrides znode this
+        process never read valid (a restarted leader reads the assignment first here)."""
+        doc = self.assignment
+        if doc is None:
+            published, _ = read_assignment(self.client, self.paths)
+            doc = None if isinstance(published, Corrupt) else published
+        return overrides_from_assignment(doc, self.seed_tasks())
 
     def _publish_failed(self, message: str) -> None:
         """Loud, once per distinct message: log, event, metric and the node view."""

@@ -98,6 +98,37 @@ def from_assignment(doc: dict[str, Any] | None) -> list[EffectiveTask]:
     return out
 
 
+def overrides_from_assignment(doc: dict[str, Any] | None, seed: Sequence[TaskConfig]
+                              ) -> dict[str, Any] | None:
+    """The overrides that turn `seed` into the table `doc` (a published assignment) holds.
+
+    What stands in for a corrupt overrides znode in a process that never decoded a valid
+    version (a restarted leader, the CLI, another node's API): reads and writes then keep
+    every runtime change in force (paused, scaled, added, removed tasks, drained nodes)
+    instead of silently reverting to app.toml. None when there is no published table."""
+    if not doc:
+        return None
+    table = {e.task.name: e for e in from_assignment(doc)}
+    tasks: dict[str, dict[str, Any]] = {}
+    seeded = {t.name: t for t in seed}
+    for name, base in seeded.items():
+        eff = table.get(name)
+        if eff is None:
+            tasks[name] = {"removed": True}
+            continue
+        now, before = eff.task.to_dict(), base.to_dict()
+        entry = {k: now.get(k) for k in MUTABLE_FIELDS if now.get(k) != before.get(k)}
+        if eff.paused:
+            entry["paused"] = True
+        if entry:
+            tasks[name] = entry
+    for name, eff in table.items():
+        if name not in seeded:
+            tasks[name] = {"added": True, **eff.task.to_dict(),
+                           **({"paused": True} if eff.paused else {})}
+    return {"tasks": tasks, "drained": sorted(doc.get("drained", [])), "rebalance": 0}
+
+
 def effective_tasks(seed: Sequence[TaskConfig], doc: dict[str, Any]) -> list[EffectiveTask]:
     """app.toml tasks patched by overrides, then API-added tasks in name order.
 
@@ -245,11 +276,15 @@ class OverrideStore:
     force until an admin write repairs the znode.
     """
 
-    def __init__(self, client: KazooClient, path: str) -> None:
+    def __init__(self, client: KazooClient, path: str,
+                 fallback: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self._client = client
         self.path = path
         self.last_valid: dict[str, Any] | None = None
         self.corrupt: Corrupt | None = None
+        # What stands in for a corrupt znode when no valid version was ever decoded here:
+        # the overrides behind the published assignment (see overrides_from_assignment).
+        self.fallback = fallback
 
     def read(self, watch: Any = None) -> tuple[dict[str, Any], int]:
         """(document in force, version); version -1 when nothing was ever written."""
@@ -263,7 +298,10 @@ class OverrideStore:
         doc = decode_overrides(raw, self.path)
         if isinstance(doc, Corrupt):
             self.corrupt = doc
-            return copy.deepcopy(self.last_valid or empty()), stat.version
+            base = self.last_valid
+            if base is None and self.fallback is not None:
+                base = self.fallback()
+            return copy.deepcopy(base or empty()), stat.version
         self.corrupt, self.last_valid = None, doc
         return copy.deepcopy(doc), stat.version
 
@@ -295,7 +333,8 @@ class OverrideStore:
                 continue
             if repairing is not None:
                 logger.warning("{}; repaired by this write (based on {})", repairing,
-                               "the last valid version" if self.last_valid else "no overrides")
+                               "the last valid version" if self.last_valid else
+                               "the published table" if self.fallback else "no overrides")
             self.corrupt, self.last_valid = None, new
             return new, version
         raise OverrideError("too many concurrent edits; retry", status=409)

@@ -73,7 +73,7 @@ class Paths:
         return (self.nodes, self.owners, self.done, self.left)
 
 
-_MEMBER_RE = re.compile(r"n-\d{10}")
+_MEMBER_RE = re.compile(r"n-[0-9]{10}")  # ASCII: str.isdigit and \d accept other scripts
 
 
 def is_member_child(child: str) -> bool:

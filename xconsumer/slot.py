@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    KazooException,
+    NoChildrenForEphemeralsError,
+    NodeExistsError,
+    NoNodeError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from loguru import logger
 
@@ -219,6 +224,12 @@ class SlotRunner:
                 return True
             except NodeExistsError:
                 pass
+            except NoChildrenForEphemeralsError:
+                # owners/<task> itself was made ephemeral by hand: no owner znode can be
+                # created under it until its session ends.
+                self._report_blocked(self._paths.owner_task(self.slot.task))
+                self.stop_event.wait(self._retry_wait * 5)
+                continue
             except _ZK_ERRORS as exc:
                 self.log.warning("cannot claim owner znode yet: {}", type(exc).__name__)
                 self.stop_event.wait(self._retry_wait)
@@ -259,9 +270,9 @@ class SlotRunner:
             return
         self.blocked_by = path
         self.state = "blocked"
-        message = (f"slot {self.slot.key} is blocked by the persistent owner znode {path} "
-                   "(no node created it, so none will release it): delete it if nothing "
-                   "runs this slot")
+        message = (f"slot {self.slot.key} is blocked by {path}, made by hand (no node "
+                   "created it, so none will release it): delete it if nothing runs this "
+                   "slot")
         self.last_error = message
         self.log.error(message)
         if self._events is not None:

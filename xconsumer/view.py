@@ -24,7 +24,7 @@ from .leader import (
     valid_doc,
 )
 from .membership import dedupe_by_name, read_members
-from .overrides import OverrideStore, effective_tasks, from_assignment
+from .overrides import OverrideStore, effective_tasks, overrides_from_assignment
 from .paths import Paths
 
 
@@ -180,8 +180,9 @@ def tasks_table(client: KazooClient, paths: Paths, published: dict[str, Any] | N
     overrides version a conditional edit must quote.
 
     With corrupt overrides the table in force is shown (the last valid overrides this
-    process decoded, else the published assignment's table) and `corrupt` names the znode."""
-    store = store or OverrideStore(client, paths.overrides)
+    process decoded, else those behind the published table) and `corrupt` names the znode."""
+    store = store or OverrideStore(
+        client, paths.overrides, fallback=lambda: overrides_from_assignment(published, seed))
     doc, version = store.read()
     corrupt: list[Corrupt] = []
     running: dict[str, int] = {}
@@ -194,10 +195,8 @@ def tasks_table(client: KazooClient, paths: Paths, published: dict[str, Any] | N
             assigned[slot.task] = assigned.get(slot.task, 0) + 1
     if store.corrupt is not None:
         corrupt.insert(0, store.corrupt)
-    table = (from_assignment(published) if store.corrupt is not None and not store.last_valid
-             and published else effective_tasks(seed, doc))
     tasks = []
-    for eff in table:
+    for eff in effective_tasks(seed, doc):
         item = eff.to_dict()
         item["assigned"] = assigned.get(eff.task.name, 0)
         item["running"] = running.get(eff.task.name, 0)

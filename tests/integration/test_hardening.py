@@ -256,3 +256,56 @@ def test_a_crash_and_a_graceful_leave_read_differently(zk_hosts, zk_root, nodes,
                            for e in a.events.since(0)), 10, message=lambda: str(a.events.since(0)))
     left = [e for e in a.events.since(0) if e.get("node") == "b"]
     assert [e["kind"] for e in left if e["kind"] in ("node_left", "node_lost")] == ["node_left"]
+
+
+# -- found by the adversarial review ------------------------------------------------------------
+
+def test_a_child_under_a_left_marker_never_stops_the_leader(zk: KazooClient, zk_root, pair):
+    a, b = pair
+    paths = Paths(zk_root, "it")
+    zk.create(f"{paths.left_marker('ghost')}/x", b"", makepath=True)
+    a._markers_seen["ghost"] = 0.0  # long seen: due for the sweep on the next pass
+    a.overrides.update(lambda d: update_task(d, a.seed_tasks(), "r", {"workerNum": 5}))
+    wait_until(lambda: running(a) | running(b) == {f"r/{i}" for i in range(5)}, 10)
+    wait_until(lambda: zk.exists(paths.left_marker("ghost")) is None, 10)
+
+
+def test_a_generation_written_at_the_cap_does_not_make_the_leader_loop(
+        zk: KazooClient, zk_root, pair) -> None:
+    from xconsumer.codecs import MAX_GENERATION
+
+    a, b = pair
+    paths = Paths(zk_root, "it")
+    doc = valid_doc(read_assignment(zk, paths)[0])
+    zk.set(paths.assignment, dumps({**doc, "generation": MAX_GENERATION, "nodes": {}}))
+    wait_until(lambda: running(a) | running(b) == SLOTS
+               and generation(zk, paths) == MAX_GENERATION
+               and len(valid_doc(read_assignment(zk, paths)[0])["nodes"]) == 2, 10)
+    version = zk.exists(paths.assignment).version
+    a._kick("test")
+    b._kick("test")
+    wait_until(lambda: a.passes > 3 and b.passes > 3, 10)
+    assert zk.exists(paths.assignment).version - version <= 1
+
+
+def test_corrupt_overrides_in_a_process_that_never_read_them_valid(
+        zk: KazooClient, zk_root, zk_hosts, nodes, record) -> None:
+    """A restarted leader, and a write through a node that never read the overrides, keep
+    the runtime changes the published table holds."""
+    tasks = RECORD_TASK + '[[task]]\nname = "s"\nworkName = "record"\nworkerNum = 1\n'
+    config = make_config(zk_hosts, zk_root, tasks)
+    a = start(nodes, config, "a")
+    wait_until(lambda: running(a) == SLOTS | {"s/0"}, 15)
+    a.overrides.update(lambda d: update_task(d, a.seed_tasks(), "r", {"paused": True}))
+    wait_until(lambda: running(a) == {"s/0"}, 10)
+    a.stop(timeout=5)
+    paths = Paths(zk_root, "it")
+    zk.set(paths.overrides, b"garbage")
+    a2 = start(nodes, config, "a2")  # a fresh leader: never read the overrides valid
+    b = start(nodes, config, "b")
+    wait_until(lambda: running(a2) | running(b) == {"s/0"}
+               and not running(a2) & running(b), 15)
+    # A write through b (a follower, never read them either) keeps r paused.
+    b.overrides.update(lambda d: update_task(d, b.seed_tasks(), "s", {"workerNum": 2}))
+    wait_until(lambda: running(a2) | running(b) == {"s/0", "s/1"}, 15)
+    assert b.overrides.corrupt is None

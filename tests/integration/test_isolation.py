@@ -74,7 +74,7 @@ def _on_release(zk: KazooClient, path: str, pid: int) -> list[bool]:
     return seen
 
 
-@pytest.mark.parametrize("work", ["spawner", "leaver"])
+@pytest.mark.parametrize("work", ["spawner", "leaver", "halfdead"])
 def test_processes_the_handler_started_are_gone_before_the_slot_moves(
         zk: KazooClient, zk_hosts, zk_root, nodes, record, work):
     # spawner ignores the stop (its child is terminated, then killed); leaver returns when

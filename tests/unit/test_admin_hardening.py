@@ -314,3 +314,33 @@ def test_an_unexpected_failure_is_a_json_500_without_details(capsys):
     assert error_of(resp) == {"error": "internal_error",
                               "message": "the node failed to answer (ZeroDivisionError); see "
                                          "its log"}
+
+
+# -- found by the adversarial review ------------------------------------------------------------
+
+def test_a_chunked_body_is_refused_and_an_unbounded_one_capped():
+    """A chunked body has no Content-Length: werkzeug cut it at the cap and the prefix was
+    parsed as if it were the whole request."""
+    import io
+
+    node = FakeNode()
+    body = b'{"version": 1}' + b" " * (MAX_BODY + 10)
+    resp = client_for(node).post("/api/rebalance", input_stream=io.BytesIO(body),
+                                 content_type=JSON,
+                                 headers={"Transfer-Encoding": "chunked"})
+    assert resp.status_code == 411 and error_of(resp)["error"] == "length_required"
+    # A stream without a length that a server terminates itself is still capped, not cut.
+    resp = client_for(node).post("/api/rebalance", input_stream=io.BytesIO(body),
+                                 content_type=JSON,
+                                 environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == 413, resp.get_data()
+    assert node.overrides.expected == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:\u00b2", "127.0.0.1:\u0668\u0660\u0660\u0660",
+                                  "localhost:８０００"])
+def test_unicode_digits_in_the_host_port_are_refused_not_a_500(host):
+    resp = client_for().get("/api/node", headers={"Host": host})
+    assert resp.status_code == 403
+    resp = client_for().get("/healthz", headers={"Host": host})
+    assert resp.status_code in (200, 503)

@@ -145,3 +145,21 @@ def test_the_slot_cap_cuts_in_table_order() -> None:
     cut, over = clamp_slots(tasks, 6)
     assert [t.worker_num for t in cut] == [4, 2, 0] and over == 6
     assert clamp_slots(tasks, None) == (tasks, 0)
+
+
+def test_found_by_review_huge_numbers_and_foreign_digits() -> None:
+    """Python refuses ints over 4300 digits with a plain ValueError; "²" passes isdigit()."""
+    from xconsumer.codecs import MAX_GENERATION, slot_index
+    from xconsumer.paths import is_member_child
+
+    huge = b'{"generation": ' + b"1" * 5000 + b', "nodes": {}}'
+    for decode in DECODERS:
+        assert isinstance(decode(huge, "/x"), Corrupt)
+    assert [slot_index(c) for c in ("0", "7", "99999", "\u00b2", "007", "-1", "1e3")] == [
+        0, 7, 99999, None, None, None, None]
+    assert is_member_child("n-0000000001")
+    assert not is_member_child("n-\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660")
+    # A generation at the cap decodes, and the next one stays decodable (no repair loop).
+    at_cap = {"generation": MAX_GENERATION, "nodes": {}}
+    assert isinstance(decode_assignment(json.dumps(at_cap).encode(), "/a"), dict)
+    assert next_generation(at_cap, 5) == MAX_GENERATION

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from flask import Flask, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import overrides as ov
 from ..leader import doc_plan, doc_unassigned
@@ -48,7 +49,15 @@ def _body(accepted: Collection[str] | None = None) -> dict[str, Any]:
     `accepted` lists the keys the endpoint understands; any other key is a 400 rather than
     silently ignored (a typo like "workernum" must not look like success).
     """
-    raw = request.get_data()  # werkzeug answers 413 past MAX_CONTENT_LENGTH
+    # Read one byte past the cap ourselves: a chunked body has no Content-Length, and
+    # werkzeug would cut it at MAX_CONTENT_LENGTH and hand over a silently truncated prefix.
+    raw = request.stream.read(MAX_BODY)
+    try:
+        more = request.stream.read(1)
+    except RequestEntityTooLarge:
+        more = b"x"
+    if more:
+        raise ov.OverrideError(f"request body over {MAX_BODY - 1} bytes", status=413)
     if not raw.strip():
         return {}
     try:

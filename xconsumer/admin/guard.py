@@ -61,7 +61,8 @@ def split_host(value: str, default_port: int | None = None) -> tuple[str, int | 
         if ":" in port_text or not host:
             return None
     if port_text:
-        if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+        if (not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5
+                or not 0 < int(port_text) < 65536):
             return None
         return host.lower(), int(port_text)
     return host.lower(), default_port

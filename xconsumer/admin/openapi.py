@@ -29,7 +29,7 @@ _FLASK_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # The `error` code of each status the API answers with (the app uses this table too).
 ERROR_CODES: dict[int, str] = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    405: "method_not_allowed", 409: "conflict", 411: "length_required", 413: "payload_too_large",
     415: "unsupported_media_type", 500: "internal_error", 503: "zookeeper_unavailable"}
 MAX_VERSION = 2**31 - 1  # ZooKeeper versions are signed 32-bit; -1 means "never written"
 MAX_EVENTS_LIMIT = 1000
@@ -284,6 +284,7 @@ _ERROR_TEXT = {
          "request (foreign Origin, Sec-Fetch-Site: cross-site)",
     404: "no such task / node / route",
     409: "stale version or conflicting change",
+    411: "chunked body: send a Content-Length",
     413: "request body too large",
     415: "a change without Content-Type: application/json",
     503: "ZooKeeper did not answer",
@@ -403,7 +404,7 @@ def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {str(route.ok): ok}
     codes = set(route.errors) | {403}  # Host / Origin rules apply to every route
     if route.method in MUTATING:
-        codes |= {400, 401, 413, 415}
+        codes |= {400, 401, 411, 413, 415}
     for code in sorted(codes):
         responses[str(code)] = {"description": _ERROR_TEXT[code],
                                 "content": _json(_ref("Error"))}

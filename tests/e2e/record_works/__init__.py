@@ -72,13 +72,21 @@ def RunStubborn(ctx) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether `pid` is a live process; a zombie (killed, waiting to be reaped) is dead."""
+    """Whether `pid` still runs: any of its threads is not a zombie. (A process whose main
+    thread exited reads as a zombie in /proc/<pid>/stat while its other threads run on.)"""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _grandchildren_alive() -> list[int]:
@@ -91,11 +99,21 @@ def _grandchildren_alive() -> list[int]:
     return [p for p in pids if p and pid_alive(p)]
 
 
-def _spawn(ctx) -> subprocess.Popen:
+# A program whose main thread exits while another thread goes on (in a process group of its
+# own, as a shell's job control would put it): /proc shows its main thread as a zombie.
+HALF_DEAD = """
+import ctypes, os, threading, time
+os.setpgid(0, 0)
+threading.Thread(target=lambda: time.sleep(60)).start()
+ctypes.CDLL("libc.so.6").pthread_exit(None)
+"""
+
+
+def _spawn(ctx, argv: list[str] | None = None) -> subprocess.Popen:
     """Start a program of the handler's own and record its pid, plus any earlier one still
     running: a new owner must never start beside what its predecessor started."""
     others = _grandchildren_alive()
-    child = subprocess.Popen(["sleep", "60"])
+    child = subprocess.Popen(argv or ["sleep", "60"])
     _record(ctx, "start", grandchild=child.pid, others_alive=others)
     return child
 
@@ -107,6 +125,16 @@ def RunSpawner(ctx) -> None:
     release = os.environ.get("XCONSUMER_TEST_RELEASE", "")
     while not (release and os.path.exists(release)):
         time.sleep(0.05)
+    _record(ctx, "stop")
+
+
+def RunHalfdead(ctx) -> None:
+    """Like RunLeaver, with a program whose main thread has exited (see HALF_DEAD)."""
+    import sys
+
+    _spawn(ctx, [sys.executable, "-c", HALF_DEAD])
+    while ctx.sleep(0.05):
+        pass
     _record(ctx, "stop")
 
 
