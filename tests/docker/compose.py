@@ -17,9 +17,13 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.util import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -162,3 +166,20 @@ def every_slot_running(view: dict[str, Any], *, not_on: set[str] = frozenset()
                 continue
             return False
     return True
+
+
+@contextmanager
+def running_project(client: Any, profiles: tuple[str, ...] = (), services: tuple[str, ...] = ()
+                    ) -> Iterator[ComposeProject]:
+    """A project brought up for the block and torn down after it, leaving nothing behind."""
+    argv = compose_argv()
+    if argv is None:
+        missing_tool("no docker compose client (bin/setup --tests installs docker-compose)")
+    project = ComposeProject(client, argv, profiles=profiles)
+    try:
+        project.up(*services)
+        yield project
+    finally:
+        project.down()
+        left = project.leftovers()
+        assert not left, f"compose down left {left}"

@@ -22,11 +22,11 @@ from tests.docker.compose import (
     NODES,
     REPO,
     ComposeProject,
-    compose_argv,
     every_slot_running,
     http_json,
+    running_project,
 )
-from tests.util import missing_tool, wait_until
+from tests.util import wait_until
 
 APP = tomllib.loads((REPO / "app.toml").read_text(encoding="utf-8"))
 SESSION_TIMEOUT = float(APP["zookeeper"]["session_timeout"])
@@ -40,19 +40,10 @@ START_TIMEOUT = 120.0
 
 @pytest.fixture(scope="module")
 def cluster(docker_client: Any, node_image: str) -> Iterator[ComposeProject]:
-    argv = compose_argv()
-    if argv is None:
-        missing_tool("no docker compose client (bin/setup --tests installs docker-compose)")
-    project = ComposeProject(docker_client, argv, profiles=("monitoring",))
     started = time.monotonic()
-    try:
-        project.up()
+    with running_project(docker_client, profiles=("monitoring",)) as project:
         print(f"\ncompose up of {project.name} took {time.monotonic() - started:.1f} s")
         yield project
-    finally:
-        project.down()
-        left = project.leftovers()
-        assert not left, f"compose down left {left}"
 
 
 def _any_view(project: ComposeProject, nodes: tuple[str, ...] = NODES) -> dict[str, Any]:

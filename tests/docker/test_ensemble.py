@@ -14,25 +14,16 @@ from typing import Any
 
 import pytest
 
-from tests.docker.compose import ComposeProject, compose_argv
-from tests.util import missing_tool, wait_until
+from tests.docker.compose import ComposeProject, running_project
+from tests.util import wait_until
 
 MEMBERS = ("zk1", "zk2", "zk3")
 
 
 @pytest.fixture(scope="module")
 def ensemble(docker_client: Any, base_images: None) -> Iterator[ComposeProject]:
-    argv = compose_argv()
-    if argv is None:
-        missing_tool("no docker compose client (bin/setup --tests installs docker-compose)")
-    project = ComposeProject(docker_client, argv, profiles=("ensemble",))
-    try:
-        project.up(*MEMBERS)
+    with running_project(docker_client, profiles=("ensemble",), services=MEMBERS) as project:
         yield project
-    finally:
-        project.down()
-        left = project.leftovers()
-        assert not left, f"compose down left {left}"
 
 
 def _mode(project: ComposeProject, member: str) -> str | None:
