@@ -81,11 +81,17 @@ class Handler:
 
 
 class WorksRegistry:
-    """All handlers of one works package, keyed by handler name."""
+    """All handlers of one works package, keyed by handler name.
 
-    def __init__(self, handlers: Mapping[str, Handler], path: Path) -> None:
+    `modules` are the package's modules as discovery imported them: user strategies (see
+    `xconsumer.strategies.user`) are looked up there, so the package is imported once.
+    """
+
+    def __init__(self, handlers: Mapping[str, Handler], path: Path,
+                 modules: tuple[ModuleType, ...] = ()) -> None:
         self.handlers: Mapping[str, Handler] = MappingProxyType(dict(handlers))
         self.path = path
+        self.modules = modules
 
     def names(self) -> list[str]:
         return sorted(self.handlers)
@@ -316,8 +322,10 @@ def discover(works_dir: str | Path | None = None) -> WorksRegistry:
         )
     discovery = _Discovery(path)
     package = _load_package(path, discovery)
+    modules: list[ModuleType] = []
     for module in discovery.modules(package):
         discovery.scan(module)
+        modules.append(module)
     handlers = {name: discovery.handler(name, f) for name, f in discovery.found.items()}
     logger.debug("discovered {} handler(s) in {}: {}", len(handlers), path, sorted(handlers))
-    return WorksRegistry(handlers, path)
+    return WorksRegistry(handlers, path, tuple(modules))

@@ -12,13 +12,13 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.strategy_cases import ALL, T, clusters
 from xconsumer.assignment import (
     Member,
     Plan,
@@ -30,17 +30,6 @@ from xconsumer.assignment import (
     round_robin,
     sticky,
 )
-
-
-@dataclass(frozen=True)
-class T:
-    name: str
-    work_name: str
-    worker_num: int
-    max_per_node: int | None = None
-
-
-ALL = frozenset({"RunA", "RunB", "RunC"})
 
 
 def members(*names: str, handlers: frozenset[str] = ALL) -> list[Member]:
@@ -378,33 +367,6 @@ def test_balance_report():
 
 
 # --- properties ---------------------------------------------------------------------------
-
-
-HANDLERS = ["RunA", "RunB", "RunC"]
-
-
-@st.composite
-def clusters(draw: st.DrawFn, *, weighted: bool = True
-             ) -> tuple[list[T], list[Member], str | None, bool, dict[str, list[Slot]]]:
-    names = draw(st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=5, unique=True))
-    tasks = [T(f"t{n}", draw(st.sampled_from("abc")), draw(st.integers(0, 40)),
-               draw(st.one_of(st.none(), st.integers(1, 6)))) for n in names]
-    count = draw(st.integers(0, 8))
-    seqs = draw(st.lists(st.integers(0, 99), min_size=count, max_size=count, unique=True))
-    ms = [Member(f"n{i}", seq, frozenset(draw(st.lists(st.sampled_from(HANDLERS), unique=True))),
-                 works=draw(st.one_of(st.none(), st.frozensets(st.sampled_from("abc")))),
-                 draining=draw(st.booleans()) and draw(st.booleans()),
-                 weight=draw(st.sampled_from([1.0, 0.5, 2.0, 3.0])) if weighted else 1.0)
-          for i, seq in enumerate(seqs)]
-    leader = draw(st.sampled_from([m.name for m in ms])) if ms else None
-    leader_works = draw(st.booleans())
-    owners = [m.name for m in ms] + ["ghost"]
-    previous: dict[str, list[Slot]] = {}
-    for t in [*tasks, T("removed", "a", 3)]:
-        for i in range(t.worker_num + 2):
-            if draw(st.booleans()):
-                previous.setdefault(draw(st.sampled_from(owners)), []).append(Slot(t.name, i))
-    return tasks, ms, leader, leader_works, previous
 
 
 @settings(max_examples=150, deadline=None)

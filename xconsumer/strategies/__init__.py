@@ -20,10 +20,16 @@ from .base import (
     dealing_order,
     moved_slots,
 )
+from .consistent_hash import DEFAULT_LOAD_FACTOR, ConsistentHash, consistent_hash
 from .round_robin import round_robin
 from .sticky import CHAIN_BUDGET, sticky
+from .validate import validate_plan
 
-STRATEGIES: dict[str, Strategy] = {"round_robin": round_robin, "sticky": sticky}
+# The built-ins. User strategies (classes in works/, entry points) are added per node by
+# `user.available_strategies`, which also gives consistent_hash its configured load factor.
+STRATEGIES: dict[str, Strategy] = {"round_robin": round_robin, "sticky": sticky,
+                                   "consistent_hash": consistent_hash}
+DEFAULT_STRATEGY = "round_robin"
 
 
 def get_strategy(name: str) -> Strategy:
@@ -34,6 +40,7 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(f"unknown assignment strategy {name!r} (known: {known})") from None
 
 
-__all__ = ["CHAIN_BUDGET", "MAX_TURNS", "STRATEGIES", "Layout", "Member", "Plan", "Slot",
-           "Strategy", "TaskLike", "all_slots", "balance_report", "dealing_order",
-           "get_strategy", "moved_slots", "round_robin", "sticky"]
+__all__ = ["CHAIN_BUDGET", "DEFAULT_LOAD_FACTOR", "DEFAULT_STRATEGY", "MAX_TURNS", "STRATEGIES",
+           "ConsistentHash", "Layout", "Member", "Plan", "Slot", "Strategy", "TaskLike",
+           "all_slots", "balance_report", "consistent_hash", "dealing_order", "get_strategy",
+           "moved_slots", "round_robin", "sticky", "validate_plan"]

@@ -8,7 +8,7 @@ switch between them by name (`[assignment] strategy`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -79,8 +79,28 @@ class Plan:
         return {slot: node for node, slots in self.nodes.items() for slot in slots}
 
 
-Strategy = Callable[..., Plan]
 Layout = Plan | Mapping[str, Sequence[Slot]]
+
+
+class Strategy(Protocol):
+    """The one interface of every strategy, built in or provided by users.
+
+    A pure, deterministic function (or an object with this `__call__`): it reads the tasks
+    (each with `name`, `work_name`, `worker_num` and optionally `max_per_node`), the live
+    members (`Member`: name, seq, handlers, works, draining, weight; use `Member.can_run`)
+    and the previous plan, and returns a `Plan`. It must not do I/O or keep state between
+    calls: the leader calls it on every pass, and calls it again after a failover on
+    another node, where only its inputs are the same.
+
+    A user strategy is a class in the `works/` package that subclasses this protocol and
+    has a `name` (the value of `[assignment] strategy`); it is created once, with no
+    arguments. Its plans are checked (`validate.validate_plan`) and a failure falls back to
+    `round_robin` (see `guard`).
+    """
+
+    def __call__(self, tasks: Sequence[TaskLike], members: Sequence[Member], *,
+                 leader: str | None, leader_works: bool = True,
+                 previous: Layout | None = None) -> Plan: ...
 
 
 def dealing_order(members: Sequence[Member], leader: str | None, *,
