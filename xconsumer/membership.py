@@ -59,6 +59,7 @@ class MemberRecord:
             works=frozenset(works) if works is not None else None,
             draining=self.state == "draining",
             weight=float(weight) if isinstance(weight, int | float) else 1.0,
+            docker=self.data.get("docker") is True,
         )
 
 

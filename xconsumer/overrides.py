@@ -27,6 +27,7 @@ from loguru import logger
 from .codecs import MUTABLE_FIELDS, Corrupt, decode_overrides, empty_overrides, lenient_task
 from .config import TaskConfig
 from .errors import ConfigError, XConsumerError
+from .strategies import is_container_task
 from .zk import dumps
 
 __all__ = ["MUTABLE_FIELDS", "EffectiveTask", "OverrideError", "OverrideStore",
@@ -219,7 +220,8 @@ def add_task(doc: dict[str, Any], seed: Sequence[TaskConfig], fields: dict[str, 
         raise OverrideError(str(exc)) from None
     if any(e.task.name == task.name for e in effective_tasks(seed, doc)):
         raise OverrideError(f"task {task.name!r} already exists", status=409)
-    if not handler_available(task.work_name):
+    # A container task needs no handler (the leader deals it to nodes with an engine).
+    if not is_container_task(task) and not handler_available(task.work_name):
         raise OverrideError(f"no live node has a handler for workName {task.work_name!r}")
     doc = copy.deepcopy(normalize(doc))
     if any(t.name == task.name for t in seed):

@@ -18,6 +18,8 @@ from .base import (
     all_slots,
     balance_report,
     dealing_order,
+    eligible,
+    is_container_task,
     moved_slots,
 )
 from .consistent_hash import DEFAULT_LOAD_FACTOR, ConsistentHash, consistent_hash
@@ -42,5 +44,6 @@ def get_strategy(name: str) -> Strategy:
 
 __all__ = ["CHAIN_BUDGET", "DEFAULT_LOAD_FACTOR", "DEFAULT_STRATEGY", "MAX_TURNS", "STRATEGIES",
            "ConsistentHash", "Layout", "Member", "Plan", "Slot", "Strategy", "TaskLike",
-           "all_slots", "balance_report", "consistent_hash", "dealing_order", "get_strategy",
-           "moved_slots", "round_robin", "sticky", "validate_plan"]
+           "all_slots", "balance_report", "consistent_hash", "dealing_order", "eligible",
+           "get_strategy", "is_container_task", "moved_slots", "round_robin", "sticky",
+           "validate_plan"]

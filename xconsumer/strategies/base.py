@@ -40,7 +40,8 @@ class Member:
 
     `weight` is the node's relative capacity (`[node] weight`): a node of weight 2 is meant to
     take about twice the share of a node of weight 1. It is last, with a default, so members
-    built positionally before weights existed stay valid.
+    built positionally before weights existed stay valid. `docker`: the node found a Docker
+    engine at start, so it may run container tasks (default False: an older node cannot).
     """
 
     name: str
@@ -49,14 +50,31 @@ class Member:
     works: frozenset[str] | None = None
     draining: bool = False
     weight: float = 1.0
+    docker: bool = False
 
-    def can_run(self, work_name: str) -> bool:
-        """Only a node that has the handler (and is allowed to run it) may get its slots."""
+    def can_run(self, work_name: str, *, container: bool = False) -> bool:
+        """Only a node that has the handler (and is allowed to run it) may get its slots; a
+        container task (`container=True`, see `eligible`) needs a Docker engine instead of a
+        handler."""
         if self.draining:
             return False
         if self.works is not None and work_name not in self.works:
             return False
+        if container:
+            return self.docker
         return any(name in self.handlers for name in candidate_names(work_name))
+
+
+def is_container_task(task: Any) -> bool:
+    """A task whose slots run an image (`image` set) rather than a Python handler."""
+    return bool(getattr(task, "image", None))
+
+
+def eligible(member: Member, task: Any) -> bool:
+    """Whether `member` may get slots of `task`: `Member.can_run` for the task's kind. User
+    strategies should call this rather than `can_run(task.work_name)`, which cannot tell a
+    container task (the plan validator would refuse such a plan)."""
+    return member.can_run(task.work_name, container=is_container_task(task))
 
 
 class TaskLike(Protocol):
@@ -86,11 +104,11 @@ class Strategy(Protocol):
     """The one interface of every strategy, built in or provided by users.
 
     A pure, deterministic function (or an object with this `__call__`): it reads the tasks
-    (each with `name`, `work_name`, `worker_num` and optionally `max_per_node`), the live
-    members (`Member`: name, seq, handlers, works, draining, weight; use `Member.can_run`)
-    and the previous plan, and returns a `Plan`. It must not do I/O or keep state between
-    calls: the leader calls it on every pass, and calls it again after a failover on
-    another node, where only its inputs are the same.
+    (each with `name`, `work_name`, `worker_num` and optionally `max_per_node` and `image`),
+    the live members (`Member`: name, seq, handlers, works, draining, weight, docker; use
+    `eligible(member, task)`) and the previous plan, and returns a `Plan`. It must not do
+    I/O or keep state between calls: the leader calls it on every pass, and calls it again
+    after a failover on another node, where only its inputs are the same.
 
     A user strategy is a class in the `works/` package that subclasses this protocol and
     has a `name` (the value of `[assignment] strategy`); it is created once, with no
@@ -134,16 +152,24 @@ def _weight(member: Member) -> float:
     return float(w) if ok else 1.0
 
 
-def _eligible(order: Sequence[Member], tasks: Sequence[TaskLike]) -> dict[str, list[int]]:
-    """workName -> positions (in `order`) of the nodes that may run it.
+def _able_key(task: TaskLike) -> str:
+    """What eligibility depends on: the workName, and whether the task is a container task
+    ('@' never occurs in a workName, so the two kinds of one workName never collide)."""
+    return f"{task.work_name}@container" if is_container_task(task) else task.work_name
 
-    Eligibility depends only on the workName, so it is computed once per workName instead of
-    once per task: a thousand tasks of one handler cost one scan of the nodes, not a thousand.
+
+def _eligible(order: Sequence[Member], tasks: Sequence[TaskLike]) -> dict[str, list[int]]:
+    """`_able_key(task)` -> positions (in `order`) of the nodes that may run such tasks.
+
+    Eligibility depends only on the workName and the task's kind, so it is computed once per
+    key instead of once per task: a thousand tasks of one handler cost one scan of the
+    nodes, not a thousand.
     """
     able: dict[str, list[int]] = {}
     for task in tasks:
-        if task.work_name not in able:
-            able[task.work_name] = [p for p, m in enumerate(order) if m.can_run(task.work_name)]
+        key = _able_key(task)
+        if key not in able:
+            able[key] = [p for p, m in enumerate(order) if eligible(m, task)]
     return able
 
 

@@ -21,7 +21,18 @@ from dataclasses import dataclass
 from fractions import Fraction
 from hashlib import blake2b
 
-from .base import Layout, Member, Plan, Slot, TaskLike, _eligible, _limit, _weight, dealing_order
+from .base import (
+    Layout,
+    Member,
+    Plan,
+    Slot,
+    TaskLike,
+    _able_key,
+    _eligible,
+    _limit,
+    _weight,
+    dealing_order,
+)
 from .sticky import _shares
 
 DEFAULT_LOAD_FACTOR = 1.25
@@ -98,7 +109,7 @@ class ConsistentHash:
         placed: list[list[Slot]] = [[] for _ in nodes]
         unassigned: list[Slot] = []
         for task in ordered:
-            work = task.work_name
+            work = _able_key(task)
             if work not in rings:
                 ok = set(able[work])
                 mine = [(pos, p) for pos, p in ring if p in ok]

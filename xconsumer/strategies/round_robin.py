@@ -16,6 +16,7 @@ from .base import (
     Plan,
     Slot,
     TaskLike,
+    _able_key,
     _eligible,
     _limit,
     _weight,
@@ -60,7 +61,7 @@ def round_robin(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader:
     able = _eligible(order, tasks)
     pointer = 0
     for task in tasks:
-        ok = set(able[task.work_name])
+        ok = set(able[_able_key(task)])
         turns = [i for i, p in enumerate(ring) if p in ok]
         limit = _limit(task)
         given = [0] * len(order)

@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import chain
 
-from .base import Layout, Member, Plan, Slot, TaskLike, _eligible, _limit, _weight, dealing_order
+from .base import (
+    Layout,
+    Member,
+    Plan,
+    Slot,
+    TaskLike,
+    _able_key,
+    _eligible,
+    _limit,
+    _weight,
+    dealing_order,
+)
 
 # How many hand-overs the sticky repair inspects looking for a chain that keeps every slot in
 # place before settling for one that moves a slot (see `_Extras._chain`).
@@ -54,13 +65,14 @@ def _shares(tasks: Sequence[TaskLike], able: Mapping[str, list[int]],
     per_work: dict[str, Fraction] = {}
     quotas: list[_Quota] = []
     for task in tasks:
-        nodes = able[task.work_name]
+        nodes = able[_able_key(task)]
         size = max(0, task.worker_num)
         cap = _limit(task)
         if equal:
             quota, part = _equal_share(task.name, size, nodes, cap)
             if part:  # all nodes of this workName get the same fraction: add it up once
-                per_work[task.work_name] = per_work.get(task.work_name, Fraction(0)) + part
+                key = _able_key(task)
+                per_work[key] = per_work.get(key, Fraction(0)) + part
         else:
             quota, parts = _weighted_share(task.name, size, nodes, cap, exact_weights)
             for p, part in parts.items():
@@ -141,7 +153,7 @@ def _held(previous: Layout | None, position: Mapping[str, int], tasks: Sequence[
         return out
     layout = previous.nodes if isinstance(previous, Plan) else previous
     allowed = {work: set(nodes) for work, nodes in able.items()}
-    where = {t.name: (t.worker_num, allowed[t.work_name], out[i].slots, out[i].indices)
+    where = {t.name: (t.worker_num, allowed[_able_key(t)], out[i].slots, out[i].indices)
              for i, t in enumerate(tasks)}
     known = sorted(((position[name], slots) for name, slots in layout.items()
                     if name in position), key=lambda item: item[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import Member, Plan, Slot, TaskLike, _limit, dealing_order
+from .base import Member, Plan, Slot, TaskLike, _limit, dealing_order, eligible, is_container_task
 
 # Problems listed in full; beyond this only their count (a plan with every slot wrong would
 # otherwise make an error message as long as the plan).
@@ -46,10 +46,11 @@ def validate_plan(plan: Any, tasks: Sequence[TaskLike], members: Sequence[Member
     leader only with `leader_works`) to tuples of `Slot`, and whose `unassigned` is a tuple
     of `Slot`, such that: every slot of the task table (`task/0` .. `task/workerNum-1`) is
     listed exactly once, either under a node or as unassigned; no other slot is listed; a
-    node only gets slots of tasks it may run (`Member.can_run`: it has the handler, its
-    `[node] works` allows it, it is not draining); and no node gets more slots of a task
-    than the task's `max_per_node`. A strategy may leave slots unassigned (it may have its
-    reasons); the leader logs them as it does for the built-ins.
+    node only gets slots of tasks it may run (`eligible`: it has the handler, or a Docker
+    engine for a container task, its `[node] works` allows it, it is not draining); and no
+    node gets more slots of a task than the task's `max_per_node`. A strategy may leave
+    slots unassigned (it may have its reasons); the leader logs them as it does for the
+    built-ins.
     """
     if not isinstance(plan, Plan):
         return [f"a strategy must return a Plan, got {type(plan).__name__}"]
@@ -92,9 +93,10 @@ def validate_plan(plan: Any, tasks: Sequence[TaskLike], members: Sequence[Member
             if not place(slot, f"node {name}"):
                 continue
             task = table[slot.task]
-            if member is not None and not member.can_run(task.work_name):
-                why = "is draining" if member.draining else \
-                    f"may not run workName {task.work_name!r}"
+            if member is not None and not eligible(member, task):
+                why = ("is draining" if member.draining else "has no Docker engine"
+                       if is_container_task(task) and not member.docker else
+                       f"may not run workName {task.work_name!r}")
                 problems.append(f"{slot.key} is given to {name}, which {why}")
             per_task[slot.task] = per_task.get(slot.task, 0) + 1
         for task_name, count in per_task.items():
