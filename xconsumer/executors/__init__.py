@@ -7,6 +7,8 @@ completed. The runner never branches on the kind: it asks `executor_for(task)`.
 - `thread` (default): the handler loop in the slot's own thread; stopping is cooperative.
 - `process` (`isolation = "process"`): a child process leading its own session, so the
   handler and every program it started can be terminated, then killed.
+- `container` (`image = "..."`, which implies `isolation = "container"`): each run is a
+  Docker container, stopped and removed before the slot lets go (see container.py).
 
 An executor must not return while anything it started for the slot may still run: the
 runner releases the owner znode as soon as `run()` returns.
@@ -51,7 +53,13 @@ def _process() -> Executor:
     return ProcessExecutor()
 
 
-_EXECUTORS = {"thread": _thread, "process": _process}
+def _container() -> Executor:
+    from .container import ContainerExecutor
+
+    return ContainerExecutor()
+
+
+_EXECUTORS = {"thread": _thread, "process": _process, "container": _container}
 
 
 def register(kind: str, factory: Any) -> None:
