@@ -9,14 +9,17 @@ from typing import Any
 
 import pytest
 
+from tests.cluster import RECORD_WORKS
 from xconsumer.codecs import decode_member
 from xconsumer.config import TaskConfig, parse_config
 from xconsumer.errors import ConfigError
 from xconsumer.executors import container as container_executor
 from xconsumer.executors import executor_for
 from xconsumer.membership import MemberRecord
+from xconsumer.node import validate_works
 from xconsumer.slot import restart_needed
 from xconsumer.strategies import STRATEGIES, Member, Plan, Slot, validate_plan
+from xconsumer.works import discover
 
 BOX = 'name = "c"\nworkName = "box"\nworkerNum = 2\n'
 
@@ -117,3 +120,12 @@ def test_no_engine_is_found_without_a_socket(monkeypatch):
     monkeypatch.setattr(container_executor, "_SOCKET", "/nonexistent/docker.sock")
     assert container_executor.engine() is None
     assert container_executor.engine_available() is False
+
+
+def test_a_container_task_needs_no_handler_for_its_work_name():
+    registry = discover(RECORD_WORKS)
+    assert not registry.has("box")
+    validate_works(parse_config(f"[[task]]\n{BOX}image = \"a\"\n", source="app.toml", env={}),
+                   registry)
+    with pytest.raises(ConfigError, match="workName 'box'"):
+        validate_works(parse_config(f"[[task]]\n{BOX}", source="app.toml", env={}), registry)
