@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, strategies: Collection[str] | None = None) -> Config:
+    """The config; `[assignment] strategy` is only checked when `strategies` are given:
+    which names exist depends on the works package, which only `run` loads."""
     overrides: dict[str, Any] = {"zookeeper.hosts": args.zk}
     if args.command == "run":
         overrides.update({"node.name": args.name, "admin.host": args.admin_host,
                           "admin.port": args.admin_port})
-    return load_config(args.config, overrides=overrides)
+    return load_config(args.config, overrides=overrides, strategies=strategies)
 
 
 def _works_dir(args: argparse.Namespace) -> Path:
@@ -125,11 +128,15 @@ def _works_dir(args: argparse.Namespace) -> Path:
 def _run(args: argparse.Namespace) -> int:
     from .admin import AdminServer, create_app
     from .node import Node, validate_works
+    from .strategies.user import strategy_names
     from .works import discover
 
     config = _load(args)
     registry = discover(_works_dir(args))
     validate_works(config, registry)
+    known = strategy_names(registry)
+    if config.assignment.strategy not in known:
+        _load(args, known)  # raises the one-line error, naming where the name was set
 
     def admin_factory(node: Node) -> AdminServer:
         return AdminServer(create_app(node), host=config.admin.host, port=config.admin.port)

@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from .assignment import Slot
-from .config import MAX_WORKER_NUM, TaskConfig
+from .config import MAX_WORKER_NUM, TASK_KEYS, TaskConfig
 from .errors import ConfigError
 
 # Mirrors config's node-name rule: a member id is a node name.
@@ -135,6 +135,8 @@ def _member(doc: Any) -> dict[str, Any]:
     lw = doc.get("leader_works", True)
     if not isinstance(lw, bool):
         raise _Bad(f"leader_works must be true or false, got {_show(lw)}")
+    if not isinstance(doc.get("docker", False), bool):  # absent: an older node, no engine
+        raise _Bad(f"docker must be true or false, got {_show(doc.get('docker'))}")
     for key in ("host", "admin_url", "version"):
         _str(doc.get(key), key, optional=True)
     if doc.get("pid") is not None:
@@ -160,7 +162,7 @@ def _groups(value: Any, key: str) -> dict[str, list[int]]:
     return out
 
 
-_KNOWN_TASK_KEYS = frozenset(TaskConfig(name="x", work_name="x", worker_num=0).to_dict())
+_KNOWN_TASK_KEYS = frozenset(TASK_KEYS)  # every key, optional ones included
 
 
 def lenient_task(raw: Any, where: str = "assignment znode") -> TaskConfig | None:
@@ -249,7 +251,8 @@ def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
 # -- overrides -------------------------------------------------------------------------------------
 # Fields an override may change on an app.toml task (the identity fields cannot change).
 MUTABLE_FIELDS = ("workerNum", "mode", "interval", "stop_timeout", "retry_backoff",
-                  "retry_backoff_max", "max_per_node", "isolation")
+                  "retry_backoff_max", "max_per_node", "isolation", "run_timeout",
+                  "breaker_failures", "breaker_cooldown", "image", "command", "env")
 _FLAGS = ("paused", "removed", "added")
 
 

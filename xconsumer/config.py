@@ -41,10 +41,14 @@ MAX_WORKER_NUM = 100_000
 # limit (100,000 slots compress to 50-210 KB depending on the number of nodes).
 DEFAULT_MAX_SLOTS = 10_000
 MAX_SLOTS_LIMIT = 100_000
-DEFAULT_STRATEGIES: tuple[str, ...] = ("round_robin", "sticky")
+# The built-ins; a node adds its works package's strategies and installed entry points
+# (xconsumer.strategies.user) once it knows them.
+DEFAULT_STRATEGIES: tuple[str, ...] = ("round_robin", "sticky", "consistent_hash")
 TASK_MODES: tuple[str, ...] = ("loop", "once")
-TASK_ISOLATION: tuple[str, ...] = ("thread", "process")
+TASK_ISOLATION: tuple[str, ...] = ("thread", "process", "container")
 MAX_EVENTS = 100_000
+DEFAULT_BREAKER_COOLDOWN = 30.0
+MAX_BREAKER_FAILURES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,17 @@ class AssignmentConfig:
     gracefully, in case it comes back (a flapping node then gets its slots back instead of
     causing two rebalances). `debounce`: seconds the leader waits after a membership change
     for more changes before publishing, so a rolling restart is one rebalance, not many.
+    `strategy_timeout`: seconds a user strategy may take before the leader uses round robin
+    instead. `hash_load_factor`: how far above its fair share `consistent_hash` may load a
+    node (1.25: at most ceil(share x 1.25) slots).
     """
 
     strategy: str = "round_robin"
     rejoin_grace: float = 0.0
     debounce: float = 0.0
     max_slots: int = DEFAULT_MAX_SLOTS
+    strategy_timeout: float = 2.0
+    hash_load_factor: float = 1.25
 
 
 @dataclass(frozen=True)
@@ -133,11 +142,22 @@ class TaskConfig:
     retry_backoff_max: float = 30.0
     max_per_node: int | None = None
     isolation: str = "thread"
+    run_timeout: float | None = None
+    breaker_failures: int | None = None
+    breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN
+    # A container task (isolation "container", implied by `image`): each slot runs `image`
+    # through the Docker engine. `env` is kept as sorted pairs so the task stays hashable.
+    image: str | None = None
+    command: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML keys; optional keys still at their default are left out, so the documents
         of existing clusters do not change (and older nodes can still read them)."""
         out = {key: getattr(self, attr) for key, (attr, _) in _TASK_FIELDS.items()}
+        # JSON's shapes, so a table read back from a znode compares equal to this one.
+        out["command"] = None if self.command is None else list(self.command)
+        out["env"] = None if self.env is None else dict(self.env)
         for key, default in _TASK_OMITTED.items():
             if out[key] == default:
                 del out[key]
@@ -375,7 +395,10 @@ _SECTIONS: dict[str, dict[str, Check]] = {
                    "rejoin_grace": _non_negative, "debounce": _non_negative,
                    "max_slots": _rule(lambda v: _is_int(v) and 1 <= v <= MAX_SLOTS_LIMIT,
                                       f"an integer 1..{MAX_SLOTS_LIMIT} (slots in the whole "
-                                      "cluster)")},
+                                      "cluster)"),
+                   "strategy_timeout": _positive,
+                   "hash_load_factor": _number(1.0, inclusive=True,
+                                               unit="a node's most slots over its fair share")},
 }
 _SECTION_TYPES: dict[str, Any] = {f.name: f.default_factory for f in fields(Config)
                                   if f.name in _SECTIONS}
@@ -401,7 +424,69 @@ def _max_per_node(value: Any, label: str) -> int | None:
 
 _isolation = _pattern(re.compile("|".join(TASK_ISOLATION)),
                       "'thread' (in the node process) or 'process' (a child process that is "
-                      "terminated if it does not stop within stop_timeout)")
+                      "terminated if it does not stop within stop_timeout), or 'container' "
+                      "(with image: a Docker container per slot)")
+_image = _pattern(re.compile(r"[^\s]+"), "a non-empty image reference such as "
+                  "'debian:bookworm-slim' (no spaces)")
+
+
+def _optional_image(value: Any, label: str) -> str | None:
+    """None (JSON null, from the API) turns a container task back into a handler task."""
+    return None if value is None else _image(value, label)
+
+
+# Set by the node for every container: a task's env may not shadow them.
+CONTAINER_ENV = ("XCONSUMER_TASK", "XCONSUMER_SLOT", "XCONSUMER_FENCE", "XCONSUMER_NODE",
+                 "XCONSUMER_GENERATION")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _command(value: Any, label: str) -> tuple[str, ...] | None:
+    """None (JSON null) means the image's own command; TOML just leaves it out."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not value or not all(
+            isinstance(v, str) for v in value):
+        _fail(label, "must be a non-empty list of strings such as ['sh', '-c', 'work']", value)
+    return tuple(value)
+
+
+def _env(value: Any, label: str) -> tuple[tuple[str, str], ...] | None:
+    """A table of strings; None (JSON null) means none. Sorted pairs: order never matters."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        _fail(label, "must be a table of strings such as { LEVEL = \"debug\" }", value)
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
+            raise ConfigError(f"{label} has key {_show(key)}, which is not an environment "
+                              "variable name (letters, digits, '_', not starting with a digit)")
+        if key in CONTAINER_ENV:
+            raise ConfigError(f"{label} may not set {key}: the node sets it for every container")
+        if not isinstance(item, str):
+            _fail(f"{label} {_key(key)}", "must be a string (write numbers as \"8\")", item)
+    return tuple(sorted(value.items()))
+
+
+
+_run_seconds = _number(0.0, inclusive=False, unit="seconds a single handler run may take; "
+                       "leave out for no limit")
+
+
+def _run_timeout(value: Any, label: str) -> float | None:
+    """None (JSON null, from the API or a znode) means no limit; TOML just leaves it out."""
+    return None if value is None else _run_seconds(value, label)
+
+
+def _breaker_failures(value: Any, label: str) -> int | None:
+    """None (JSON null) turns the breaker off; TOML just leaves the key out."""
+    if value is None:
+        return None
+    if not _is_int(value) or not 1 <= value <= MAX_BREAKER_FAILURES:
+        _fail(label, f"must be an integer 1..{MAX_BREAKER_FAILURES} (consecutive failures "
+              "that open the slot's circuit breaker; leave out for no breaker)", value)
+    return int(value)
+
 
 # TOML key -> (TaskConfig attribute, check); order is the to_dict order.
 _TASK_FIELDS: dict[str, tuple[str, Check]] = {
@@ -415,10 +500,40 @@ _TASK_FIELDS: dict[str, tuple[str, Check]] = {
     "retry_backoff_max": ("retry_backoff_max", _positive),
     "max_per_node": ("max_per_node", _max_per_node),
     "isolation": ("isolation", _isolation),
+    "run_timeout": ("run_timeout", _run_timeout),
+    "breaker_failures": ("breaker_failures", _breaker_failures),
+    "breaker_cooldown": ("breaker_cooldown",
+                         _number(0.0, inclusive=False, unit="seconds an open breaker waits "
+                                 "before its trial run")),
+    "image": ("image", _optional_image),
+    "command": ("command", _command),
+    "env": ("env", _env),
 }
 # Optional keys that to_dict leaves out while they hold these defaults.
-_TASK_OMITTED: dict[str, Any] = {"max_per_node": None, "isolation": "thread"}
+_TASK_OMITTED: dict[str, Any] = {"max_per_node": None, "isolation": "thread",
+                                 "run_timeout": None, "breaker_failures": None,
+                                 "breaker_cooldown": DEFAULT_BREAKER_COOLDOWN,
+                                 "image": None, "command": None, "env": None}
 _TASK_REQUIRED = ("name", "workName", "workerNum")
+TASK_KEYS: tuple[str, ...] = tuple(_TASK_FIELDS)  # every task key, for readers of znodes
+
+
+def _container_keys(kwargs: dict[str, Any], prefix: str) -> None:
+    """`image` makes a container task (isolation "container" is implied, and written out so
+    an older node never mistakes it for a handler task); command and env need it."""
+    isolation = kwargs.get("isolation")
+    if kwargs.get("image") is None:
+        for key in ("command", "env"):
+            if kwargs.get(key) is not None:
+                raise ConfigError(f"{prefix} {key} is only for container tasks: set image too")
+        if isolation == "container":
+            raise ConfigError(f"{prefix} isolation 'container' needs image (the image each "
+                              "slot runs)")
+        return
+    if isolation not in (None, "container"):
+        raise ConfigError(f"{prefix} image makes a container task, but isolation is "
+                          f"{isolation!r}: leave isolation out (or set it to 'container')")
+    kwargs["isolation"] = "container"
 
 
 def _parse_task(data: Any, prefix: str) -> TaskConfig:
@@ -438,6 +553,7 @@ def _parse_task(data: Any, prefix: str) -> TaskConfig:
             raise ConfigError(f"{prefix} is missing required key {key}")
     kwargs = {attr: check(data[key], f"{prefix} {key}")
               for key, (attr, check) in _TASK_FIELDS.items() if key in data}
+    _container_keys(kwargs, prefix)
     task = TaskConfig(**kwargs)
     if task.retry_backoff_max < task.retry_backoff:
         given = "" if "retry_backoff_max" in data else " (the default)"
@@ -564,8 +680,12 @@ def _check_tls(zk: ZooKeeperConfig, raw: Mapping[str, tuple[Any, str]], source: 
 
 def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None,
                  overrides: Mapping[str, Any] | None = None,
-                 strategies: Collection[str] = DEFAULT_STRATEGIES) -> Config:
-    """Build a Config from TOML text; precedence is overrides > env > file > defaults."""
+                 strategies: Collection[str] | None = DEFAULT_STRATEGIES) -> Config:
+    """Build a Config from TOML text; precedence is overrides > env > file > defaults.
+
+    `strategies`: the names `[assignment] strategy` may take; None accepts any name, for
+    callers that check it later against the strategies of a works package, or not at all
+    (commands that never plan)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -577,7 +697,7 @@ def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] 
         kwargs = {key: checks[key](value, label) for key, (value, label) in raw[name].items()}
         sections[name] = _SECTION_TYPES[name](**kwargs)
     strategy = sections["assignment"].strategy
-    if strategy not in strategies:
+    if strategies is not None and strategy not in strategies:
         allowed = sorted(strategies)
         default = (strategy, f"{source}: [assignment] strategy (default)")
         value, label = raw["assignment"].get("strategy", default)
@@ -595,7 +715,7 @@ def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None,
-                strategies: Collection[str] = DEFAULT_STRATEGIES) -> Config:
+                strategies: Collection[str] | None = DEFAULT_STRATEGIES) -> Config:
     """Read and validate `path`; every failure is a one-line ConfigError."""
     source = str(path)
     try:

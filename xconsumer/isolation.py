@@ -263,6 +263,7 @@ def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any,
     _start_session(watcher)
     _die_with_parent()
     _guard(deadline, spec["hard_margin"], spec["parent_pid"])
+    from .breaker import Breaker
     from .config import TaskConfig
     from .logs import setup_logging
     from .loop import handler_loop
@@ -272,20 +273,59 @@ def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any,
     task = TaskConfig.from_dict(spec["task"], where="isolated slot")
     handler = discover(spec["works_dir"]).resolve(task.work_name)
     ctx = ChildContext(spec, deadline, stop)
+    # The child gates its own calls with the breaker state the parent had when it started
+    # it (the parent keeps its copy in step from the same reports; see breaker.py).
+    breaker = Breaker.from_snapshot(spec.get("breaker"))
 
     def report(kind: str, seconds: float, error: BaseException | None, backoff: float) -> None:
         if error is not None:
             ctx.logger.opt(exception=error).error("handler raised {}: {}",
                                                   type(error).__name__, error)
+        if kind in ("ok", "failed"):
+            breaker.record(kind == "ok", task)
         text = f"{type(error).__name__}: {error}" if error is not None else None
         results.put((kind, seconds, text, backoff))
 
-    completed = handler_loop(handler, ctx, task, report)
+    completed = handler_loop(handler, ctx, task, report, breaker=breaker,
+                             backoff=spec.get("backoff", 0.0))
     results.put(("completed" if completed else "ended", 0.0, None, 0.0))
 
 
+class _Runs:
+    """What the parent knows of its child's runs, from the reports it drained."""
+
+    def __init__(self) -> None:
+        self.began: float | None = None  # monotonic receipt of the run in progress
+        self.backoff = 0.0  # the wait of the last failure in a row (0 after a success)
+        self.completed = False
+
+
 def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
-    """Run the slot's handler loop in a child; True when a once-slot completed there."""
+    """Run the slot's handler loop in a child; True when a once-slot completed there.
+
+    A run past `run_timeout` ends its child (terminated, then killed, with every process of
+    its session) and a fresh child takes the next run after the backoff. This function does
+    not return in between, so the runner keeps the owner znode (and its fence) across the
+    restart, and the next child starts only once no process of the last one is left: the
+    slot still never runs twice, here or elsewhere."""
+    from .loop import RunTimedOut, next_backoff
+
+    backoff = 0.0
+    while True:
+        completed, over = _run_child(runner, ctx, report, backoff)
+        if over is None:
+            return completed
+        limit, seconds, backoff = over
+        backoff = next_backoff(backoff, runner.task)
+        report("timeout", seconds, RunTimedOut(limit, seconds), backoff)
+        if not ctx.sleep(backoff):
+            return False
+
+
+def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
+               ) -> tuple[bool, tuple[float, float, float] | None]:
+    """One child, until it ends and its session is gone: (completed, None), or (False,
+    (run_timeout, seconds, backoff so far)) when it was ended for running past its limit."""
     lease = runner._lease
     # The lease ends at 2/3 of the session; half of the remaining third is the most a child
     # may overrun it before it exits by itself (or is killed here).
@@ -298,7 +338,9 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
     spec = {"task": runner.task.to_dict(), "slot": runner.slot.index, "node": runner.node,
             "generation": runner.generation, "fence": ctx.fence,
             "works_dir": str(runner._registry.path), "log_level": "INFO",
-            "parent_pid": os.getpid(), "hard_margin": hard_margin}
+            "parent_pid": os.getpid(), "hard_margin": hard_margin, "backoff": backoff,
+            "breaker": runner.breaker.snapshot()}
+    runner.breaker_task = runner.task  # the breaker keys this child gates its calls by
     proc = mp.Process(target=child_main, args=(spec, deadline, stop, results, watcher),
                       name=f"xc-slot-{runner.slot.task}-{runner.slot.index}", daemon=True)
     proc.start()
@@ -308,14 +350,30 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
         # A stop caused by the lease cannot wait for stop_timeout: the session may expire.
         return seconds if lease.valid() else min(seconds, hard_margin)
 
-    completed = False
+    runs = _Runs()
+    runs.backoff = backoff
     asked_at: float | None = None
     signalled = ""
+    over: tuple[float, float, float] | None = None
+    over_at = 0.0
     while True:
         deadline.value = lease.now() + max(lease.remaining(), 0.0)
-        completed = _drain(results, report) or completed
+        _drain(results, report, runs)
         if not proc.is_alive():
             break
+        run_limit = runner.task.run_timeout
+        now = time.monotonic()
+        if (over is None and run_limit and runs.began is not None
+                and now - runs.began > run_limit):
+            over, over_at = (run_limit, now - runs.began, runs.backoff), now
+            runner.log.warning("run exceeded run_timeout ({:g}s): terminating child {} and "
+                               "its processes", run_limit, proc.pid)
+            _signal_child(proc, signal.SIGTERM)
+        elif over is not None and signalled != "kill" and now - over_at > KILL_GRACE:
+            runner.log.warning("child {} survived SIGTERM: killing it and its processes",
+                               proc.pid)
+            _signal_child(proc, signal.SIGKILL)
+            signalled = "kill"
         if ctx.stopping:
             now = time.monotonic()
             if asked_at is None:
@@ -333,13 +391,15 @@ def run_isolated(runner: Any, ctx: Any, report: Any) -> bool:
                 _signal_child(proc, signal.SIGKILL)
                 signalled = "kill"
         proc.join(_POLL)
-    completed = _drain(results, report) or completed
+    _drain(results, report, runs)
     if proc.exitcode not in (0, None):
         runner.log.info("child process {} ended with exit code {}", proc.pid, proc.exitcode)
     results.close()
     _wait_session_gone(runner, proc.pid, watcher.value)
     runner.child_pid = None
-    return completed and proc.exitcode == 0
+    if over is not None and not runs.completed:
+        return False, over
+    return runs.completed and proc.exitcode == 0, None
 
 
 def _signal_child(proc: Any, signum: int) -> None:
@@ -385,16 +445,17 @@ def _wait_session_gone(runner: Any, sid: int, watcher: int) -> None:
         runner.log.warning("processes of child {} finally gone", sid)
 
 
-def _drain(results: Any, report: Any) -> bool:
-    completed = False
+def _drain(results: Any, report: Any, runs: _Runs) -> None:
     while True:
         try:
             kind, seconds, error, backoff = results.get_nowait()
         except queue.Empty:
-            return completed
+            return
         except (EOFError, OSError):
-            return completed
+            return
         if kind == "completed":
-            completed = True
+            runs.completed = True
         elif kind != "ended":
+            runs.began = time.monotonic() if kind == "running" else None
+            runs.backoff = backoff if kind == "failed" else 0.0 if kind == "ok" else runs.backoff
             report(kind, seconds, error, backoff)

@@ -17,7 +17,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from loguru import logger
 
-from .assignment import Plan, Slot, get_strategy, moved_slots
+from .assignment import Plan, Slot, moved_slots
 from .codecs import (
     MAX_GENERATION,
     Corrupt,
@@ -32,6 +32,7 @@ from .config import TaskConfig
 from .membership import MemberRecord
 from .overrides import EffectiveTask, with_paused
 from .paths import Paths
+from .strategies.guard import FALLBACK, StrategyRunner, run_strategy
 from .zk import encode
 
 __all__ = ["Published", "build_doc", "doc_plan", "doc_tasks", "doc_unassigned",
@@ -140,7 +141,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             leader_works: bool, drained: Collection[str] = (),
             fresh: bool = False, seed: Sequence[TaskConfig] = (),
             last_valid: dict[str, Any] | None = None, seen_generation: int = 0,
-            max_slots: int | None = None) -> Published | None:
+            max_slots: int | None = None, runner: StrategyRunner | None = None
+            ) -> Published | None:
     """Recompute and, if anything changed, publish. Returns None if unchanged or if the fenced
     write was refused (we are no longer the leader, or lost a race); raises PublishFailed
     when the plan cannot be written at all.
@@ -148,6 +150,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     `fresh` ignores the previous plan (an operator asked for a full rebalance). When the
     published document is corrupt, `last_valid` (the last one this node decoded) stands in
     for it as the previous plan, so the repair moves nothing that did not have to move.
+    `runner` knows this node's strategies (user ones guarded; see strategies.guard); a
+    failed user strategy's slots are planned by round robin, named in the document.
     """
     started = time.monotonic()
     current, version = read_assignment(client, paths)
@@ -157,9 +161,10 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     people = [replace(m.to_member(), draining=True) if m.name in drained else m.to_member()
               for m in members]
     scheduled, over = clamp_slots(with_paused(tasks), max_slots)
-    plan = get_strategy(strategy)(
-        scheduled, people, leader=leader, leader_works=leader_works,
-        previous=None if fresh else doc_plan(previous))
+    plan, failure = run_strategy(strategy, scheduled, people, leader=leader,
+                                 leader_works=leader_works, runner=runner,
+                                 previous=None if fresh else doc_plan(previous))
+    strategy = strategy if failure is None else FALLBACK
     generation = next_generation(current, version, seen_generation)
     doc = build_doc(plan=plan, tasks=tasks, leader=leader, strategy=strategy, members=members,
                     generation=generation, drained=[d for d in drained

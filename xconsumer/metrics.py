@@ -48,6 +48,15 @@ class Metrics:
                             registry=r)
         self.failures = Counter("xconsumer_handler_failures",
                                 "handler invocations that raised", ["task"], registry=r)
+        self.timeouts = Counter("xconsumer_handler_timeouts",
+                                "handler runs stopped for exceeding run_timeout (also "
+                                "counted as failures)", ["task"], registry=r)
+        self.breaker_opened = Counter("xconsumer_breaker_opened",
+                                      "times a slot's circuit breaker opened", ["task"],
+                                      registry=r)
+        self.breaker_open = Gauge("xconsumer_slots_breaker_open",
+                                  "slots whose circuit breaker is open or half-open (on "
+                                  "trial)", registry=r)
         self.duration = Histogram("xconsumer_handler_duration_seconds",
                                   "handler invocation time", ["task"], registry=r,
                                   buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 30, 120, 600))
@@ -76,6 +85,10 @@ class Metrics:
         self.publish_failures = Counter("xconsumer_publish_failures",
                                         "assignments this node (as leader) could not publish",
                                         registry=r)
+        self.strategy_failures = Counter("xconsumer_strategy_failures",
+                                         "plans of a user strategy replaced by round robin's "
+                                         "(it raised, timed out or returned an invalid plan)",
+                                         registry=r)
         self.blocked = Gauge("xconsumer_slots_blocked",
                              "slots held by an owner znode no live node can release "
                              "(persistent, made by hand)", registry=r)
@@ -117,6 +130,8 @@ class Metrics:
             self.slot_states.labels(state).set(n)
         self.stuck.set(counts.get("stuck", 0))
         self.blocked.set(counts.get("blocked", 0))
+        self.breaker_open.set(sum(getattr(s, "breaker", "closed") != "closed"
+                                  for s in statuses))
         with self._lock:
             tasks = self._tasks | set(assigned) | set(running)
             self._set_per_task(self.assigned, {t: assigned.get(t, 0) for t in tasks})

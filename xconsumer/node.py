@@ -51,6 +51,8 @@ from .overrides import (
 from .paths import Paths
 from .runtime import Runtime
 from .stability import Damper
+from .strategies import is_container_task
+from .strategies.user import runner_for
 from .view import read_cluster, seed_from_doc
 from .works import WorksRegistry
 from .zk import dumps, make_client, start_client, stop_client
@@ -67,9 +69,10 @@ class RunState(enum.Enum):
 
 
 def validate_works(config: Config, registry: WorksRegistry) -> None:
-    """Every task in app.toml must have a handler before the node joins."""
+    """Every task in app.toml must have a handler before the node joins (a container task
+    runs an image instead: its workName only names its kind)."""
     for i, task in enumerate(config.tasks):
-        if not registry.has(task.work_name):
+        if not is_container_task(task) and not registry.has(task.work_name):
             try:
                 registry.resolve(task.work_name)
             except Exception as exc:  # noqa: BLE001 - re-raised as a config error
@@ -112,6 +115,11 @@ class Node:
         self._member_lock = threading.Lock()
         self.corruption = CorruptionReport(self.events, self.metrics)
         self.publish_error: str | None = None
+        self.strategy_error: str | None = None  # why the last plan is round robin's, if so
+        self.strategies = runner_for(registry, config.assignment.strategy,
+                                     timeout=config.assignment.strategy_timeout,
+                                     hash_load_factor=config.assignment.hash_load_factor,
+                                     source=config.source, on_result=self._strategy_result)
         self._max_generation = 0  # highest generation seen: a repair must go above it
         self.passes = 0  # controller passes, for tests of the controller's pacing
         self._markers_seen: dict[str, float] = {}  # departed names' left markers, first seen
@@ -131,6 +139,7 @@ class Node:
         self._admin_factory = admin_factory
         self.admin: Any = None
         self._threads: list[threading.Thread] = []
+        self.docker = False  # whether a Docker engine answered at start (container tasks)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Node:
@@ -151,6 +160,7 @@ class Node:
                     self.config.zookeeper.hosts, self.session.timeout)
         for path in self.paths.all_persistent():
             self.client.ensure_path(path)
+        self._check_docker()
         self._register()
         self.client.add_listener(self._on_state)
         for name, target in (("xc-controller", self._controller_loop),
@@ -272,9 +282,25 @@ class Node:
             "handlers": self.registry.names(),
             "works": list(self.config.node.works) if self.config.node.works is not None else None,
             "leader_works": self.config.node.leader_works,
-            "weight": self.config.node.weight,
+            "weight": self.config.node.weight, "docker": self.docker,
             "state": "active", "started_at": self.started_at, "version": __version__,
         }
+
+    def _check_docker(self) -> None:
+        """Probe the Docker engine once, before joining: the leader deals container tasks
+        only to nodes that advertise one. Containers an earlier run of this node left (it
+        was killed) are removed first, so they never run beside the slots' next owners."""
+        from .executors.container import engine_available, remove_leftovers
+
+        self.docker = engine_available()
+        if self.docker:
+            removed = remove_leftovers(self.config.cluster.name, self.name)
+            if removed:
+                self.events.add("containers_removed", f"removed {removed} container(s) left "
+                                "by an earlier run of this node", count=removed)
+        (logger.info if self.docker else logger.debug)(
+            "Docker engine {}available: container tasks {}run here",
+            "" if self.docker else "not ", "can " if self.docker else "cannot ")
 
     def _register(self) -> None:
         with self._member_lock:
@@ -404,7 +430,7 @@ class Node:
         else:
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
-            self.publish_error = None
+            self.publish_error = self.strategy_error = None
         published, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
         self.corruption.update(("assignment",), [published]
                                if isinstance(published, Corrupt) else [])
@@ -493,7 +519,8 @@ class Node:
                              leader_works=self.config.node.leader_works,
                              drained=drained, fresh=fresh, seed=self.config.tasks,
                              last_valid=self.assignment, seen_generation=self._max_generation,
-                             max_slots=self.config.assignment.max_slots)
+                             max_slots=self.config.assignment.max_slots,
+                             runner=self.strategies)
         except PublishFailed as exc:
             self._publish_failed(str(exc))
             return
@@ -537,6 +564,18 @@ class Node:
             self.events.add("publish_failed", message)
             self.metrics.publish_failures.inc()
         self.publish_error = message
+
+    def _strategy_result(self, name: str, error: str | None) -> None:
+        """Every plan a failed user strategy did not make counts; the log and the event
+        come once per distinct failure, as for publish failures."""
+        if error is not None:
+            self.metrics.strategy_failures.inc()
+            if error != self.strategy_error:
+                logger.error("{}", error)
+                self.events.add("strategy_failed", error, strategy=name)
+        elif self.strategy_error is not None:
+            logger.info("strategy {!r} plans again", name)
+        self.strategy_error = error
 
     def _publish_ok(self) -> None:
         if self.publish_error is not None:
@@ -663,5 +702,6 @@ class Node:
             "session_timeout": self.session.timeout,
             "slots": [s.to_dict() for s in self.runtime.statuses()],
             "publish_error": self.publish_error,
+            "strategy_error": self.strategy_error,
             "corrupt": [c.to_dict() for c in self.corruption.active()],
         }

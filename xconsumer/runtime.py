@@ -132,6 +132,9 @@ class Runtime:
         with self._lock:
             runners = list(self._runners.values())
         for runner in runners:
+            if self._run_overdue(runner, now):
+                stuck.append(runner)
+                continue
             since = runner.stop_requested_at
             if since is None or not runner.alive:
                 continue
@@ -149,6 +152,29 @@ class Runtime:
                         "keeping its owner znode so it cannot run twice",
                         now - since, runner.task.stop_timeout)
         return stuck
+
+    def _run_overdue(self, runner: SlotRunner, now: float) -> bool:
+        """A thread run past run_timeout whose handler ignored `ctx.stopping` for another
+        stop_timeout: it cannot be killed, so like a slot that ignores a stop it is reported
+        stuck (once per run) and keeps the slot. A child process is killed instead."""
+        began, limit = runner.run_began, runner.task.run_timeout
+        if (began is None or not limit or not runner.alive or runner.child_pid is not None
+                or runner.task.isolation == "process"):
+            return False
+        late = now - began - limit
+        if late <= runner.task.stop_timeout:
+            return False
+        runner.state = "stuck"
+        if runner.overdue_reported != began:
+            runner.overdue_reported = began
+            message = (f"{runner.slot.key} ran past run_timeout ({limit:g}s) and ignored "
+                       f"ctx.stopping for {late:.1f}s")
+            if self._events is not None:
+                self._events.add("slot_stuck", message, task=runner.slot.task,
+                                 slot=runner.slot.index)
+            runner.log.error("slot is stuck: {}; the run holds the slot until it returns",
+                             message)
+        return True
 
     def stop_all(self, deadline: float, reason: str = "node stopping") -> list[SlotRunner]:
         """Stop every slot and join them all against one shared monotonic deadline."""

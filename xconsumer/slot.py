@@ -26,6 +26,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from loguru import logger
 
 from .assignment import Slot
+from .breaker import Breaker
 from .config import TaskConfig
 from .events import EventLog
 from .executors import executor_for
@@ -41,9 +42,12 @@ RELEASE_TIMEOUT = 2.0
 
 def restart_needed(old: TaskConfig, new: TaskConfig) -> bool:
     """Only a change of what runs (handler, mode, isolation) restarts a running slot; a
-    scale or a new interval must not disturb the slots that keep running."""
-    def key(t: TaskConfig) -> tuple[str, str, str]:
-        return (t.work_name, t.mode, getattr(t, "isolation", "thread"))
+    scale, a new interval, run_timeout or breaker setting must not disturb the slots that
+    keep running (they apply from the next run)."""
+    def key(t: TaskConfig) -> tuple[Any, ...]:
+        # A container task's image, command and env are what runs, too.
+        return (t.work_name, t.mode, getattr(t, "isolation", "thread"),
+                getattr(t, "image", None), getattr(t, "command", None), getattr(t, "env", None))
     return key(old) != key(new)
 
 
@@ -75,16 +79,69 @@ class SlotContext:
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`; False as soon as the slot must stop (so callers can return)."""
+        return self._sleep(seconds, lambda: None)
+
+    def _sleep(self, seconds: float, run_deadline_of: Callable[[], float | None]) -> bool:
+        """The stop-aware sleep, also cut short at a run's deadline (monotonic), if any; the
+        deadline is read again at each wake-up (at least once per lease renewal), so a
+        run_timeout set while a run sleeps applies to it."""
         deadline = time.monotonic() + max(0.0, seconds)
         while True:
             if self.stopping:
                 return False
             now = time.monotonic()
+            run_deadline = run_deadline_of()
+            if run_deadline is not None and now >= run_deadline:
+                return False
             if now >= deadline:
                 return True
-            wait = min(deadline - now, max(self._lease.remaining(), 0.0))
+            wait = min(deadline - now, max(self._lease.remaining(), 0.0),
+                       run_deadline - now if run_deadline is not None else deadline - now)
             if self.stop_event.wait(wait):
                 return False
+
+    def for_run(self, limit: Callable[[], float | None]) -> RunContext:
+        """A fresh view for one run, limited to `limit()` seconds (see RunContext)."""
+        return RunContext(self, limit)
+
+
+class RunContext:
+    """The context one run gets: the slot's context, except that `stopping` turns true
+    (and `sleep` returns False) once the run is past its `run_timeout`.
+
+    Per run, not per slot: the slot's `stop_event` is not set (the slot is not stopping,
+    and the next run gets a fresh view with a fresh deadline). A handler that blocks in
+    `ctx.stop_event.wait()` is therefore not woken by the deadline; `ctx.sleep` is. The
+    limit is read live, so a run_timeout changed over the API applies to the run in
+    progress too (a hanging run is often why it is set)."""
+
+    def __init__(self, slot_ctx: SlotContext, limit: Callable[[], float | None]) -> None:
+        self._slot_ctx = slot_ctx
+        self._limit = limit
+        self.began = time.monotonic()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._slot_ctx, name)  # task, slot, node, fence, logger, stop_event
+
+    @property
+    def limit(self) -> float | None:
+        return self._limit()
+
+    def deadline(self) -> float | None:
+        limit = self._limit()
+        return self.began + limit if limit else None
+
+    @property
+    def timed_out(self) -> bool:
+        deadline = self.deadline()
+        return deadline is not None and time.monotonic() >= deadline
+
+    @property
+    def stopping(self) -> bool:
+        return self._slot_ctx.stopping or self.timed_out
+
+    def sleep(self, seconds: float) -> bool:
+        return self._slot_ctx._sleep(seconds, self.deadline)
 
 
 @dataclass
@@ -98,6 +155,10 @@ class SlotStatus:
     failures: int
     last_error: str | None
     started_at: float | None
+    timeouts: int = 0
+    breaker: str = "closed"
+    consecutive_failures: int = 0
+    open_until: float | None = None  # Unix time the open breaker allows its trial run
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -131,6 +192,13 @@ class SlotRunner:
         self.fence: int | None = None
         self.runs = 0
         self.failures = 0
+        self.timeouts = 0
+        self.breaker = Breaker()
+        # The task the breaker's calls are gated by: the live one in a thread; for a child
+        # process the copy it was started with (it gates its own calls), see run_isolated.
+        self.breaker_task: TaskConfig | None = None
+        self.run_began: float | None = None  # monotonic start of the run in progress
+        self.overdue_reported: float | None = None  # run_began of the run reported stuck
         self.last_error: str | None = None
         self.started_at: float | None = None
         self.stop_requested_at: float | None = None
@@ -168,14 +236,18 @@ class SlotRunner:
         return self.thread.is_alive() and not self.exited
 
     def status(self) -> SlotStatus:
+        breaker = self.breaker
         return SlotStatus(self.slot.task, self.slot.index, self.state, self.fence,
                           self.generation, self.runs, self.failures, self.last_error,
-                          self.started_at)
+                          self.started_at, self.timeouts, breaker.state,
+                          breaker.consecutive_failures, breaker.open_until_wall())
 
     # -- slot thread ----------------------------------------------------------------------
     def _main(self) -> None:
         try:
-            handler = self._registry.resolve(self.task.work_name)
+            # A container task runs an image: its workName names no Python handler.
+            handler = (None if getattr(self.task, "image", None)
+                       else self._registry.resolve(self.task.work_name))
         except WorksError as exc:
             self.state = "failed"
             self.last_error = str(exc)
@@ -321,27 +393,64 @@ class SlotRunner:
 
     def _report(self, kind: str, seconds: float, error: BaseException | str | None,
                 backoff: float) -> None:
-        """Bookkeeping for one handler run, from the thread or from the child process."""
+        """Bookkeeping for one handler run, from the thread or from the child process.
+
+        kind: "running" (a run starts), "ok", "failed" (it raised) or "timeout" (it ran
+        past run_timeout: a failure too, with its own counter and event)."""
         if kind == "running":
             self.state = "running"
             self.runs += 1
+            self.run_began = time.monotonic()
+            self.breaker.started()
             return
+        self.run_began = None
         if self._metrics is not None:
             self._metrics.runs.labels(self.slot.task).inc()
             self._metrics.duration.labels(self.slot.task).observe(seconds)
-        if kind != "failed":
+        if kind == "ok":
+            self._breaker_record(True)
             return
         if self._metrics is not None:
             self._metrics.failures.labels(self.slot.task).inc()
         self.failures += 1
         self.last_error = (error if isinstance(error, str)
                            else f"{type(error).__name__}: {error}")
-        if self._events is not None:
-            self._events.add("handler_failed", f"{self.slot.key}: {self.last_error}",
-                             task=self.slot.task, slot=self.slot.index)
-        log = self.log.opt(exception=error) if isinstance(error, BaseException) else self.log
-        log.error("handler raised {}; retrying in {:.2f}s", self.last_error, backoff)
+        timeout = kind == "timeout"
+        if timeout:
+            self.timeouts += 1
+            if self._metrics is not None:
+                self._metrics.timeouts.labels(self.slot.task).inc()
+        self._event("handler_timeout" if timeout else "handler_failed",
+                    f"{self.slot.key}: {self.last_error}")
+        if timeout:
+            self.log.warning("{}; retrying in {:.2f}s", self.last_error, backoff)
+        else:
+            log = (self.log.opt(exception=error) if isinstance(error, BaseException)
+                   else self.log)
+            log.error("handler raised {}; retrying in {:.2f}s", self.last_error, backoff)
         self.state = "backoff"
+        self._breaker_record(False)
+
+    def _event(self, kind: str, message: str) -> None:
+        if self._events is not None:
+            self._events.add(kind, message, task=self.slot.task, slot=self.slot.index)
+
+    def _breaker_record(self, ok: bool) -> None:
+        """Feed the breaker one run's outcome; count and report what that changed."""
+        task = self.breaker_task or self.task
+        change = self.breaker.record(ok, task)
+        if change == "opened":
+            if self._metrics is not None:
+                self._metrics.breaker_opened.labels(self.slot.task).inc()
+            self._event("breaker_opened", f"{self.slot.key}: breaker opened after "
+                        f"{self.breaker.consecutive_failures} consecutive failures; no run "
+                        f"for {task.breaker_cooldown:g}s")
+            self.log.error("breaker opened after {} consecutive failures: no run for {:g}s, "
+                           "then one trial run", self.breaker.consecutive_failures,
+                           task.breaker_cooldown)
+        elif change == "closed":
+            self._event("breaker_closed", f"{self.slot.key}: breaker closed")
+            self.log.info("breaker closed{}", "" if ok else " (breaker switched off)")
 
     def _mark_done(self) -> None:
         path = self._paths.done_marker(self.slot.task, self.slot.index)

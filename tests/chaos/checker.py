@@ -36,8 +36,10 @@ from xconsumer.zk import loads
 # churn with kills 1.5-1.8 s, SIGSTOP past the session 0.14-0.71 s after SIGCONT. So the
 # graceful bound is 6x the worst measured (4x the README's 0.13 s), and the crash bound allows
 # 3x the worst delay seen past the session: a loaded machine passes, a handover a few times
-# slower than documented does not.
-GRACEFUL_BOUND = 0.5  # nothing has to wait for a session to expire
+# slower than documented does not. A ZooKeeper restart was later seen at 0.22 s on a loaded
+# machine, and 0.5 s failed once with three other suites running beside it: the graceful
+# bound is 1.0 s, under twice the README's worst figure for that fault (0.6 s).
+GRACEFUL_BOUND = 1.0  # nothing has to wait for a session to expire
 CRASH_EXTRA = 1.5  # ... beyond the session timeout, when a session has to expire first
 KINDS = ("graceful", "crash")
 # A frozen (SIGSTOP) process's lease ended while it slept, so on SIGCONT its handlers see

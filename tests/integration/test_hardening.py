@@ -39,7 +39,10 @@ def pair(zk_hosts, zk_root, nodes, record):
     config = make_config(zk_hosts, zk_root, RECORD_TASK)
     a = start(nodes, config, "a")
     b = start(nodes, config, "b")
-    wait_until(lambda: running(a) | running(b) == SLOTS and not running(a) & running(b), 20)
+    # Both must hold slots (b, the first follower, two of them): a converged pair, not the
+    # leader alone before it saw b join.
+    wait_until(lambda: running(a) | running(b) == SLOTS and not running(a) & running(b)
+               and running(a) and running(b), 20)
     return a, b
 
 

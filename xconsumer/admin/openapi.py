@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask
 
 from .. import __version__
-from ..config import MAX_WORKER_NUM
+from ..config import MAX_BREAKER_FAILURES, MAX_WORKER_NUM
 from ..overrides import MUTABLE_FIELDS
 
 IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -72,9 +72,27 @@ _TASK_FIELDS: dict[str, Any] = {
     "retry_backoff_max": {**_NUM_POS, "description": "largest retry delay (s)"},
     "max_per_node": {"type": "integer", "minimum": 1, "nullable": True,
                      "description": "at most this many of the task's slots on one node"},
-    "isolation": {"type": "string", "enum": ["thread", "process"],
+    "isolation": {"type": "string", "enum": ["thread", "process", "container"],
                   "description": "`process` runs the handler in a child process that can be "
-                                 "terminated after stop_timeout"},
+                                 "terminated after stop_timeout; `container` (implied by "
+                                 "image) runs each slot as a Docker container"},
+    "run_timeout": {**_NUM_POS, "nullable": True,
+                    "description": "seconds one handler run may take (null: no limit); a "
+                                   "longer run is stopped and counts as a failure"},
+    "breaker_failures": {"type": "integer", "minimum": 1, "maximum": MAX_BREAKER_FAILURES,
+                         "nullable": True,
+                         "description": "consecutive failures that open the slot's circuit "
+                                        "breaker (null: no breaker)"},
+    "breaker_cooldown": {**_NUM_POS, "description": "seconds an open breaker calls nothing "
+                                                    "before its trial run"},
+    "image": {"type": "string", "minLength": 1, "nullable": True,
+              "description": "a container task: each slot runs this image (a change restarts "
+                             "the slots)"},
+    "command": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                "nullable": True, "description": "the container's command (null: the image's)"},
+    "env": {"type": "object", "additionalProperties": {"type": "string"}, "nullable": True,
+            "description": "extra environment of the container (XCONSUMER_* are set by the "
+                           "node)"},
 }
 _VERSION_FIELD = {"type": "integer", "minimum": -1, "maximum": MAX_VERSION,
                   "description": "overrides version this edit is based on (like If-Match); "
@@ -213,6 +231,13 @@ SCHEMAS: dict[str, Any] = {
             "failures": {"type": "integer"},
             "last_error": {"type": "string", "nullable": True},
             "started_at": {"type": "number", "nullable": True},
+            "timeouts": {"type": "integer", "description": "runs stopped by run_timeout"},
+            "breaker": {"type": "string", "enum": ["closed", "open", "half_open"],
+                        "description": "the slot's circuit breaker (closed when off)"},
+            "consecutive_failures": {"type": "integer",
+                                     "description": "failed runs in a row (timeouts too)"},
+            "open_until": {"type": "number", "nullable": True,
+                           "description": "Unix time an open breaker allows its trial run"},
         },
     },
     "Node": {

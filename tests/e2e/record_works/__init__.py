@@ -144,3 +144,51 @@ def RunLeaver(ctx) -> None:
     while ctx.sleep(0.05):
         pass
     _record(ctx, "stop")
+
+
+def RunOverrun(ctx) -> None:
+    """Runs until `ctx.stopping` (a heartbeat every 50 ms), then records what stopped it:
+    under run_timeout the run's context turns stopping while the slot's stop event stays
+    clear (the timeout stops the run, not the slot)."""
+    _record(ctx, "start")
+    try:
+        while ctx.sleep(0.05):
+            _record(ctx, "beat")
+    finally:
+        _record(ctx, "stop", stopping=ctx.stopping, slot_stopping=ctx.stop_event.is_set())
+
+
+def _alive_runs_of_slot(ctx) -> list[int]:
+    """Pids of earlier runs of this slot (in the record file) whose process still lives."""
+    path = os.environ.get("XCONSUMER_TEST_RECORD", "")
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    pids = {r["pid"] for r in recs if r.get("e") == "start" and r.get("task") == ctx.task
+            and r.get("slot") == ctx.slot and r.get("pid") != os.getpid()}
+    return sorted(p for p in pids if pid_alive(p))
+
+
+def RunHog(ctx) -> None:
+    """For `isolation = "process"`: ignores SIGTERM and the stop request, beating until a
+    file appears; records the earlier runs of its slot still alive when it started."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it
+    _record(ctx, "start", others_alive=_alive_runs_of_slot(ctx))
+    release = os.environ.get("XCONSUMER_TEST_RELEASE", "")
+    while not (release and os.path.exists(release)):
+        time.sleep(0.05)
+        _record(ctx, "beat")
+    _record(ctx, "stop")
+
+
+def RunSwitch(ctx) -> None:
+    """Fails until a file appears, then succeeds: a dependency that is down, then back."""
+    release = os.environ.get("XCONSUMER_TEST_RELEASE", "")
+    if not (release and os.path.exists(release)):
+        _record(ctx, "fail")
+        raise RuntimeError("switch is off")
+    _record(ctx, "start")
+    _record(ctx, "stop")
