@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from xconsumer.strategies import Plan, Slot, Strategy, dealing_order
+from xconsumer.strategies import Plan, Slot, Strategy, dealing_order, eligible
 
 
 class ReverseNames(Strategy):
@@ -19,7 +19,7 @@ class ReverseNames(Strategy):
         out: dict[str, list[Slot]] = {m.name: [] for m in nodes}
         unassigned: list[Slot] = []
         for task in tasks:
-            able = [m for m in nodes if m.can_run(task.work_name)]
+            able = [m for m in nodes if eligible(m, task)]
             limit = getattr(task, "max_per_node", None)
             for index in range(task.worker_num):
                 room = [m for m in able if limit is None or

@@ -139,7 +139,16 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"version": {"type": "integer",
                                    "description": "overrides znode version (-1: never "
                                                   "written); also the ETag"},
-                       "tasks": {"type": "array", "items": _ref("Task")}},
+                       "tasks": {"type": "array", "items": _ref("Task")},
+                       "corrupt": {"type": "array", "items": _ref("Corrupt"),
+                        "description": "znodes read as corrupt (named, never a 500)"}},
+    },
+    "Corrupt": {
+        "type": "object", "required": ["kind", "znode", "error"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["member", "assignment", "overrides", "owner",
+                                                "done", "left"]},
+            "znode": {"type": "string"}, "error": {"type": "string"}},
     },
     "TaskEnvelope": {
         "type": "object", "required": ["version", "task"],
@@ -212,11 +221,16 @@ SCHEMAS: dict[str, Any] = {
                                                     "items": _ref("SlotRef")}},
             "unassigned": {"type": "array", "items": _ref("SlotRef")},
             "owners": {"type": "object",
-                       "description": "`task/slot` -> node holding its owner znode",
-                       "additionalProperties": {"type": "string"}},
+                       "description": "`task/slot` -> node holding its owner znode (null: "
+                                      "no live member holds it, e.g. made by hand)",
+                       "additionalProperties": {"type": "string", "nullable": True}},
             "fences": {"type": "object",
                        "description": "`task/slot` -> owner znode czxid (fencing token)",
                        "additionalProperties": {"type": "integer"}},
+            "done": {"type": "array", "items": {"type": "string"},
+                     "description": "`task/slot` of completed once-slots"},
+            "corrupt": {"type": "array", "items": _ref("Corrupt"),
+                        "description": "znodes read as corrupt (named, never a 500)"},
         },
     },
     "NodeList": {"type": "object", "required": ["nodes"],
@@ -254,6 +268,14 @@ SCHEMAS: dict[str, Any] = {
             "lease_remaining": {"type": "number"},
             "session_timeout": {"type": "number"},
             "slots": {"type": "array", "items": _ref("SlotStatus")},
+            "publish_error": {"type": "string", "nullable": True,
+                              "description": "on the leader: why the last plan could not "
+                                             "be published in full"},
+            "strategy_error": {"type": "string", "nullable": True,
+                               "description": "on the leader: why the configured strategy "
+                                              "was replaced by round_robin"},
+            "corrupt": {"type": "array", "items": _ref("Corrupt"),
+                        "description": "znodes read as corrupt (named, never a 500)"},
         },
     },
     "Assignment": {
