@@ -193,4 +193,15 @@ MUTANTS: list[Mutant] = [
         [f"{G}::test_sigterm_reaches_every_process_of_an_isolated_handler"],
         "SIGTERM reaches only the child: programs the handler started are SIGKILLed "
         "later without a chance to clean up"),
+    # -- container tasks ------------------------------------------------------------------------
+    Mutant(
+        "container-released-before-removed", "xconsumer/executors/container.py",
+        "            client.api.remove_container(container_id, force=True)\n"
+        "        except docker.errors.NotFound:\n",
+        "            return  # the owner znode goes while the container may still run\n"
+        "        except docker.errors.NotFound:\n",
+        ["tests/docker/test_container_tasks.py::"
+         "test_a_container_slot_runs_is_revoked_and_handed_over_without_overlap"],
+        "a revoked container still runs when the owner znode is released: the next owner's "
+        "container runs beside it"),
 ]
