@@ -19,6 +19,7 @@ from kazoo.client import KazooClient
 
 from tests import checker
 from tests.util import wait_until
+from xconsumer.leader import read_assignment, valid_doc
 from xconsumer.paths import Paths
 from xconsumer.view import read_cluster
 
@@ -150,10 +151,15 @@ class Cluster:
         return {f"{t['name']}/{i}" for t in self.tasks for i in range(t["workerNum"])}
 
     def converged(self, members: set[str] | None = None) -> dict[str, Any] | None:
-        """The view, once every slot is assigned to a live member and owned by that member."""
+        """The view, once the published plan was made with every live member, and every
+        slot is assigned to a live member and owned by that member. (Without the first
+        check, a plan made before the last join, fully running, would pass.)"""
         view = self.view()
         names = {n["id"] for n in view["nodes"]}
         if members is not None and names != members:
+            return None
+        doc = valid_doc(read_assignment(self.client, self.paths)[0])
+        if doc is None or set(doc.get("members", [])) != names:
             return None
         assigned = {f"{s['task']}/{s['slot']}": node
                     for node, slots in view["assignment"].items() for s in slots}

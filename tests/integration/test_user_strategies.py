@@ -93,11 +93,17 @@ def test_the_leader_plans_with_the_users_strategy(zk, zk_hosts, zk_root, nodes,
 ])
 def test_a_failing_strategy_falls_back_to_round_robin(zk, zk_hosts, zk_root, nodes,
                                                       strategy_works, strategy: str, why: str):
+    import sys
+
+    # The works package stays imported between tests (one module for every node): an
+    # earlier test's RELEASE.set() would let Sleepy's first call return a plan at once.
+    cached = sys.modules.get("works.strategies")
+    if cached is not None:
+        cached.RELEASE.clear()
+        cached.CALLS["sleepy"] = 0
     group = cluster(zk_hosts, zk_root, nodes, strategy, timeout=0.3)
     leader = group[0]
     module = works_module(leader)
-    module.RELEASE.clear()
-    module.CALLS["sleepy"] = 0
     try:
         doc = wait_until(lambda: settled(zk, zk_root, group), 20,
                          message=lambda: f"{[running(n) for n in group]} {leader.node_view()}")
