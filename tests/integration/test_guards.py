@@ -36,8 +36,13 @@ STUBBORN = ('[[task]]\nname = "s"\nworkName = "stubborn"\nworkerNum = 1\n'
 
 def _freeze_controller(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """The controller's passes do nothing from now on (it would revoke on an ended lease or
-    a lost membership by itself, hiding the guard under test)."""
+    a lost membership by itself, hiding the guard under test). Returns once a pass has run
+    frozen: passes are sequential, so none of the old kind is still under way (one that
+    was would otherwise go on to act, e.g. repair a corrupt assignment)."""
     monkeypatch.setattr(node, "_sync", lambda: None)
+    before = node.passes
+    node._kick("freeze")
+    wait_until(lambda: node.passes > before, 10)
 
 
 def _stop_renewals(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
