@@ -378,7 +378,7 @@ class SlotRunner:
         self.started_at = time.time()
         self.log.info("slot started (fence {}, generation {}{})", ctx.fence, self.generation,
                       ", in a child process" if self._isolated else "")
-        completed = executor_for(self.task).run(self, ctx, handler, self._report)
+        completed = executor_for(self.task, handler).run(self, ctx, handler, self._report)
         if once:
             if completed:
                 self._mark_done()

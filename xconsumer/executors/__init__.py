@@ -2,7 +2,7 @@
 
 The slot runner (`slot.py`) owns the owner znode, the fence and the bookkeeping; an
 executor only runs the handler loop until the slot must stop and says whether a once-slot
-completed. The runner never branches on the kind: it asks `executor_for(task)`.
+completed. The runner never branches on the kind: it asks `executor_for(task, handler)`.
 
 - `thread` (default): the handler loop in the slot's own thread; stopping is cooperative.
 - `process` (`isolation = "process"`): a child process leading its own session, so the
@@ -33,8 +33,12 @@ class Executor(Protocol):
         ...
 
 
-def executor_for(task: Any) -> Executor:
+def executor_for(task: Any, handler: Any = None) -> Executor:
+    """The executor of `task`; a coroutine handler (`async def`) in a thread task runs on the
+    node's event loop instead of a thread of its own (the `asyncio` kind)."""
     kind = getattr(task, "isolation", "thread")
+    if kind == "thread" and handler is not None and getattr(handler, "is_coroutine", False):
+        kind = "asyncio"
     try:
         return _EXECUTORS[kind]()
     except KeyError:
