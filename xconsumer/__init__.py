@@ -1,3 +1,7 @@
 """xconsumer: spread long-running workers across a cluster of processes with ZooKeeper."""
 
+from .errors import CheckpointError, OwnershipLost, XConsumerError
+
 __version__ = "0.1.0"
+
+__all__ = ["CheckpointError", "OwnershipLost", "XConsumerError", "__version__"]

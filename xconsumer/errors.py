@@ -35,3 +35,14 @@ class NodeNameInUse(XConsumerError):
     """Another live node already uses this node name."""
 
     exit_code = 4
+
+
+class OwnershipLost(XConsumerError):
+    """A slot's `ctx.commit` could not prove this node still owns the slot.
+
+    Raised inside a handler: the slot is already stopping and another node may own it now,
+    so the handler must not write anything more for it and should return."""
+
+
+class CheckpointError(XConsumerError, ValueError):
+    """A value given to `ctx.commit` cannot be stored (not JSON, or over the size limit)."""

@@ -79,6 +79,12 @@ class Handler:
     def __call__(self, ctx: Any) -> Any:
         return self.func(ctx) if self.takes_ctx else self.func()
 
+    @property
+    def is_coroutine(self) -> bool:
+        """`async def RunX(ctx)`: calling it only makes a coroutine, which must run on an
+        event loop (see executors/coroutine.py), never be dropped unawaited by a thread."""
+        return inspect.iscoroutinefunction(getattr(self.func, "__func__", self.func))
+
 
 class WorksRegistry:
     """All handlers of one works package, keyed by handler name.
