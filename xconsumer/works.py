@@ -2,8 +2,13 @@
 
 Users never register handlers: a task's `workName` is turned into a handler name (`test01` ->
 `RunTest01`), and the handler is looked up among the module functions and `Work` methods of
-the package. Everything is discovered and checked once at start-up, so a typo, a duplicate or a
-module that does not import fails the node immediately with a message pointing at the file,
+the package. Hooks are found the same way, by prefix: `Keys<Name>()` (a keyed task's slot
+provider), `Assign<Name>(ctx, slots)` and `Revoke<Name>(ctx, slots)` (batch callbacks). They
+live in the same mapping as the handlers, but are never runnable: a node that only has
+`AssignX` cannot run the slots of X.
+
+Everything is discovered and checked once at start-up, so a typo, a duplicate or a module
+that does not import fails the node immediately with a message pointing at the file,
 instead of failing a slot at 3 a.m.
 """
 
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
 PACKAGE = "works"
 PREFIX = "Run"
 WORK_CLASS = "Work"
+# Hook prefix -> the positional arguments the hook is called with.
+HOOKS: dict[str, tuple[str, ...]] = {"Keys": (), "Assign": ("ctx", "slots"),
+                                     "Revoke": ("ctx", "slots")}
 
 
 @runtime_checkable
@@ -53,13 +61,13 @@ class SlotContextProtocol(Protocol):
     def sleep(self, seconds: float) -> bool: ...
 
 
-def candidate_names(work_name: str) -> tuple[str, ...]:
+def candidate_names(work_name: str, prefix: str = PREFIX) -> tuple[str, ...]:
     """Both spellings are accepted because Go-style `RunTest01` is the convention, yet a user
     who literally writes `Run` + workName should not be punished for it."""
     if not work_name:
         raise WorksError("workName must not be empty")
-    preferred = PREFIX + work_name[0].upper() + work_name[1:]
-    exact = PREFIX + work_name
+    preferred = prefix + work_name[0].upper() + work_name[1:]
+    exact = prefix + work_name
     return (preferred,) if exact == preferred else (preferred, exact)
 
 
@@ -67,17 +75,41 @@ def _is_handler_name(name: str) -> bool:
     return name.startswith(PREFIX) and len(name) > len(PREFIX)
 
 
+def hook_prefix(name: str) -> str | None:
+    """The hook kind a name spells (`AssignOrders` -> "Assign"), None for anything else."""
+    for prefix in HOOKS:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return prefix
+    return None
+
+
+def _is_hook(name: str, obj: Any) -> bool:
+    """Classes are left out: a `KeysView` or an `Assignment` class imported into a works
+    module is not a hook, and calling it as one would fail the node at start-up."""
+    return hook_prefix(name) is not None and callable(obj) and not inspect.isclass(obj)
+
+
 @dataclass(frozen=True)
 class Handler:
-    """A resolved handler; hides whether the user wrote `RunX(ctx)` or a Go-style `RunX()`."""
+    """A resolved handler; hides whether the user wrote `RunX(ctx)` or a Go-style `RunX()`.
+
+    A hook is a Handler too, called with its own arguments: `Keys<Name>()` with none,
+    `Assign<Name>(ctx, slots)` and `Revoke<Name>(ctx, slots)` with two; its signature was
+    checked against them when it was found, so the call itself cannot fail on arity."""
 
     name: str
     func: Callable[..., Any]
     takes_ctx: bool
     origin: str
 
-    def __call__(self, ctx: Any) -> Any:
-        return self.func(ctx) if self.takes_ctx else self.func()
+    def __call__(self, *args: Any) -> Any:
+        if not self.takes_ctx:
+            return self.func()
+        return self.func(*args) if self.is_hook else self.func(args[0])
+
+    @property
+    def is_hook(self) -> bool:
+        return hook_prefix(self.name) is not None and not _is_handler_name(self.name)
 
     @property
     def is_coroutine(self) -> bool:
@@ -93,14 +125,34 @@ class WorksRegistry:
     `xconsumer.strategies.user`) are looked up there, so the package is imported once.
     """
 
-    def __init__(self, handlers: Mapping[str, Handler], path: Path,
+    def __init__(self, handlers: Mapping[str, Handler | Callable[..., Any]], path: Path,
                  modules: tuple[ModuleType, ...] = ()) -> None:
-        self.handlers: Mapping[str, Handler] = MappingProxyType(dict(handlers))
+        # Plain functions are welcome (an embedding application passes its own): they get
+        # the same signature checks as discovered ones, so a bad hook fails here too.
+        self.handlers: Mapping[str, Handler] = MappingProxyType({
+            name: h if isinstance(h, Handler) else make_handler(name, h)
+            for name, h in handlers.items()})
         self.path = path
         self.modules = modules
 
     def names(self) -> list[str]:
-        return sorted(self.handlers)
+        """The runnable handlers (what a node advertises it can run); hooks are not."""
+        return sorted(n for n, h in self.handlers.items() if not h.is_hook)
+
+    def hook_names(self) -> list[str]:
+        return sorted(n for n, h in self.handlers.items() if h.is_hook)
+
+    def hook(self, prefix: str, name: str) -> Handler | None:
+        """`prefix + name` in either spelling `candidate_names` accepts (`AssignOrders` or
+        `Assignorders` for "orders"); None when the user wrote no such hook (they are all
+        optional)."""
+        if prefix not in HOOKS:
+            raise ValueError(f"unknown hook prefix {prefix!r} (known: {', '.join(HOOKS)})")
+        for candidate in candidate_names(name, prefix):
+            found = self.handlers.get(candidate)
+            if found is not None:
+                return found
+        return None
 
     def has(self, work_name: str) -> bool:
         return any(name in self.handlers for name in candidate_names(work_name))
@@ -120,7 +172,8 @@ class WorksRegistry:
         )
 
     def __repr__(self) -> str:
-        return f"WorksRegistry(path={str(self.path)!r}, handlers={self.names()})"
+        return (f"WorksRegistry(path={str(self.path)!r}, handlers={self.names()}, "
+                f"hooks={self.hook_names()})")
 
 
 @dataclass
@@ -202,7 +255,7 @@ class _Discovery:
                 continue
             if name == WORK_CLASS and inspect.isclass(obj):
                 self.scan_work(obj, file)
-            elif _is_handler_name(name) and callable(obj):
+            elif (_is_handler_name(name) and callable(obj)) or _is_hook(name, obj):
                 self.add(name, obj, file, name)
 
     def scan_work(self, cls: type, file: str) -> None:
@@ -217,10 +270,10 @@ class _Discovery:
                 f"(it is created once, with no arguments)"
             ) from exc
         for name in dir(cls):
-            if not _is_handler_name(name):
+            if not _is_handler_name(name) and hook_prefix(name) is None:
                 continue
             method = getattr(instance, name)
-            if callable(method):
+            if (_is_handler_name(name) and callable(method)) or _is_hook(name, method):
                 self.add(name, method, file, f"{WORK_CLASS}.{name}")
 
     @staticmethod
@@ -244,19 +297,51 @@ class _Discovery:
         self.found[name] = _Found(key, file, qual, func)
 
     def handler(self, name: str, found: _Found) -> Handler:
-        return Handler(
-            name=name,
-            func=found.func,
-            takes_ctx=_takes_ctx(found.func, f"{found.qual} in {found.file}"),
-            origin=f"{found.file}:{found.qual}",
-        )
+        return make_handler(name, found.func, found.file, found.qual)
+
+
+def make_handler(name: str, func: Callable[..., Any], file: str = "?",
+                 qual: str | None = None) -> Handler:
+    """A Handler for `func` under `name`, its signature checked for what `name` is (a
+    handler, or which hook), so a mistake fails at start-up with where it is."""
+    qual = qual or name
+    prefix = None if _is_handler_name(name) else hook_prefix(name)
+    if prefix is None:
+        takes = _takes_ctx(func, f"{qual} in {file}")
+    else:
+        _check_hook(func, HOOKS[prefix], f"{qual} in {file}:{_line(func)}")
+        takes = bool(HOOKS[prefix])
+    return Handler(name=name, func=func, takes_ctx=takes, origin=f"{file}:{qual}")
+
+
+def _check_hook(func: Callable[..., Any], args: tuple[str, ...], where: str) -> None:
+    """A hook is called with exactly `args`: it must accept that many positional arguments
+    and require no more."""
+    params = _signature(func)
+    if params is None:
+        return
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    empty = inspect.Parameter.empty
+    required = [p for p in params if p.kind in positional and p.default is empty]
+    kw_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is empty]
+    accepts = (len([p for p in params if p.kind in positional]) >= len(args)
+               or any(p.kind is p.VAR_POSITIONAL for p in params))
+    if len(required) > len(args) or not accepts or kw_only:
+        wanted = f"two arguments ({', '.join(args)})" if args else "no arguments"
+        raise WorksError(f"{where} must take {wanted}: it is called with exactly those")
+
+
+def _signature(func: Callable[..., Any]) -> list[inspect.Parameter] | None:
+    try:
+        return list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None  # builtins without a signature: assume the documented form
 
 
 def _takes_ctx(func: Callable[..., Any], where: str) -> bool:
     """Decided once here so a bad signature fails at start-up, not in every slot."""
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
+    params = _signature(func)
+    if params is None:
         return True  # builtins without a signature: assume the documented (ctx) form
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     empty = inspect.Parameter.empty
@@ -333,5 +418,6 @@ def discover(works_dir: str | Path | None = None) -> WorksRegistry:
         discovery.scan(module)
         modules.append(module)
     handlers = {name: discovery.handler(name, f) for name, f in discovery.found.items()}
-    logger.debug("discovered {} handler(s) in {}: {}", len(handlers), path, sorted(handlers))
+    logger.debug("discovered {} handler(s) and hook(s) in {}: {}", len(handlers), path,
+                 sorted(handlers))
     return WorksRegistry(handlers, path, tuple(modules))
