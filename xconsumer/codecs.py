@@ -2,10 +2,10 @@
 
 Every byte read from ZooKeeper is untrusted: an older or newer xconsumer, a hand edit with
 `zkCli.sh` or a bug may have written it. Each kind (member, assignment, overrides, owner,
-done, left) is decoded here, in one place, by a schema check that either returns a value
-whose shape the rest of the package can rely on or a `Corrupt` naming the znode and what is
-wrong. No decoder raises on bad data, so no loop (the controller, a slot thread, an HTTP
-view) can be stopped by it; what to *do* with a `Corrupt` (repair, keep the last valid state,
+checkpoint, done, left) is decoded here, in one place, by a schema check that either returns
+a value whose shape the rest of the package can rely on or a `Corrupt` naming the znode and
+what is wrong. No decoder raises on bad data, so no loop (the controller, a slot thread, an
+HTTP view) can be stopped by it; what to *do* with a `Corrupt` (repair, keep the last valid state,
 report) is the caller's decision, never "treat it as empty".
 
 Unknown keys are tolerated everywhere (a newer version may add some); a known key of the
@@ -38,7 +38,7 @@ MAX_INFLATED = 64 * 1024 * 1024  # a zlib bomb in a znode must not exhaust a nod
 class Corrupt:
     """A znode whose data does not have the shape its kind requires."""
 
-    kind: str  # member, assignment, overrides, owner, done, left
+    kind: str  # member, assignment, overrides, owner, checkpoint, done, left
     path: str
     error: str
 
@@ -307,6 +307,25 @@ def _owner(doc: Any) -> dict[str, Any]:
 
 def decode_owner(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
     return _decode("owner", path, raw, _owner)
+
+
+# -- checkpoint: checkpoints/<task>/<slot id> -----------------------------------------------------
+def _checkpoint(doc: Any) -> dict[str, Any]:
+    doc = _object(doc, "checkpoint data")
+    if "value" not in doc:
+        raise _Bad("checkpoint data must have a value (null for none)")
+    _int(doc.get("fence", 0), "fence", lo=0)
+    _str(doc.get("node", ""), "node")
+    if doc.get("committed_at") is not None:
+        _number(doc["committed_at"], "committed_at")
+    return dict(doc)
+
+
+def decode_checkpoint(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    """A slot's committed position: `value` (any JSON, null when none yet) and who wrote
+    it. Corrupt data is never read as "no checkpoint": that would silently start the slot's
+    work over from the beginning."""
+    return _decode("checkpoint", path, raw, _checkpoint)
 
 
 # -- markers: done/<task>/<index>, left/<name> ---------------------------------------------------

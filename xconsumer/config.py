@@ -11,6 +11,7 @@ only in camelCase (the spelling of the task format); `worker_num` gets a did-you
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -49,6 +50,8 @@ TASK_ISOLATION: tuple[str, ...] = ("thread", "process", "container")
 MAX_EVENTS = 100_000
 DEFAULT_BREAKER_COOLDOWN = 30.0
 MAX_BREAKER_FAILURES = 1_000_000
+DEFAULT_KEYS_INTERVAL = 30.0
+MAX_PARAMS_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,16 @@ class TaskConfig:
     image: str | None = None
     command: tuple[str, ...] | None = None
     env: tuple[tuple[str, str], ...] | None = None
+    # Per-slot parameters: (slot id, JSON text) pairs, sorted; a slot id is an index, or a
+    # key for a keyed task. JSON text keeps the task hashable whatever the values are.
+    params: tuple[tuple[str, str], ...] | None = None
+    # A keyed task takes its slots from `Keys<keys>()` in works/ instead of workerNum: the
+    # leader calls it every `keys_interval` seconds and publishes the keys (see keys.py).
+    keys: str | None = None
+    keys_interval: float = DEFAULT_KEYS_INTERVAL
+    # Internal, never a TOML key: the key of the one slot this definition was handed to a
+    # slot runner for (see codecs.plan_slots), so a slot whose key changed is restarted.
+    slot_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML keys; optional keys still at their default are left out, so the documents
@@ -158,6 +171,10 @@ class TaskConfig:
         # JSON's shapes, so a table read back from a znode compares equal to this one.
         out["command"] = None if self.command is None else list(self.command)
         out["env"] = None if self.env is None else dict(self.env)
+        out["params"] = (None if self.params is None
+                         else {k: json.loads(v) for k, v in self.params})
+        if self.keys is not None:
+            del out["workerNum"]  # the provider's keys decide it (published beside the table)
         for key, default in _TASK_OMITTED.items():
             if out[key] == default:
                 del out[key]
@@ -488,6 +505,69 @@ def _breaker_failures(value: Any, label: str) -> int | None:
     return int(value)
 
 
+def _params(value: Any, label: str) -> tuple[tuple[str, str], ...] | None:
+    """A list indexed by slot (null entries: no parameter) or a table slot id -> value; any
+    JSON value. None (JSON null, from the API) means no parameters."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        items = [(str(i), v) for i, v in enumerate(value) if v is not None]
+    elif isinstance(value, Mapping):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"{label} has key {_show(key)}: keys are slot indices "
+                                  "(\"0\", \"1\", ...) or, for a keyed task, slot keys")
+            items.append((key, item))
+    else:
+        _fail(label, "must be a list (one entry per slot) or a table { \"0\" = ... }", value)
+    out = []
+    for key, item in items:
+        try:
+            out.append((key, json.dumps(item, separators=(",", ":"), allow_nan=False,
+                                        sort_keys=True)))
+        except (TypeError, ValueError, RecursionError):
+            raise ConfigError(f"{label} {_key(key)} is not a JSON value (strings, numbers, "
+                              f"booleans, arrays, tables; no dates), got {_show(item)}") from None
+    size = sum(len(k) + len(v) for k, v in out)
+    if size > MAX_PARAMS_BYTES:
+        raise ConfigError(f"{label} is {size} bytes as JSON, over the {MAX_PARAMS_BYTES}-byte "
+                          "limit; keep parameters small (a name or id per slot)")
+    return tuple(sorted(out))
+
+
+_SLOT_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
+def _check_params(task: TaskConfig, prefix: str) -> None:
+    """Slot ids of a workerNum task's params must be indices (a keyed task's are keys)."""
+    if task.params is None or task.keys is not None:
+        return
+    for key, _ in task.params:
+        if not _SLOT_INDEX_RE.fullmatch(key) or int(key) >= MAX_WORKER_NUM:
+            raise ConfigError(f"{prefix} params has key {key!r}, which is not a slot index "
+                              f"(0..{MAX_WORKER_NUM - 1}); only a keyed task's params are "
+                              "keyed by slot key")
+
+
+def slot_param(task: Any, index: int, key: str | None = None) -> Any:
+    """The parameter of slot `index` (or of `key`, for a keyed task), None when it has none."""
+    params = getattr(task, "params", None)
+    if not params:
+        return None
+    wanted = key if key is not None else str(index)
+    for slot_id, text in params:
+        if slot_id == wanted:
+            return json.loads(text)
+    return None
+
+
+def _keys_provider(value: Any, label: str) -> str | None:
+    """None (JSON null, from the API) makes it a workerNum task again."""
+    return None if value is None else _work_name(value, label)
+
+
+
 # TOML key -> (TaskConfig attribute, check); order is the to_dict order.
 _TASK_FIELDS: dict[str, tuple[str, Check]] = {
     "name": ("name", _task_name),
@@ -508,14 +588,37 @@ _TASK_FIELDS: dict[str, tuple[str, Check]] = {
     "image": ("image", _optional_image),
     "command": ("command", _command),
     "env": ("env", _env),
+    "params": ("params", _params),
+    "keys": ("keys", _keys_provider),
+    "keys_interval": ("keys_interval", _number(0.0, inclusive=False,
+                                               unit="seconds between two calls of the keys "
+                                               "provider")),
 }
 # Optional keys that to_dict leaves out while they hold these defaults.
 _TASK_OMITTED: dict[str, Any] = {"max_per_node": None, "isolation": "thread",
                                  "run_timeout": None, "breaker_failures": None,
                                  "breaker_cooldown": DEFAULT_BREAKER_COOLDOWN,
-                                 "image": None, "command": None, "env": None}
-_TASK_REQUIRED = ("name", "workName", "workerNum")
+                                 "image": None, "command": None, "env": None,
+                                 "params": None, "keys": None,
+                                 "keys_interval": DEFAULT_KEYS_INTERVAL}
+_TASK_REQUIRED = ("name", "workName")  # and workerNum or keys, see _keyed
 TASK_KEYS: tuple[str, ...] = tuple(_TASK_FIELDS)  # every task key, for readers of znodes
+
+
+def _keyed(data: Mapping[str, Any], kwargs: dict[str, Any], prefix: str) -> None:
+    """A task's slots come from workerNum or from a keys provider, never both."""
+    if kwargs.get("keys") is None:
+        if "workerNum" not in data:
+            raise ConfigError(f"{prefix} is missing required key workerNum (or keys, the "
+                              "name of a Keys<Name>() provider in works/)")
+        return
+    if "workerNum" in data:
+        raise ConfigError(f"{prefix} has both workerNum and keys: a keyed task has one slot "
+                          f"per key Keys{kwargs['keys'][0].upper()}{kwargs['keys'][1:]}() "
+                          "returns; leave workerNum out")
+    if kwargs.get("image") is not None:
+        raise ConfigError(f"{prefix} keys is not available for container tasks")
+    kwargs["worker_num"] = 0  # until the leader has the keys
 
 
 def _container_keys(kwargs: dict[str, Any], prefix: str) -> None:
@@ -554,7 +657,9 @@ def _parse_task(data: Any, prefix: str) -> TaskConfig:
     kwargs = {attr: check(data[key], f"{prefix} {key}")
               for key, (attr, check) in _TASK_FIELDS.items() if key in data}
     _container_keys(kwargs, prefix)
+    _keyed(data, kwargs, prefix)
     task = TaskConfig(**kwargs)
+    _check_params(task, prefix)
     if task.retry_backoff_max < task.retry_backoff:
         given = "" if "retry_backoff_max" in data else " (the default)"
         raise ConfigError(f"{prefix} retry_backoff_max must be >= retry_backoff "

@@ -45,6 +45,10 @@ class Lease:
         self._fraction = fraction
         self._lock = threading.Lock()
         self._deadline = float("-inf")
+        # The member znode that proves our membership (None while not joined): a checkpoint
+        # commit checks it exists in the same transaction, so a commit sent after our
+        # session expired (a frozen node that woke up) cannot land. Set by the node.
+        self.member: str | None = None
 
     def renew(self, sent_at: float) -> None:
         """Record a server reply to a request sent at `sent_at` (monotonic seconds)."""

@@ -313,6 +313,7 @@ class Node:
                                       wait_for_name=self.session.timeout + 2.0)
             self._member_child, self._member_session = child, session
             self._member_version = 0
+            self.lease.member = self.paths.node(child)
         self.lease.renew(sent)
         logger.info("joined cluster {} as {}", self.config.cluster.name, child)
 

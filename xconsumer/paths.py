@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 NODE_PREFIX = "n-"
 
@@ -65,12 +66,38 @@ class Paths:
         return f"{self.left}/{name}"
 
     @property
+    def checkpoints(self) -> str:
+        return f"{self.base}/checkpoints"
+
+    def checkpoint_task(self, task: str) -> str:
+        return f"{self.checkpoints}/{task}"
+
+    def checkpoint(self, task: str, slot_id: str) -> str:
+        """`slot_id` is `checkpoint_id(index, key)`: a keyed slot's checkpoint follows its
+        key, not its index, because a key's index may change when other keys go away."""
+        return f"{self.checkpoints}/{task}/{slot_id}"
+
+    @property
     def overrides(self) -> str:
         return f"{self.base}/overrides"
 
     def all_persistent(self) -> tuple[str, ...]:
         """Containers every node makes sure exist before it joins."""
         return (self.nodes, self.owners, self.done, self.left)
+
+
+def checkpoint_id(index: int, key: str | None = None) -> str:
+    """The checkpoint znode name of a slot: its index, or `k-` and its key percent-encoded
+    (a key may hold any character; a znode name may not hold `/` or be `.`)."""
+    return str(index) if key is None else "k-" + quote(key, safe="")
+
+
+def checkpoint_slot(child: str) -> int | str | None:
+    """Inverse of `checkpoint_id`: an index, a key, or None for a name neither could give."""
+    if child.startswith("k-"):
+        key = unquote(child[2:])
+        return key if key and checkpoint_id(0, key) == child else None
+    return int(child) if re.fullmatch(r"0|[1-9][0-9]{0,5}", child) else None
 
 
 _MEMBER_RE = re.compile(r"n-[0-9]{10}")  # ASCII: str.isdigit and \d accept other scripts

@@ -27,12 +27,14 @@ from loguru import logger
 
 from .assignment import Slot
 from .breaker import Breaker
-from .config import TaskConfig
+from .checkpoint import SlotCheckpoint
+from .config import TaskConfig, slot_param
+from .errors import CheckpointError
 from .events import EventLog
 from .executors import executor_for
 from .lease import Lease
 from .metrics import Metrics
-from .paths import Paths
+from .paths import Paths, checkpoint_id
 from .works import Handler, WorksError, WorksRegistry
 from .zk import dumps
 
@@ -46,8 +48,10 @@ def restart_needed(old: TaskConfig, new: TaskConfig) -> bool:
     keep running (they apply from the next run)."""
     def key(t: TaskConfig) -> tuple[Any, ...]:
         # A container task's image, command and env are what runs, too.
+        # A keyed slot whose key changed is another slot's work (and checkpoint).
         return (t.work_name, t.mode, getattr(t, "isolation", "thread"),
-                getattr(t, "image", None), getattr(t, "command", None), getattr(t, "env", None))
+                getattr(t, "image", None), getattr(t, "command", None), getattr(t, "env", None),
+                getattr(t, "slot_key", None))
     return key(old) != key(new)
 
 
@@ -55,16 +59,42 @@ class SlotContext:
     """What a handler receives: who it is, whether to stop, and a stop-aware sleep."""
 
     def __init__(self, *, task: TaskConfig, slot: int, node: str, generation: int, fence: int,
-                 stop_event: threading.Event, lease: Lease) -> None:
+                 stop_event: threading.Event, lease: Lease,
+                 checkpoint: SlotCheckpoint | None = None,
+                 live_task: Callable[[], TaskConfig] | None = None) -> None:
         self.task = task.name
         self.work_name = task.work_name
         self.slot = slot
+        self.key = task.slot_key  # a keyed task's key of this slot, else None
         self.node = node
         self.generation = generation
         self.fence = fence
         self.stop_event = stop_event
         self._lease = lease
+        self._checkpoint = checkpoint
+        self._live_task = live_task or (lambda: task)
         self.logger = logger.bind(task=task.name, slot=slot)
+
+    @property
+    def param(self) -> Any:
+        """This slot's entry of the task's `params` (None when it has none); read live, so a
+        change through the API applies from the handler's next read."""
+        return slot_param(self._live_task(), self.slot, self.key)
+
+    @property
+    def checkpoint(self) -> Any:
+        """The value last committed for this slot, by any owner (None if never)."""
+        return self._store().value()
+
+    def commit(self, value: Any) -> None:
+        """Store `value` as this slot's checkpoint, only while this node owns the slot;
+        OwnershipLost (and the slot stopping) otherwise. See checkpoint.py."""
+        self._store().commit(value)
+
+    def _store(self) -> SlotCheckpoint:
+        if self._checkpoint is None:
+            raise CheckpointError("this slot has no checkpoint store (a container slot)")
+        return self._checkpoint
 
     @property
     def stopping(self) -> bool:
@@ -190,6 +220,7 @@ class SlotRunner:
         self._wake = threading.Event()
         self.state = "starting"
         self.fence: int | None = None
+        self.owner_version: int | None = None  # data version of our owner znode
         self.runs = 0
         self.failures = 0
         self.timeouts = 0
@@ -207,6 +238,7 @@ class SlotRunner:
         self.may_hold_owner = False
         self.exited = False
         self.blocked_by: str | None = None  # a persistent owner znode no node can release
+        self.checkpoint: SlotCheckpoint | None = None
         # One watcher for the owner znode, registered again and again: kazoo keeps watchers
         # in a set, so the same callable never piles up while we wait (a fresh lambda per
         # wait would leak one per retry until the znode changes).
@@ -292,6 +324,7 @@ class SlotRunner:
                 _, stat = self._call(self._client.create_async(
                     path, self._owner_data(), ephemeral=True, makepath=True, include_data=True))
                 self.fence = stat.czxid
+                self.owner_version = stat.version
                 self.blocked_by = None
                 return True
             except NodeExistsError:
@@ -320,11 +353,12 @@ class SlotRunner:
                 # timed out: it is ours, adopt it. Rewriting it bumps its version, so a
                 # delete left queued with the old version can no longer remove it under us.
                 try:
-                    self._call(self._client.set_async(path, self._owner_data(),
-                                                      version=stat.version))
+                    adopted = self._call(self._client.set_async(path, self._owner_data(),
+                                                                version=stat.version))
                 except _ZK_ERRORS:
                     continue
                 self.fence = stat.czxid
+                self.owner_version = adopted.version
                 return True
             if stat.ephemeralOwner == 0:
                 self._report_blocked(path)
@@ -365,7 +399,8 @@ class SlotRunner:
     def _run(self, handler: Handler) -> None:
         ctx = SlotContext(task=self.task, slot=self.slot.index, node=self.node,
                           generation=self.generation, fence=self.fence or 0,
-                          stop_event=self.stop_event, lease=self._lease)
+                          stop_event=self.stop_event, lease=self._lease,
+                          checkpoint=self._checkpoint_store(), live_task=lambda: self.task)
         once = self.task.mode == "once"
         if once:
             done = self._done_marker_exists()
@@ -386,6 +421,19 @@ class SlotRunner:
                 self.log.info("once slot completed")
             elif self.runs:
                 self.log.info("once handler interrupted by a stop; not marked done")
+
+    def _checkpoint_store(self) -> SlotCheckpoint | None:
+        if getattr(self.task, "image", None):
+            return None  # a container cannot reach ZooKeeper through us
+        slot_id = checkpoint_id(self.slot.index, self.task.slot_key)
+        self.checkpoint = SlotCheckpoint(
+            client=self._client, path=self._paths.checkpoint(self.slot.task, slot_id),
+            member=self._lease.member, owner=self._paths.owner(self.slot.task, self.slot.index),
+            owner_version=lambda: self.owner_version, fence=self.fence or 0, node=self.node,
+            stopping=lambda: self.stop_event.is_set(),
+            lost=lambda why: self.request_stop(f"ownership lost: {why}"),
+            call_timeout=self._call_timeout)
+        return self.checkpoint
 
     @property
     def _isolated(self) -> bool:
@@ -475,6 +523,7 @@ class SlotRunner:
             return
         if not self._client.connected:
             self.fence = None
+            self.owner_version = None
             return  # nothing can be deleted now; the runtime retries once connected
         path = self._paths.owner(self.slot.task, self.slot.index)
         try:
@@ -492,3 +541,4 @@ class SlotRunner:
             self.log.warning("could not delete owner znode now ({}); will retry",
                              type(exc).__name__)
         self.fence = None
+        self.owner_version = None

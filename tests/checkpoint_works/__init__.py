@@ -1,0 +1,1 @@
+"""Handlers for the checkpoint tests: each counts from its slot's checkpoint and commits."""

@@ -1,0 +1,36 @@
+"""`RunCounter`: resume from the checkpoint, commit each step, record what it did.
+
+Each line of $XCONSUMER_TEST_RECORD is one event as JSON: `start` (with the checkpoint it
+resumed from), `commit` (the value stored), `lost` (OwnershipLost, with the value refused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+from xconsumer import OwnershipLost
+
+_lock = threading.Lock()
+
+
+def _record(**event: object) -> None:
+    with _lock, open(os.environ["XCONSUMER_TEST_RECORD"], "a") as f:
+        f.write(json.dumps(event) + "\n")
+
+
+def RunCounter(ctx):  # noqa: N802 - the handler naming convention
+    count = ctx.checkpoint or 0
+    _record(event="start", task=ctx.task, slot=ctx.slot, node=ctx.node, fence=ctx.fence,
+            value=count, param=ctx.param, key=ctx.key)
+    step = float(os.environ.get("XCONSUMER_TEST_STEP", "0.01"))
+    while not ctx.stopping:
+        count += 1
+        try:
+            ctx.commit(count)
+        except OwnershipLost as exc:
+            _record(event="lost", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count,
+                    error=str(exc))
+            return
+        _record(event="commit", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count)
+        ctx.sleep(step)

@@ -1,0 +1,162 @@
+"""Fenced checkpoints against a real ZooKeeper: what lands, what is refused, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from tests.util import wait_until
+from xconsumer import CheckpointError, OwnershipLost
+from xconsumer.assignment import Slot
+from xconsumer.checkpoint import MAX_CHECKPOINT_BYTES, SlotCheckpoint
+from xconsumer.config import TaskConfig
+from xconsumer.lease import Lease
+from xconsumer.paths import Paths
+from xconsumer.slot import SlotRunner
+from xconsumer.works import discover
+
+WORKS = Path(__file__).resolve().parents[1] / "checkpoint_works"
+TASK = TaskConfig(name="c", work_name="counter", worker_num=1)
+
+
+def _lease(zk: KazooClient, paths: Paths, name: str) -> Lease:
+    lease = Lease(lambda: 30.0)
+    lease.renew(lease.now())
+    lease.member = zk.create(paths.node_prefix, b"{}", ephemeral=True, sequence=True,
+                             makepath=True)
+    return lease
+
+
+def _runner(zk: KazooClient, paths: Paths, lease: Lease, node: str,
+            task: TaskConfig = TASK) -> SlotRunner:
+    return SlotRunner(slot=Slot(task.name, 0), task=task, generation=1, node=node, client=zk,
+                      paths=paths, lease=lease, registry=discover(WORKS),
+                      session_id=lambda: zk.client_id[0] if zk.client_id else None,
+                      on_exit=lambda _r: None, retry_wait=0.01)
+
+
+def _events(record: Path) -> list[dict[str, Any]]:
+    if not record.exists():
+        return []
+    return [json.loads(line) for line in record.read_text().splitlines() if line]
+
+
+def _store(zk: KazooClient, paths: Paths, *, member: str | None, owner_version: int = 0,
+           fence: int = 1) -> tuple[SlotCheckpoint, list[str]]:
+    lost: list[str] = []
+    zk.ensure_path(paths.owner_task("c"))
+    store = SlotCheckpoint(client=zk, path=paths.checkpoint("c", "0"), member=member,
+                           owner=paths.owner("c", 0), owner_version=lambda: owner_version,
+                           fence=fence, node="a", stopping=lambda: False, lost=lost.append,
+                           retry_wait=0.01)
+    return store, lost
+
+
+def _owned(zk: KazooClient, paths: Paths) -> str:
+    """A member znode and the slot's owner znode, as a node holding slot c/0 has them."""
+    member = zk.create(paths.node_prefix, b"{}", ephemeral=True, sequence=True, makepath=True)
+    zk.create(paths.owner("c", 0), b"{}", ephemeral=True, makepath=True)
+    return member
+
+
+def test_a_new_owner_resumes_from_the_last_commit(zk: KazooClient, zk_root, record):
+    paths = Paths(zk_root, "it")
+    first = _runner(zk, paths, _lease(zk, paths, "a"), "a")
+    first.start()
+    assert wait_until(lambda: sum(e["event"] == "commit" for e in _events(record)) >= 5, 10)
+    first.request_stop("test")
+    first.thread.join(10)
+    last = max(e["value"] for e in _events(record) if e["event"] == "commit")
+    second = _runner(zk, paths, _lease(zk, paths, "b"), "b")
+    second.start()
+    assert wait_until(lambda: any(e["event"] == "start" and e["node"] == "b"
+                                  for e in _events(record)), 10)
+    second.request_stop("test")
+    second.thread.join(10)
+    start = next(e for e in _events(record) if e["event"] == "start" and e["node"] == "b")
+    assert start["value"] == last
+    assert start["fence"] > next(e["fence"] for e in _events(record) if e["node"] == "a")
+
+
+def test_a_commit_after_the_member_znode_is_gone_is_refused(zk: KazooClient, zk_root):
+    """A frozen node that wakes after its session expired: its member znode is gone."""
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    store, lost = _store(zk, paths, member=member)
+    store.commit(1)
+    zk.delete(member)
+    with pytest.raises(OwnershipLost, match="member znode is gone"):
+        store.commit(2)
+    assert lost and store.value() == 1
+    assert json.loads(zk.get(paths.checkpoint("c", "0"))[0])["value"] == 1
+
+
+def test_a_deposed_owner_cannot_commit_over_its_successor(zk: KazooClient, zk_root):
+    """The owner znode was replaced (deleted by hand, recreated by another node at the same
+    version 0): the successor's read bumped the checkpoint, so the old owner's commit fails
+    even though every znode it checks still exists."""
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    old, lost = _store(zk, paths, member=member)
+    old.commit("old-1")
+    zk.delete(paths.owner("c", 0))
+    zk.create(paths.owner("c", 0), b"{}", ephemeral=True)
+    new, _ = _store(zk, paths, member=member, fence=2)
+    assert new.value() == "old-1"
+    with pytest.raises(OwnershipLost, match="written or reset by someone else"):
+        old.commit("old-2")
+    new.commit("new-1")
+    assert json.loads(zk.get(paths.checkpoint("c", "0"))[0])["value"] == "new-1"
+    assert lost
+
+
+def test_a_commit_without_the_owner_znode_is_refused(zk: KazooClient, zk_root):
+    paths = Paths(zk_root, "it")
+    member = zk.create(paths.node_prefix, b"{}", ephemeral=True, sequence=True, makepath=True)
+    store, _ = _store(zk, paths, member=member)
+    with pytest.raises(OwnershipLost):
+        store.commit(1)  # no owner znode at all: nobody may write
+
+
+def test_a_reset_refuses_the_running_owners_next_commit(zk: KazooClient, zk_root):
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    store, _ = _store(zk, paths, member=member)
+    store.commit(5)
+    zk.delete(paths.checkpoint("c", "0"))
+    with pytest.raises(OwnershipLost):
+        store.commit(6)
+    again, _ = _store(zk, paths, member=member)
+    assert again.value() is None
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"x": object()}, "not JSON"),
+    (float("nan"), "not JSON"),
+    ("x" * MAX_CHECKPOINT_BYTES, "over the 65536-byte limit"),
+])
+def test_values_that_cannot_be_stored_get_a_clear_error(zk: KazooClient, zk_root, value,
+                                                         message):
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    store, lost = _store(zk, paths, member=member)
+    store.commit("kept")
+    with pytest.raises(CheckpointError, match=message):
+        store.commit(value)
+    assert store.value() == "kept" and not lost
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1]", b'{"fence": 1}',
+                                 b'{"value": 1, "fence": "x"}'])
+def test_a_corrupt_checkpoint_is_never_read_as_none(zk: KazooClient, zk_root, raw):
+    """Reading hand-edited garbage as "no checkpoint" would restart the work from zero."""
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    zk.create(paths.checkpoint("c", "0"), raw, makepath=True)
+    store, _ = _store(zk, paths, member=member)
+    with pytest.raises(CheckpointError, match="checkpoint znode .* is corrupt"):
+        store.value()

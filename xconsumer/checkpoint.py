@@ -1,0 +1,229 @@
+"""Fenced per-slot checkpoints: `ctx.checkpoint` and `ctx.commit(value)`.
+
+A slot's position lives in `checkpoints/<task>/<slot id>`, a persistent znode holding
+`{"value": ..., "fence": ..., "node": ..., "committed_at": ...}`. What makes a commit safe
+is the transaction it is written in:
+
+    check(our member znode)            -- our session is the one the cluster knows
+    check(owner znode, our version)    -- nobody took the slot's owner znode from us
+    set_data(checkpoint, our version)  -- nobody wrote the checkpoint since we read it
+
+A deposed owner fails the first check (its session expired, so its member znode is gone),
+even when it wakes from SIGSTOP still believing it is connected. The third check closes the
+rest: a new owner, before it hands the position to its handler, rewrites the checkpoint
+unchanged (the "bump"), so the version any earlier owner holds is stale from then on. That
+also covers an owner znode deleted by hand under a live node.
+
+The checkpoint is read lazily, when the handler first asks for it: a slot that never uses
+checkpoints costs no ZooKeeper request at all on a handover.
+
+Every outcome is one of: the commit landed, or `OwnershipLost` (and the slot is stopping).
+A commit whose reply was lost (connection loss, timeout) is resolved by reading the
+checkpoint back, so "unknown" never reaches the handler as a silent success.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+
+from .codecs import Corrupt, decode_checkpoint
+from .errors import CheckpointError, OwnershipLost
+from .zk import dumps
+
+MAX_CHECKPOINT_BYTES = 64 * 1024  # of the encoded value; documented in the README
+_ZK_ERRORS = (KazooException, KazooTimeoutError)
+
+
+def encode_value(value: Any) -> str:
+    """The value as compact JSON, or CheckpointError saying why it cannot be stored."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint value is not JSON ({type(exc).__name__}: "
+                              f"{str(exc)[:80]}); commit str, int, float, bool, None, "
+                              "list or dict values") from None
+    size = len(text.encode())
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"checkpoint value is {size} bytes as JSON, over the "
+                              f"{MAX_CHECKPOINT_BYTES}-byte limit; commit a position, not "
+                              "the data")
+    return text
+
+
+class SlotCheckpoint:
+    """One slot's checkpoint as seen by its current owner (one per slot runner run).
+
+    Thread-safe: a handler may commit from several threads of its own; commits are
+    serialized, because each needs the version the previous one produced."""
+
+    def __init__(self, *, client: KazooClient, path: str, member: str | None, owner: str,
+                 owner_version: Callable[[], int | None], fence: int, node: str,
+                 stopping: Callable[[], bool], lost: Callable[[str], None],
+                 call_timeout: float = 10.0, retry_wait: float = 0.2) -> None:
+        self.path = path
+        self._client = client
+        self._member = member
+        self._owner = owner
+        self._owner_version = owner_version
+        self._fence = fence
+        self._node = node
+        self._stopping = stopping
+        self._lost = lost
+        self._call_timeout = call_timeout
+        self._retry_wait = retry_wait
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._value: Any = None
+        self._version = -1
+        self.commits = 0
+
+    # -- the handler's side ----------------------------------------------------------------
+    def value(self) -> Any:
+        with self._lock:
+            self._ensure_loaded()
+            return self._value
+
+    def commit(self, value: Any) -> None:
+        text = encode_value(value)
+        stored = json.loads(text)  # what a reader gets back (tuples become lists, ...)
+        with self._lock:
+            self._ensure_loaded()
+            raw = self._data(stored)
+            self._write(raw)
+            self._value = stored
+            self.commits += 1
+
+    def preload(self) -> Any:
+        """Load now (a child process gets the value in its spec and cannot load lazily)."""
+        return self.value()
+
+    # -- ZooKeeper ------------------------------------------------------------------------------
+    def _data(self, value: Any) -> bytes:
+        return dumps({"value": value, "fence": self._fence, "node": self._node,
+                      "committed_at": time.time()})
+
+    def _call(self, result: Any) -> Any:
+        return result.get(timeout=self._call_timeout)
+
+    def _give_up(self, why: str) -> OwnershipLost:
+        self._lost(why)
+        return OwnershipLost(f"{self.path}: {why}; the slot is stopping")
+
+    def _ensure_loaded(self) -> None:
+        """Read the checkpoint and bump its version (see the module docstring), creating it
+        on first use. Retried on connection trouble within one call timeout."""
+        if self._loaded:
+            return
+        deadline = time.monotonic() + self._call_timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise self._give_up("cannot read the checkpoint (ZooKeeper unreachable)")
+            try:
+                raw, stat = self._call(self._client.get_async(self.path))
+            except NoNodeError:
+                self._create_empty()
+                continue
+            except _ZK_ERRORS:
+                time.sleep(self._retry_wait)
+                continue
+            doc = decode_checkpoint(raw, self.path)
+            if isinstance(doc, Corrupt):
+                raise CheckpointError(f"{doc}; reset it (DELETE /api/tasks/<task>/checkpoints"
+                                      "/<slot>) or write a valid one, the slot will not "
+                                      "guess where to resume")
+            if not self._still_owner():
+                raise self._give_up("ownership lost before the checkpoint was read")
+            try:
+                stat = self._call(self._client.set_async(self.path, raw, version=stat.version))
+            except BadVersionError:
+                continue  # written meanwhile (by a deposed owner): read it again
+            except NoNodeError:
+                continue
+            except _ZK_ERRORS:
+                time.sleep(self._retry_wait)
+                continue
+            self._version = stat.version
+            self._value = doc["value"]
+            self._loaded = True
+            return
+
+    def _create_empty(self) -> None:
+        try:
+            self._call(self._client.create_async(self.path, self._data(None), makepath=True))
+        except NodeExistsError:
+            pass
+        except _ZK_ERRORS:
+            time.sleep(self._retry_wait)
+
+    def _still_owner(self) -> bool:
+        """Our member and owner znodes as we know them: checked before the bump, so a
+        deposed owner never moves the version under its successor."""
+        try:
+            results = self._call(self._checks().commit_async())
+        except _ZK_ERRORS:
+            return True  # unknown: the commit's own transaction checks again
+        return not any(isinstance(r, Exception) for r in results)
+
+    def _checks(self) -> Any:
+        tx = self._client.transaction()
+        if self._member is not None:
+            tx.check(self._member, -1)
+        version = self._owner_version()
+        tx.check(self._owner, -2 if version is None else version)  # -2 never matches
+        return tx
+
+    def _write(self, raw: bytes) -> None:
+        deadline = time.monotonic() + self._call_timeout
+        while True:
+            tx = self._checks()
+            tx.set_data(self.path, raw, version=self._version)
+            try:
+                results = self._call(tx.commit_async())
+            except _ZK_ERRORS:
+                if self._landed(raw, deadline):
+                    return
+                continue
+            if not any(isinstance(r, Exception) for r in results):
+                self._version = results[-1].version
+                return
+            ops = (["member"] if self._member is not None else []) + ["owner", "checkpoint"]
+            failed = next(i for i, r in enumerate(results)
+                          if isinstance(r, Exception) and not isinstance(r, RolledBackError))
+            what = {"member": "this node's member znode is gone (its session expired)",
+                    "owner": "the slot's owner znode is no longer this node's",
+                    "checkpoint": "the checkpoint was written or reset by someone else"}[
+                        ops[min(failed, len(ops) - 1)]]
+            raise self._give_up(f"commit refused: {what}")
+
+    def _landed(self, raw: bytes, deadline: float) -> bool:
+        """After a lost reply: did our transaction apply? Read back until we know or run out
+        of time (then the slot stops, and its next owner reads whatever is there)."""
+        while time.monotonic() < deadline:
+            time.sleep(self._retry_wait)
+            try:
+                data, stat = self._call(self._client.get_async(self.path))
+            except NoNodeError:
+                raise self._give_up("commit refused: the checkpoint was reset") from None
+            except _ZK_ERRORS:
+                continue
+            if stat.version == self._version:
+                return False  # not applied: the caller sends it again
+            if stat.version == self._version + 1 and data == raw:
+                self._version = stat.version
+                return True
+            raise self._give_up("commit refused: the checkpoint was written by someone else")
+        raise self._give_up("cannot tell whether the commit landed (ZooKeeper unreachable)")
