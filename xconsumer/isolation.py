@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import multiprocessing
 import os
 import queue
@@ -56,13 +57,16 @@ GONE_TIMEOUT = 5.0
 EXIT_ORPHANED = 70
 EXIT_LEASE = 71
 _POLL = 0.05
+# A checkpoint request is answered within the store's call timeout (10 s) plus a poll.
+CHECKPOINT_REPLY_TIMEOUT = 15.0
 _PR_SET_PDEATHSIG = 1
 
 
 class ChildContext:
     """`ctx` inside the child process: the same contract as a thread slot's context."""
 
-    def __init__(self, spec: dict[str, Any], deadline: Any, stop: Any) -> None:
+    def __init__(self, spec: dict[str, Any], deadline: Any, stop: Any,
+                 channel: tuple[Any, Any] | None = None) -> None:
         self.task = spec["task"]["name"]
         self.work_name = spec["task"]["workName"]
         self.slot = spec["slot"]
@@ -73,6 +77,11 @@ class ChildContext:
         self._stop = stop
         self._hard_margin = spec["hard_margin"]
         self._parent = spec["parent_pid"]
+        self.key = spec.get("key")
+        self._spec_task = spec["task"]
+        self._channel = channel
+        self._requests = 0
+        self._channel_lock = threading.Lock()
         self.stop_event = threading.Event()
         self.logger = logger.bind(task=self.task, slot=self.slot)
         threading.Thread(target=self._mirror, name="xc-child-stop", daemon=True).start()
@@ -87,6 +96,51 @@ class ChildContext:
             elif self._stop.wait(_POLL) or lease_clock() >= self._deadline.value:
                 self.stop_event.set()
             _guard(self._deadline, self._hard_margin, self._parent)
+
+    @property
+    def param(self) -> Any:
+        """As in a thread slot, except that it is the value the child was started with."""
+        from .config import TaskConfig, slot_param
+
+        return slot_param(TaskConfig.from_dict(self._spec_task), self.slot, self.key)
+
+    @property
+    def checkpoint(self) -> Any:
+        return self._ask("read", None)
+
+    def commit(self, value: Any) -> None:
+        """Sent to the parent, which holds the session and commits (see checkpoint.py)."""
+        from .checkpoint import encode_value
+
+        self._ask("commit", encode_value(value))
+
+    def _ask(self, op: str, text: str | None) -> Any:
+        """One checkpoint request to the parent: it answers within its call timeout, so a
+        missing answer means the parent is gone or stuck and the slot must stop."""
+        from .errors import CheckpointError, OwnershipLost
+
+        if self._channel is None:
+            raise CheckpointError("this child has no checkpoint channel")
+        requests, replies = self._channel
+        with self._channel_lock:
+            self._requests += 1
+            requests.put((self._requests, op, text))
+            try:
+                while True:
+                    number, ok, payload = replies.get(timeout=CHECKPOINT_REPLY_TIMEOUT)
+                    if number == self._requests:
+                        break
+            except queue.Empty:
+                self.stop_event.set()
+                raise OwnershipLost("no answer from the node process to a checkpoint "
+                                    "request; the slot is stopping") from None
+        if ok:
+            return json.loads(payload) if payload is not None else None
+        kind, message = payload
+        if kind == "lost":
+            self.stop_event.set()
+            raise OwnershipLost(message)
+        raise CheckpointError(message)
 
     @property
     def stopping(self) -> bool:
@@ -258,7 +312,7 @@ def _start_session(watcher: Any) -> None:
 
 
 def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any,
-               watcher: Any) -> None:
+               watcher: Any, channel: tuple[Any, Any] | None = None) -> None:
     """Entry point of the child process (spawned: a fresh interpreter)."""
     _start_session(watcher)
     _die_with_parent()
@@ -272,7 +326,7 @@ def child_main(spec: dict[str, Any], deadline: Any, stop: Any, results: Any,
     setup_logging(spec.get("log_level", "INFO"), node=spec["node"])
     task = TaskConfig.from_dict(spec["task"], where="isolated slot")
     handler = discover(spec["works_dir"]).resolve(task.work_name)
-    ctx = ChildContext(spec, deadline, stop)
+    ctx = ChildContext(spec, deadline, stop, channel)
     # The child gates its own calls with the breaker state the parent had when it started
     # it (the parent keeps its copy in step from the same reports; see breaker.py).
     breaker = Breaker.from_snapshot(spec.get("breaker"))
@@ -335,13 +389,16 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
     stop = mp.Event()
     results = mp.Queue()
     watcher = mp.Value("i", 0, lock=False)
+    channel = (mp.Queue(), mp.Queue())
     spec = {"task": runner.task.to_dict(), "slot": runner.slot.index, "node": runner.node,
+            "key": runner.task.slot_key,
             "generation": runner.generation, "fence": ctx.fence,
             "works_dir": str(runner._registry.path), "log_level": "INFO",
             "parent_pid": os.getpid(), "hard_margin": hard_margin, "backoff": backoff,
             "breaker": runner.breaker.snapshot()}
     runner.breaker_task = runner.task  # the breaker keys this child gates its calls by
-    proc = mp.Process(target=child_main, args=(spec, deadline, stop, results, watcher),
+    proc = mp.Process(target=child_main,
+                      args=(spec, deadline, stop, results, watcher, channel),
                       name=f"xc-slot-{runner.slot.task}-{runner.slot.index}", daemon=True)
     proc.start()
     runner.child_pid = proc.pid
@@ -359,6 +416,7 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
     while True:
         deadline.value = lease.now() + max(lease.remaining(), 0.0)
         _drain(results, report, runs)
+        _serve_checkpoint(runner, channel)
         if not proc.is_alive():
             break
         run_limit = runner.task.run_timeout
@@ -395,6 +453,8 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
     if proc.exitcode not in (0, None):
         runner.log.info("child process {} ended with exit code {}", proc.pid, proc.exitcode)
     results.close()
+    for q in channel:
+        q.close()
     _wait_session_gone(runner, proc.pid, watcher.value)
     runner.child_pid = None
     if over is not None and not runs.completed:
@@ -443,6 +503,33 @@ def _wait_session_gone(runner: Any, sid: int, watcher: int) -> None:
         time.sleep(_POLL if not reported else 1.0)
     if reported:
         runner.log.warning("processes of child {} finally gone", sid)
+
+
+def _serve_checkpoint(runner: Any, channel: tuple[Any, Any]) -> None:
+    """Answer the child's checkpoint requests with the runner's own store: the parent holds
+    the ZooKeeper session, so the fence checks are the same as for a thread slot."""
+    from .errors import CheckpointError, OwnershipLost
+
+    requests, replies = channel
+    while True:
+        try:
+            number, op, text = requests.get_nowait()
+        except (queue.Empty, EOFError, OSError):
+            return
+        store = runner.checkpoint
+        try:
+            if store is None:
+                raise CheckpointError("this slot has no checkpoint store")
+            if op == "commit":
+                store.commit(json.loads(text))
+                reply: tuple[Any, ...] = (number, True, None)
+            else:
+                reply = (number, True, json.dumps(store.value()))
+        except OwnershipLost as exc:
+            reply = (number, False, ("lost", str(exc)))
+        except (CheckpointError, ValueError) as exc:
+            reply = (number, False, ("error", str(exc)))
+        replies.put(reply)
 
 
 def _drain(results: Any, report: Any, runs: _Runs) -> None:

@@ -160,3 +160,27 @@ def test_a_corrupt_checkpoint_is_never_read_as_none(zk: KazooClient, zk_root, ra
     store, _ = _store(zk, paths, member=member)
     with pytest.raises(CheckpointError, match="checkpoint znode .* is corrupt"):
         store.value()
+
+
+def test_a_process_isolated_slot_commits_through_its_node(zk: KazooClient, zk_root, record):
+    """The child has no ZooKeeper session: its node commits for it, with the same checks."""
+    paths = Paths(zk_root, "it")
+    task = TaskConfig(name="c", work_name="counter", worker_num=1, isolation="process",
+                      params=(("0", '"p0"'),))
+    first = _runner(zk, paths, _lease(zk, paths, "a"), "a", task)
+    first.start()
+    assert wait_until(lambda: sum(e["event"] == "commit" for e in _events(record)) >= 3, 30)
+    first.request_stop("test")
+    first.thread.join(20)
+    assert not first.thread.is_alive()
+    last = max(e["value"] for e in _events(record) if e["event"] == "commit")
+    stored = json.loads(zk.get(paths.checkpoint("c", "0"))[0])
+    assert stored["value"] == last and stored["node"] == "a"
+    second = _runner(zk, paths, _lease(zk, paths, "b"), "b", task)
+    second.start()
+    assert wait_until(lambda: any(e["event"] == "start" and e["node"] == "b"
+                                  for e in _events(record)), 30)
+    second.request_stop("test")
+    second.thread.join(20)
+    start = next(e for e in _events(record) if e["event"] == "start" and e["node"] == "b")
+    assert start["value"] == last and start["param"] == "p0"
