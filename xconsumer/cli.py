@@ -18,9 +18,7 @@ import json
 import os
 import signal
 import sys
-import threading
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -111,38 +109,17 @@ def _parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace, strategies: Collection[str] | None = None) -> Config:
     """The config; `[assignment] strategy` is only checked when `strategies` are given:
     which names exist depends on the works package, which only `run` loads."""
-    overrides: dict[str, Any] = {"zookeeper.hosts": args.zk}
-    if args.command == "run":
-        overrides.update({"node.name": args.name, "admin.host": args.admin_host,
-                          "admin.port": args.admin_port})
-    return load_config(args.config, overrides=overrides, strategies=strategies)
-
-
-def _works_dir(args: argparse.Namespace) -> Path:
-    if args.works:
-        return Path(args.works)
-    beside = Path(args.config).resolve().parent / "works"
-    return beside if beside.is_dir() else Path("works")
+    return load_config(args.config, overrides={"zookeeper.hosts": args.zk},
+                       strategies=strategies)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .admin import AdminServer, create_app
-    from .node import Node, validate_works
-    from .strategies.user import strategy_names
-    from .works import discover
+    """`run` is one host of the embedding API; what it adds is the process: signals, the
+    exit code, and a main thread that only waits."""
+    from .embed import Consumer
 
-    config = _load(args)
-    registry = discover(_works_dir(args))
-    validate_works(config, registry)
-    known = strategy_names(registry)
-    if config.assignment.strategy not in known:
-        _load(args, known)  # raises the one-line error, naming where the name was set
-
-    def admin_factory(node: Node) -> AdminServer:
-        return AdminServer(create_app(node), host=config.admin.host, port=config.admin.port)
-
-    node = Node(config, registry, admin_factory=admin_factory)
-    stop = threading.Event()
+    consumer = Consumer(args.config, works=args.works, name=args.name, zk=args.zk,
+                        admin_host=args.admin_host, admin_port=args.admin_port)
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -150,19 +127,17 @@ def _run(args: argparse.Namespace) -> int:
         if signals["count"] > 1:
             # Second signal: the user wants out now. Owner znodes expire with the session.
             os._exit(EXIT_INTERRUPTED)
-        stop.set()
+        consumer.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with kazoo_connecting():
-        node.start()
-    logger.info("node {} running; SIGTERM or Ctrl-C to leave (twice to exit at once)", node.name)
-    while not stop.wait(1.0):
+    consumer.start()
+    logger.info("node {} running; SIGTERM or Ctrl-C to leave (twice to exit at once)",
+                consumer.name)
+    while not consumer.wait_for_stop_request(1.0):
         pass
     logger.info("signal received; stopping gracefully")
-    clean = node.stop(timeout=max(5.0, max((t.stop_timeout for t in config.tasks),
-                                           default=0.0) + 5.0))
-    return EXIT_OK if clean else EXIT_STUCK
+    return EXIT_OK if consumer.stop() else EXIT_STUCK
 
 
 def _status(args: argparse.Namespace) -> int:
