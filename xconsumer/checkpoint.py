@@ -42,6 +42,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from .codecs import Corrupt, decode_checkpoint
 from .errors import CheckpointError, OwnershipLost
+from .paths import Paths, checkpoint_slot
 from .zk import dumps
 
 MAX_CHECKPOINT_BYTES = 64 * 1024  # of the encoded value; documented in the README
@@ -227,3 +228,58 @@ class SlotCheckpoint:
                 return True
             raise self._give_up("commit refused: the checkpoint was written by someone else")
         raise self._give_up("cannot tell whether the commit landed (ZooKeeper unreachable)")
+
+
+# -- reading and resetting, for the admin API and the CLI ------------------------------------------
+MAX_LISTED = 1000  # checkpoints one listing returns (values may be 64 KiB each)
+
+
+def read_checkpoints(client: KazooClient, paths: Paths, task: str,
+                     timeout: float = 10.0) -> dict[str, Any]:
+    """A task's checkpoints, each decoded (a corrupt one listed with its error), sorted by
+    slot index or key; at most MAX_LISTED of them (`truncated` says when there were more)."""
+    parent = paths.checkpoint_task(task)
+    try:
+        children = client.get_children(parent)
+    except NoNodeError:
+        children = []
+    slots = sorted(((slot, c) for c in children if (slot := checkpoint_slot(c)) is not None),
+                   key=lambda sc: (isinstance(sc[0], str), sc[0]))
+    listed = slots[:MAX_LISTED]
+    pending = [(slot, f"{parent}/{child}", client.get_async(f"{parent}/{child}"))
+               for slot, child in listed]
+    out = []
+    for slot, path, result in pending:
+        try:
+            raw, stat = result.get(timeout=timeout)
+        except NoNodeError:
+            continue
+        entry: dict[str, Any] = {"slot": slot if isinstance(slot, int) else None,
+                                 "key": slot if isinstance(slot, str) else None,
+                                 "version": stat.version}
+        doc = decode_checkpoint(raw, path)
+        if isinstance(doc, Corrupt):
+            entry["corrupt"] = doc.error
+        else:
+            entry.update(value=doc["value"], fence=doc.get("fence"), node=doc.get("node"),
+                         committed_at=doc.get("committed_at"))
+        out.append(entry)
+    return {"task": task, "checkpoints": out, "truncated": len(slots) > len(listed)}
+
+
+def reset_checkpoints(client: KazooClient, paths: Paths, task: str,
+                      slot_id: str | None = None) -> int:
+    """Delete one slot's checkpoint (`slot_id` from `checkpoint_id`) or all of a task's; how
+    many were deleted. A running owner's next commit is refused, so it restarts from None."""
+    if slot_id is not None:
+        try:
+            client.delete(paths.checkpoint(task, slot_id))
+        except NoNodeError:
+            return 0
+        return 1
+    try:
+        count = len(client.get_children(paths.checkpoint_task(task)))
+        client.delete(paths.checkpoint_task(task), recursive=True)
+    except NoNodeError:
+        return 0
+    return count

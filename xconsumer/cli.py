@@ -1,6 +1,6 @@
 """Command line: `xconsumer run` joins the cluster, `xconsumer status` only looks at it, and
 the management commands (`tasks`, `scale`, `pause`, `resume`, `reset`, `drain`, `undrain`,
-`rebalance`, `events`) change it.
+`rebalance`, `events`, `checkpoints`, `refresh-keys`) change it.
 
 Management commands reach the cluster one of two ways, with the same `--json` output either
 way: straight through ZooKeeper (`--config`/`--zk`, no node needed, the same pure override
@@ -103,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
                               "via --url, else the leader's admin URL)")
     events.add_argument("--after", type=int, default=0, help="only events after this seq")
     events.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+    checkpoints = manage("checkpoints", "list a task's per-slot checkpoints, or reset them "
+                                        "(--reset: all, or one with --slot)")
+    checkpoints.add_argument("task", help="task name (see `xconsumer tasks`)")
+    checkpoints.add_argument("--reset", action="store_true",
+                             help="delete the checkpoints: their slots restart from none")
+    checkpoints.add_argument("--slot", help="with --reset: only this slot (an index, or a "
+                                            "key for a keyed task)")
+    manage("refresh-keys", "ask the leader to call a keyed task's Keys provider now").add_argument(
+        "task", help="task name (see `xconsumer tasks`)")
     return parser
 
 

@@ -22,7 +22,7 @@ EXIT_REQUEST = 2  # the cluster refused the request: bad value, unknown task/nod
 EXIT_UNREACHABLE = 3  # same code as ZooKeeperUnavailable: the cluster could not be reached
 
 MANAGE_COMMANDS = ("tasks", "scale", "pause", "resume", "reset", "drain", "undrain",
-                   "rebalance", "events")
+                   "rebalance", "events", "checkpoints", "refresh-keys")
 
 
 # -- management commands ---------------------------------------------------------------------
@@ -110,6 +110,15 @@ class _HttpBackend:
     def events(self, after: int, limit: int) -> dict[str, Any]:
         payload = self.call("GET", f"/api/events?after={after}&limit={limit}")
         return {**payload, "node_url": self.url}
+
+    def checkpoints(self, task: str, reset: bool, slot: str | None) -> dict[str, Any]:
+        path = f"/api/tasks/{_quote(task)}/checkpoints"
+        if not reset:
+            return self.call("GET", path)
+        return self.call("DELETE", path + (f"/{_quote(slot)}" if slot is not None else ""))
+
+    def refresh_keys(self, task: str) -> dict[str, Any]:
+        return self.task_action(task, "keys/refresh")
 
 
 def _quote(part: str) -> str:
@@ -200,6 +209,33 @@ class _ZkBackend:
         doc, version = self.store.update(ov.request_rebalance)
         return {"version": version, "rebalance": doc["rebalance"]}
 
+    def checkpoints(self, task: str, reset: bool, slot: str | None) -> dict[str, Any]:
+        from .checkpoint import read_checkpoints, reset_checkpoints
+        from .paths import checkpoint_id
+
+        table = {t["name"]: t for t in self.tasks()["tasks"]}
+        if task not in table and not self.client.exists(self.paths.checkpoint_task(task)):
+            raise ApiError(f"unknown task {task!r}", EXIT_REQUEST)
+        if not reset:
+            return read_checkpoints(self.client, self.paths, task)
+        if slot is None:
+            return {"task": task, "reset": reset_checkpoints(self.client, self.paths, task)}
+        if table.get(task, {}).get("keys"):
+            slot_id = checkpoint_id(0, slot)
+        elif slot.isascii() and slot.isdigit() and len(slot) <= 6:
+            slot_id = checkpoint_id(int(slot))
+        else:
+            raise ApiError(f"--slot must be a slot index (0, 1, ...), got {slot!r}",
+                           EXIT_REQUEST)
+        return {"task": task, "slot": slot,
+                "reset": reset_checkpoints(self.client, self.paths, task, slot_id)}
+
+    def refresh_keys(self, task: str) -> dict[str, Any]:
+        from . import overrides as ov
+
+        _, version = self.store.update(lambda d: ov.request_keys_refresh(d, self.seed(), task))
+        return {"version": version, "task": task}
+
     def events(self, after: int, limit: int) -> dict[str, Any]:
         """Events live in each node's memory, not in ZooKeeper: ask the leader's admin API
         (it sees the most: elections, rebalances, joins), found through its member znode."""
@@ -249,6 +285,13 @@ def run_manage(args: argparse.Namespace, load: Callable[[argparse.Namespace], Co
             result = backend.set_drained(args.node, cmd == "drain")
         elif cmd == "rebalance":
             result = backend.rebalance()
+        elif cmd == "checkpoints":
+            if args.slot is not None and not args.reset:
+                raise ApiError("--slot goes with --reset (the listing shows every slot)",
+                               EXIT_REQUEST)
+            result = backend.checkpoints(args.task, args.reset, args.slot)
+        elif cmd == "refresh-keys":
+            result = backend.refresh_keys(args.task)
         else:
             result = backend.events(args.after, args.limit)
     if args.json:
@@ -264,6 +307,11 @@ def format_result(command: str, result: dict[str, Any]) -> str:
         return format_tasks(result)
     if command == "events":
         return format_events(result)
+    if command == "checkpoints":
+        return format_checkpoints(result)
+    if command == "refresh-keys":
+        return (f"{result.get('task')}: keys refresh requested (overrides version "
+                f"{result.get('version')})\n")
     version = f"(overrides version {result.get('version')})"
     if command in ("drain", "undrain"):
         drained = ", ".join(result.get("drained_nodes") or []) or "none"
@@ -311,4 +359,26 @@ def format_events(payload: dict[str, Any]) -> str:
                      f"{e.get('message', '')}")
     if not lines:
         lines.append(f"no events after #{payload.get('last', 0)}")
+    return "\n".join(lines) + "\n"
+
+
+def format_checkpoints(result: dict[str, Any]) -> str:
+    task = result.get("task")
+    if "reset" in result:
+        where = f"{task}/{result['slot']}" if result.get("slot") is not None else task
+        return f"{where}: {result['reset']} checkpoint(s) reset\n"
+    rows = [("SLOT", "NODE", "FENCE", "VALUE")]
+    for c in result.get("checkpoints") or []:
+        slot = str(c["slot"] if c.get("slot") is not None else c.get("key"))
+        value = (f"CORRUPT: {c['corrupt']}" if "corrupt" in c
+                 else json.dumps(c.get("value")))
+        rows.append((slot, str(c.get("node", "")), str(c.get("fence", "")),
+                     value if len(value) <= 60 else value[:57] + "..."))
+    if len(rows) == 1:
+        return f"{task}: no checkpoints\n"
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True))
+             + "  " + r[3] for r in rows]
+    if result.get("truncated"):
+        lines.append("(more checkpoints than listed)")
     return "\n".join(lines) + "\n"

@@ -13,8 +13,10 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import overrides as ov
+from ..checkpoint import read_checkpoints, reset_checkpoints
 from ..leader import doc_plan, doc_unassigned
 from ..membership import read_members
+from ..paths import checkpoint_id
 from ..view import tasks_table
 from .openapi import IF_MATCH_PATTERN, MAX_EVENT_SEQ, MAX_EVENTS_LIMIT, MAX_VERSION
 
@@ -235,7 +237,53 @@ def register_api(app: Flask, node: Any) -> None:
 
     @app.delete("/api/tasks/<name>")
     def delete_task(name: str) -> Any:
-        return mutate(lambda d: ov.remove_task(d, node.seed_tasks(), name), _body(accepted=()))
+        result = mutate(lambda d: ov.remove_task(d, node.seed_tasks(), name),
+                        _body(accepted=()))
+        # Removed on purpose: its positions go with it (a task that only vanished from one
+        # node's app.toml keeps them; see README, checkpoints).
+        reset_checkpoints(node.client, node.paths, name)
+        return result
+
+    def known_task(name: str) -> dict[str, Any] | None:
+        payload, _ = tasks_payload()
+        return next((t for t in payload["tasks"] if t["name"] == name), None)
+
+    def checkpoint_slot_id(name: str, slot: str) -> str:
+        """A URL's slot: an index, or a key for a keyed task (percent-encoded in the URL)."""
+        task = known_task(name)
+        if task is not None and task.get("keys"):
+            return checkpoint_id(0, slot)
+        if not slot.isascii() or not slot.isdigit() or len(slot) > 6 or (
+                slot != "0" and slot.startswith("0")):
+            raise ov.OverrideError(f"slot must be a slot index (0, 1, ...), got {slot!r}")
+        return checkpoint_id(int(slot))
+
+    def checkpoint_task(name: str) -> None:
+        if known_task(name) is None and not node.client.exists(
+                node.paths.checkpoint_task(name)):
+            raise ov.OverrideError(f"unknown task {name!r}", status=404)
+
+    @app.get("/api/tasks/<name>/checkpoints")
+    def list_checkpoints(name: str) -> Any:
+        checkpoint_task(name)
+        return jsonify(read_checkpoints(node.client, node.paths, name))
+
+    @app.delete("/api/tasks/<name>/checkpoints")
+    def reset_all_checkpoints(name: str) -> Any:
+        _body(accepted=())
+        checkpoint_task(name)
+        count = reset_checkpoints(node.client, node.paths, name)
+        node.events.add("checkpoints_reset", f"{name}: {count} checkpoint(s) reset", task=name)
+        return jsonify(task=name, reset=count)
+
+    @app.delete("/api/tasks/<name>/checkpoints/<slot>")
+    def reset_one_checkpoint(name: str, slot: str) -> Any:
+        _body(accepted=())
+        checkpoint_task(name)
+        count = reset_checkpoints(node.client, node.paths, name,
+                                  checkpoint_slot_id(name, slot))
+        node.events.add("checkpoints_reset", f"{name}/{slot}: checkpoint reset", task=name)
+        return jsonify(task=name, slot=slot, reset=count)
 
     def set_drain(name: str, drained: bool) -> Any:
         body = _body(accepted=())
