@@ -224,11 +224,14 @@ def test_serve_forever_returns_after_request_stop(zk_hosts, zk_root, consumers):
 
 def start_error(consumer: Consumer, kind: type[Exception], timeout: float | None = None
                 ) -> str:
+    """The one line a failed start raises; it must leave no thread of its own behind."""
+    before = set(threading.enumerate())
     with pytest.raises(kind) as info:
         consumer.start(timeout)
     message = str(info.value)
     assert "\n" not in message, message
-    assert consumer.wait_until_stopped(0) and not xc_threads()
+    assert consumer.wait_until_stopped(0) and not consumer.running
+    assert not [t.name for t in threading.enumerate() if t not in before]
     return message
 
 
@@ -309,6 +312,31 @@ def test_zookeeper_down_fails_fast_with_one_line(consumers):
     # start(timeout) bounds the wait for ZooKeeper (the config says 10 s).
     message = start_error(consumer, ZooKeeperUnavailable, timeout=1.5)
     assert message.startswith(f"cannot reach ZooKeeper at 127.0.0.1:{port} within 1.5s")
+
+
+def test_a_name_in_use_and_a_busy_admin_port_leave_nothing_running(zk_hosts, zk_root,
+                                                                    consumers):
+    import socket
+
+    from xconsumer.errors import NodeNameInUse
+
+    def RunX(ctx: Any) -> None:
+        ctx.sleep(0.2)
+
+    text = config_text(zk_hosts, zk_root, task("x", "x", 1))
+    first = make(consumers, text, handlers=[RunX], name="twin").start()
+    wait_until(lambda: first.running_slots() == keys(("x", 0)), 15)  # its threads all up
+    message = start_error(make(consumers, text, handlers=[RunX], name="twin"), NodeNameInUse)
+    assert "node name 'twin' is already used by a live node" in message
+    assert first.running
+    first.stop()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        message = start_error(make(consumers, text, handlers=[RunX], admin=True,
+                                   admin_port=port), ConfigError)
+    assert f"admin HTTP cannot listen on 127.0.0.1:{port}" in message
 
 
 def test_api_misuse_is_a_type_error():
