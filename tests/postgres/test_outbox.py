@@ -201,6 +201,15 @@ def test_missing_dsn_and_missing_driver_are_one_line_errors(
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(("var", "value"), [(outbox.BATCH_ENV, "0"), (outbox.BATCH_ENV, "ten"),
+                                             (outbox.POLL_ENV, "-1")])
+def test_bad_batch_and_poll_values_are_one_line_errors(
+        var: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(outbox.OutboxError, match=f"^{var}='{value}' must be a positive "):
+        outbox.RunOutbox(FakeCtx(fence=1))
+
+
 # -- the whole thing: a real cluster under kill -9 and SIGSTOP ----------------------------------
 class Producer(threading.Thread):
     """Writes outbox rows at a steady rate until stopped, so that faults hit a moving stream.
