@@ -40,13 +40,10 @@ from .works import (
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["HOOK_PREFIXES", "Consumer", "SlotKey", "build_registry", "default_works_dir"]
+__all__ = ["Consumer", "SlotKey", "build_registry", "default_works_dir"]
 
-# Optional per-task hooks kept in the same handler mapping as `Run<Name>`: `Keys<Name>()`
-# returns a keyed task's slots, `Assign<Name>(ctx, slots)` / `Revoke<Name>(ctx, slots)` see
-# each change of this node's slots of a task.
-HOOK_PREFIXES = tuple(HOOKS)
-_PREFIXES = (PREFIX, *HOOK_PREFIXES)
+# Hooks (`Keys<Name>`, `Assign<Name>`, `Revoke<Name>`) share the handlers' mapping.
+_PREFIXES = (PREFIX, *HOOKS)
 
 ConfigSource = Config | str | os.PathLike[str]
 Handlers = Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]]
