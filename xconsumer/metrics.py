@@ -54,6 +54,10 @@ class Metrics:
         self.breaker_opened = Counter("xconsumer_breaker_opened",
                                       "times a slot's circuit breaker opened", ["task"],
                                       registry=r)
+        self.loop_blocked = Counter("xconsumer_loop_blocked",
+                                    "times a coroutine handler blocked the node's event loop "
+                                    "(a blocking call in async def; labelled with its task)",
+                                    ["task"], registry=r)
         self.breaker_open = Gauge("xconsumer_slots_breaker_open",
                                   "slots whose circuit breaker is open or half-open (on "
                                   "trial)", registry=r)

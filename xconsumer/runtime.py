@@ -2,6 +2,9 @@
 
 Revoke before assign: slots this node lost are asked to stop first, then the slots it gained
 start; a gained slot whose old runner is still ending starts once that runner has exited.
+
+The runtime also owns what its runners share: the node's event loop for coroutine handlers
+(started with the first coroutine slot, stopped after the last runner, on every shutdown).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from .assignment import Slot
 from .config import TaskConfig
 from .events import EventLog
+from .executors.coroutine import EventLoopThread
 from .lease import Lease
 from .metrics import Metrics
 from .paths import Paths
@@ -24,6 +28,8 @@ from .slot import SlotContext, SlotRunner, SlotStatus, restart_needed
 from .works import WorksRegistry
 
 __all__ = ["Runtime", "SlotContext", "SlotRunner", "SlotStatus", "restart_needed"]
+
+LOOP_STOP_MIN = 1.0  # seconds the event loop may take to stop, even past the deadline
 
 
 class Runtime:
@@ -52,6 +58,8 @@ class Runtime:
         # connection was down). Left alone, the znode would live as long as our session and
         # keep the slot's next owner waiting.
         self._orphans: set[Slot] = set()
+        # No thread until a coroutine slot asks for it (see executors/coroutine.py).
+        self.event_loop = EventLoopThread(metrics=metrics, events=events)
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
         """Revoke before assign: stop what we lost, then start what we gained."""
@@ -80,6 +88,7 @@ class Runtime:
                                     lease=self._lease, registry=self._registry,
                                     session_id=self._session_id, on_exit=self._runner_exited,
                                     metrics=self._metrics, events=self._events)
+                runner.event_loop = self.event_loop  # type: ignore[attr-defined]
                 self._runners[slot] = runner
                 runner.start()
 
@@ -177,15 +186,19 @@ class Runtime:
         return True
 
     def stop_all(self, deadline: float, reason: str = "node stopping") -> list[SlotRunner]:
-        """Stop every slot and join them all against one shared monotonic deadline."""
+        """Stop every slot and join them all against one shared monotonic deadline, then the
+        event loop (after the runners: their coroutines are cancelled on it). The loop gets
+        a moment even past the deadline, since cancelling what is left is quick."""
         self.revoke_all(reason)
         with self._lock:
             runners = list(self._runners.values())
         for runner in runners:
-            runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if runner.thread.ident is not None:
+                runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         left = [r for r in runners if r.alive]
         for runner in left:
             runner.log.error("slot did not stop before the shutdown deadline (stuck)")
+        self.event_loop.stop(timeout=max(LOOP_STOP_MIN, deadline - time.monotonic()))
         return left
 
     def statuses(self) -> list[SlotStatus]:

@@ -9,6 +9,8 @@ completed. The runner never branches on the kind: it asks `executor_for(task, ha
   handler and every program it started can be terminated, then killed.
 - `container` (`image = "..."`, which implies `isolation = "container"`): each run is a
   Docker container, stopped and removed before the slot lets go (see container.py).
+- `asyncio` (picked for an `async def` handler of a thread task): the slot's loop runs on
+  the node's event loop and a stop cancels the coroutine (see coroutine.py).
 
 An executor must not return while anything it started for the slot may still run: the
 runner releases the owner znode as soon as `run()` returns.
@@ -63,7 +65,14 @@ def _container() -> Executor:
     return ContainerExecutor()
 
 
-_EXECUTORS = {"thread": _thread, "process": _process, "container": _container}
+def _asyncio() -> Executor:
+    from .coroutine import CoroutineExecutor
+
+    return CoroutineExecutor()
+
+
+_EXECUTORS = {"thread": _thread, "process": _process, "container": _container,
+              "asyncio": _asyncio}
 
 
 def register(kind: str, factory: Any) -> None:
