@@ -18,7 +18,7 @@ import json
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from loguru import logger
@@ -181,6 +181,13 @@ def lenient_task(raw: Any, where: str = "assignment znode") -> TaskConfig | None
     return None
 
 
+def _keys_list(value: Any, key: str) -> list[str]:
+    keys = _strings(value, key)
+    if len(set(keys)) != len(keys):
+        raise _Bad(f"{key} lists a key twice")
+    return keys
+
+
 def _assignment(doc: Any) -> dict[str, Any]:
     doc = _object(doc, "the assignment")
     if "generation" not in doc:
@@ -207,6 +214,8 @@ def _assignment(doc: Any) -> dict[str, Any]:
         out[key] = _strings(doc.get(key, []), key)
     for key in ("leader", "strategy"):
         _str(doc.get(key), key, optional=True)
+    out["keys"] = {_str(t, "keys key") or "": _keys_list(k, f"keys.{t}")
+                   for t, k in _object(doc.get("keys", {}), "keys").items()}
     if doc.get("published_at") is not None:
         _number(doc["published_at"], "published_at")
     return out
@@ -230,29 +239,46 @@ def doc_unassigned(doc: dict[str, Any] | None) -> list[Slot]:
 
 
 def doc_tasks(doc: dict[str, Any] | None) -> dict[str, TaskConfig]:
-    """name -> task definition of a decoded assignment (tasks that do not parse skipped)."""
+    """name -> task definition of a decoded assignment (tasks that do not parse skipped); a
+    keyed task's workerNum is the number of its published keys."""
     out = {}
+    keys = (doc or {}).get("keys", {})
     for raw in (doc or {}).get("tasks", []):
         task = lenient_task(raw)
         if task is not None:
+            if task.keys:
+                task = replace(task, worker_num=len(keys.get(task.name, ())))
             out[task.name] = task
     return out
 
 
 def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
-    """What `doc` asks `node` to run, with each slot's task definition."""
+    """What `doc` asks `node` to run, with each slot's task definition; a keyed slot's
+    carries its key (`slot_key`), so a slot whose key changed is restarted."""
     if not doc:
         return {}
     tasks = doc_tasks(doc)
-    return {slot: tasks[slot.task] for slot in doc_plan(doc).get(node, [])
-            if slot.task in tasks}
+    keys = doc.get("keys", {})
+    out = {}
+    for slot in doc_plan(doc).get(node, []):
+        task = tasks.get(slot.task)
+        if task is None:
+            continue
+        if task.keys:
+            listed = keys.get(slot.task, ())
+            if slot.index >= len(listed):
+                continue  # no key for it: a document in which the two disagree
+            task = replace(task, slot_key=listed[slot.index])
+        out[slot] = task
+    return out
 
 
 # -- overrides -------------------------------------------------------------------------------------
 # Fields an override may change on an app.toml task (the identity fields cannot change).
 MUTABLE_FIELDS = ("workerNum", "mode", "interval", "stop_timeout", "retry_backoff",
                   "retry_backoff_max", "max_per_node", "isolation", "run_timeout",
-                  "breaker_failures", "breaker_cooldown", "image", "command", "env")
+                  "breaker_failures", "breaker_cooldown", "image", "command", "env",
+                  "params", "keys_interval")
 _FLAGS = ("paused", "removed", "added")
 
 
@@ -273,7 +299,10 @@ def _override_entry(name: str, entry: Any) -> dict[str, Any]:
                 raise _Bad(f"tasks.{name} holds a task named {task.name!r}")
         else:
             changes = {k: entry[k] for k in MUTABLE_FIELDS if k in entry}
-            TaskConfig.from_dict({"name": "x", "workName": "x", "workerNum": 0, **changes},
+            # Checked on a stand-in task: keyed unless workerNum changes, so params keyed
+            # by slot key (a keyed task's) are not refused here.
+            slots = {"workerNum": 0} if "workerNum" in changes else {"keys": "x"}
+            TaskConfig.from_dict({"name": "x", "workName": "x", **slots, **changes},
                                  where=f"tasks.{name}")
     except ConfigError as exc:
         raise _Bad(str(exc)) from None
@@ -284,9 +313,13 @@ def _overrides(doc: Any) -> dict[str, Any]:
     doc = _object(doc, "the overrides")
     tasks = _object(doc.get("tasks", {}), "tasks")
     rebalance = _int(doc.get("rebalance", 0), "rebalance")
-    return {"tasks": {name: _override_entry(name, e) for name, e in tasks.items()},
-            "drained": sorted(set(_strings(doc.get("drained", []), "drained"))),
-            "rebalance": rebalance}
+    out = {"tasks": {name: _override_entry(name, e) for name, e in tasks.items()},
+           "drained": sorted(set(_strings(doc.get("drained", []), "drained"))),
+           "rebalance": rebalance}
+    if "keys_refresh" in doc:
+        out["keys_refresh"] = {name: _int(n, f"keys_refresh.{name}") for name, n in
+                               _object(doc["keys_refresh"], "keys_refresh").items()}
+    return out
 
 
 def decode_overrides(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:

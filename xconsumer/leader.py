@@ -9,7 +9,7 @@ conditional on the assignment version we read, so two writers cannot interleave 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,8 +67,9 @@ def _grouped(slots: Sequence[Slot]) -> dict[str, list[int]]:
 
 def build_doc(*, plan: Plan, tasks: Sequence[EffectiveTask], leader: str, strategy: str,
               members: Sequence[MemberRecord], generation: int,
-              drained: Sequence[str] = ()) -> dict[str, Any]:
-    return {
+              drained: Sequence[str] = (), keys: Mapping[str, list[str]] | None = None
+              ) -> dict[str, Any]:
+    doc = {
         "generation": generation,
         "leader": leader,
         "strategy": strategy,
@@ -80,10 +81,13 @@ def build_doc(*, plan: Plan, tasks: Sequence[EffectiveTask], leader: str, strate
         "unassigned": _grouped(plan.unassigned),
         "published_at": time.time(),
     }
+    if keys:
+        doc["keys"] = {name: list(k) for name, k in keys.items()}
+    return doc
 
 
 _COMPARED = ("leader", "strategy", "members", "tasks", "paused", "drained", "nodes",
-             "unassigned", "seed", "over_limit")
+             "unassigned", "seed", "over_limit", "keys")
 
 
 def clamp_slots(tasks: Sequence[TaskConfig], max_slots: int | None
@@ -103,6 +107,18 @@ def clamp_slots(tasks: Sequence[TaskConfig], max_slots: int | None
         room -= keep
         out.append(task if keep == task.worker_num else replace(task, worker_num=keep))
     return out, over
+
+
+def with_keys(tasks: Sequence[EffectiveTask], keys: Mapping[str, list[str]]
+              ) -> tuple[list[EffectiveTask], dict[str, list[str]]]:
+    """Keyed tasks sized to their keys (none yet: no slots), and the keys of those tasks."""
+    out, used = [], {}
+    for eff in tasks:
+        if eff.task.keys:
+            used[eff.task.name] = list(keys.get(eff.task.name, ()))
+            eff = replace(eff, task=replace(eff.task, worker_num=len(used[eff.task.name])))
+        out.append(eff)
+    return out, used
 
 
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
@@ -141,8 +157,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             leader_works: bool, drained: Collection[str] = (),
             fresh: bool = False, seed: Sequence[TaskConfig] = (),
             last_valid: dict[str, Any] | None = None, seen_generation: int = 0,
-            max_slots: int | None = None, runner: StrategyRunner | None = None
-            ) -> Published | None:
+            max_slots: int | None = None, runner: StrategyRunner | None = None,
+            keys: Mapping[str, list[str]] | None = None) -> Published | None:
     """Recompute and, if anything changed, publish. Returns None if unchanged or if the fenced
     write was refused (we are no longer the leader, or lost a race); raises PublishFailed
     when the plan cannot be written at all.
@@ -152,8 +168,10 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     for it as the previous plan, so the repair moves nothing that did not have to move.
     `runner` knows this node's strategies (user ones guarded; see strategies.guard); a
     failed user strategy's slots are planned by round robin, named in the document.
+    `keys` are the keyed tasks' keys in slot order (see keys.py): one slot per key.
     """
     started = time.monotonic()
+    tasks, keys = with_keys(tasks, keys or {})
     current, version = read_assignment(client, paths)
     if isinstance(current, Corrupt):
         logger.error("{}; repairing it", current)
@@ -168,7 +186,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     generation = next_generation(current, version, seen_generation)
     doc = build_doc(plan=plan, tasks=tasks, leader=leader, strategy=strategy, members=members,
                     generation=generation, drained=[d for d in drained
-                                                    if d in {m.name for m in members}])
+                                                    if d in {m.name for m in members}],
+                    keys=keys)
     doc["seed"] = [t.to_dict() for t in seed]
     if over:
         doc["over_limit"] = over

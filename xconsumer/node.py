@@ -28,6 +28,7 @@ from .config import Config, TaskConfig
 from .corruption import CorruptionReport
 from .errors import ConfigError
 from .events import EventLog
+from .keys import KeysTracker
 from .leader import (
     PublishFailed,
     clamp_slots,
@@ -45,6 +46,7 @@ from .overrides import (
     OverrideStore,
     drained_names,
     effective_tasks,
+    keys_refresh,
     overrides_from_assignment,
     with_paused,
 )
@@ -70,7 +72,8 @@ class RunState(enum.Enum):
 
 def validate_works(config: Config, registry: WorksRegistry) -> None:
     """Every task in app.toml must have a handler before the node joins (a container task
-    runs an image instead: its workName only names its kind)."""
+    runs an image instead: its workName only names its kind), and a keyed task its keys
+    provider (any node may become the leader, which calls it)."""
     for i, task in enumerate(config.tasks):
         if not is_container_task(task) and not registry.has(task.work_name):
             try:
@@ -79,6 +82,12 @@ def validate_works(config: Config, registry: WorksRegistry) -> None:
                 raise ConfigError(
                     f"{config.source}: task[{i}] (name {task.name!r}) workName "
                     f"{task.work_name!r}: {exc}") from None
+        if task.keys and registry.hook("Keys", task.keys) is None:
+            found = ", ".join(n for n in registry.hook_names() if n.startswith("Keys"))
+            raise ConfigError(
+                f"{config.source}: task[{i}] (name {task.name!r}) keys {task.keys!r}: no "
+                f"function Keys{task.keys[0].upper()}{task.keys[1:]}() in "
+                f"{registry.path.name}/ (found: {found or 'none'})")
 
 
 class Node:
@@ -102,6 +111,10 @@ class Node:
         self._events: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self._lease_wake = threading.Event()
+        self.keys = KeysTracker(lambda name: self.registry.hook("Keys", name),
+                                on_change=lambda: self._kick("keys"),
+                                on_error=self._keys_failed)
+        self._leading = False
         self.runtime = Runtime(node=self.name, client=self.client, paths=self.paths,
                                lease=self.lease, registry=registry,
                                session_id=self._session_id, on_change=lambda: self._kick("slot"),
@@ -198,6 +211,7 @@ class Node:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)
+        self.keys.stop(max(0.0, min(1.0, deadline - time.monotonic())))
         if not stuck and (not left or self.runtime.has_orphans()):
             self._finish_leave(child, left, deadline)
         if self.admin is not None:
@@ -363,7 +377,9 @@ class Node:
         interval = self.config.node.reconcile_interval
         while not self._stop.is_set():
             timeout = interval
-            wakes = [w for w in (self._wake_at, self._candidate_wake) if w is not None]
+            keys_due = self.keys.next_due() if self.is_leader else None
+            wakes = [w for w in (self._wake_at, self._candidate_wake, keys_due)
+                     if w is not None]
             if wakes and self.client.connected:
                 # A wake-up that passes while disconnected waits for the connection (a state
                 # change kicks us) instead of spinning on a deadline already gone.
@@ -427,8 +443,12 @@ class Node:
         self.leader, self.is_leader = leader, pos == 0
         self.metrics.leader.set(1 if self.is_leader else 0)
         if self.is_leader:
+            if not self._leading:
+                self.keys.reset()
+                self._leading = True
             self._lead([m for m in members if m.child in children])
         else:
+            self._leading = False
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
             self.publish_error = self.strategy_error = None
@@ -509,6 +529,9 @@ class Node:
         self.corruption.update(("overrides",), [self.overrides.corrupt]
                                if self.overrides.corrupt is not None else [])
         tasks = effective_tasks(self.config.tasks, overrides)
+        published_keys = (self.assignment or {}).get("keys", {})
+        self.keys.poll([e.task for e in tasks], published_keys, keys_refresh(overrides))
+        keys = {e.task.name: self.keys.keys(e.task.name) or [] for e in tasks if e.task.keys}
         drained = set(drained_names(overrides))
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
@@ -521,7 +544,7 @@ class Node:
                              drained=drained, fresh=fresh, seed=self.config.tasks,
                              last_valid=self.assignment, seen_generation=self._max_generation,
                              max_slots=self.config.assignment.max_slots,
-                             runner=self.strategies)
+                             runner=self.strategies, keys=keys)
         except PublishFailed as exc:
             self._publish_failed(str(exc))
             return
@@ -557,6 +580,12 @@ class Node:
             published, _ = read_assignment(self.client, self.paths)
             doc = None if isinstance(published, Corrupt) else published
         return overrides_from_assignment(doc, self.seed_tasks())
+
+    def _keys_failed(self, task: str, message: str) -> None:
+        """A keys provider failed (raised, hung, returned bad keys): the last good keys
+        stay in force; said once per failed call, in the log and the events."""
+        logger.bind(task=task).error(message)
+        self.events.add("keys_failed", message, task=task)
 
     def _publish_failed(self, message: str) -> None:
         """Loud, once per distinct message: log, event, metric and the node view."""

@@ -81,6 +81,10 @@ def normalize(doc: Any) -> dict[str, Any]:
             out["drained"] = sorted({str(n) for n in doc["drained"]})
         if isinstance(doc.get("rebalance"), int):
             out["rebalance"] = doc["rebalance"]
+        refresh = doc.get("keys_refresh")
+        if isinstance(refresh, dict):
+            out["keys_refresh"] = {str(k): v for k, v in refresh.items()
+                                   if isinstance(v, int) and not isinstance(v, bool)}
     return out
 
 
@@ -266,6 +270,24 @@ def request_rebalance(doc: dict[str, Any]) -> dict[str, Any]:
     doc = copy.deepcopy(normalize(doc))
     doc["rebalance"] = int(doc.get("rebalance", 0)) + 1
     return doc
+
+
+def request_keys_refresh(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str
+                         ) -> dict[str, Any]:
+    """Ask the leader to call a keyed task's provider now (a counter per task, like
+    `rebalance`: the leader acts on each change it sees)."""
+    eff = _find(doc, seed, name)
+    if not eff.task.keys:
+        raise OverrideError(f"task {name!r} is not keyed (it has workerNum, not keys)",
+                            status=409)
+    doc = copy.deepcopy(normalize(doc))
+    refresh = doc.setdefault("keys_refresh", {})
+    refresh[name] = int(refresh.get(name, 0)) + 1
+    return doc
+
+
+def keys_refresh(doc: dict[str, Any]) -> dict[str, int]:
+    return dict(normalize(doc).get("keys_refresh", {}))
 
 
 # -- storage --------------------------------------------------------------------------------

@@ -158,8 +158,19 @@ def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict
     for name, task in doc_tasks(doc).items():
         out.append({**task.to_dict(), "paused": name in paused,
                     "desired": 0 if name in paused else task.worker_num,
-                    "assigned": assigned.get(name, 0), "running": running.get(name, 0)})
+                    "assigned": assigned.get(name, 0), "running": running.get(name, 0),
+                    **_keyed_fields(doc, task)})
     return out
+
+
+def _keyed_fields(doc: dict[str, Any] | None, task: TaskConfig,
+                  paused: bool = False) -> dict[str, Any]:
+    """A keyed task's slot count and keys as last published (its table entry has no
+    workerNum of its own: the provider decides it)."""
+    if not task.keys:
+        return {}
+    keys = list((doc or {}).get("keys", {}).get(task.name, []))
+    return {"workerNum": len(keys), "desired": 0 if paused else len(keys), "slot_keys": keys}
 
 
 def seed_from_doc(doc: dict[str, Any] | None, fallback: Sequence[TaskConfig]) -> list[TaskConfig]:
@@ -200,5 +211,6 @@ def tasks_table(client: KazooClient, paths: Paths, published: dict[str, Any] | N
         item = eff.to_dict()
         item["assigned"] = assigned.get(eff.task.name, 0)
         item["running"] = running.get(eff.task.name, 0)
+        item.update(_keyed_fields(published, eff.task, eff.paused))
         tasks.append(item)
     return {"version": version, "tasks": tasks, "corrupt": [c.to_dict() for c in corrupt]}

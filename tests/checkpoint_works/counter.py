@@ -34,3 +34,19 @@ def RunCounter(ctx):  # noqa: N802 - the handler naming convention
             return
         _record(event="commit", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count)
         ctx.sleep(step)
+
+
+def KeysShards():  # noqa: N802 - the provider naming convention
+    """Keys from the file $XCONSUMER_TEST_KEYS, one per line; `!raise`, `!hang` (up to 60 s)
+    and `!bad` on the first line make the provider fail in those ways."""
+    import time
+    from pathlib import Path
+
+    lines = Path(os.environ["XCONSUMER_TEST_KEYS"]).read_text().split()
+    if lines[:1] == ["!raise"]:
+        raise RuntimeError("shard registry unavailable")
+    if lines[:1] == ["!hang"]:
+        time.sleep(60)
+    if lines[:1] == ["!bad"]:
+        return ["ok", 7]
+    return lines

@@ -127,7 +127,8 @@ def test_request_bodies_for_task_add_patch_and_scale(doc: dict[str, Any]):
         return resolve(doc, op["requestBody"]["content"]["application/json"]["schema"]["$ref"])
 
     add = body("/api/tasks", "post")
-    assert set(add["required"]) == {"name", "workName", "workerNum"}
+    assert set(add["required"]) == {"name", "workName"}  # and workerNum or keys:
+    assert [set(o["required"]) for o in add["oneOf"]] == [{"workerNum"}, {"keys"}]
     assert add["properties"]["mode"]["enum"] == ["loop", "once"]
     patch = body("/api/tasks/{name}", "patch")
     assert {"workerNum", "paused", "version"} <= set(patch["properties"])

@@ -295,7 +295,7 @@ def test_two_works_dirs_in_one_process(tmp_path: Path) -> None:
 
 def test_shipped_works_package() -> None:
     reg = discover(SHIPPED_WORKS)
-    assert reg.names() == ["RunCountdown", "RunHello", "RunPoller", "RunTest01"]
+    assert reg.names() == ["RunCountdown", "RunHello", "RunOutbox", "RunPoller", "RunTest01"]
     assert reg.handlers["RunTest01"].origin == "works/examples.py:Work.RunTest01"
     assert reg.handlers["RunHello"].takes_ctx is False
     assert isinstance(FakeCtx(), SlotContextProtocol)

@@ -263,6 +263,14 @@ def register_api(app: Flask, node: Any) -> None:
                 node.paths.checkpoint_task(name)):
             raise ov.OverrideError(f"unknown task {name!r}", status=404)
 
+    @app.post("/api/tasks/<name>/keys/refresh")
+    def refresh_keys(name: str) -> Any:
+        body = _body(accepted=())
+        _, version = node.overrides.update(
+            lambda d: ov.request_keys_refresh(d, node.seed_tasks(), name),
+            expected=_expected_version(body))
+        return respond({"version": version, "task": name}, version, 202)
+
     @app.get("/api/tasks/<name>/checkpoints")
     def list_checkpoints(name: str) -> Any:
         checkpoint_task(name)

@@ -93,6 +93,18 @@ _TASK_FIELDS: dict[str, Any] = {
     "env": {"type": "object", "additionalProperties": {"type": "string"}, "nullable": True,
             "description": "extra environment of the container (XCONSUMER_* are set by the "
                            "node)"},
+    "params": {"oneOf": [{"type": "array"},
+                         {"type": "object",
+                          "propertyNames": {"pattern": "^[A-Za-z0-9_.:@=+-]{1,200}$"}}],
+               "nullable": True,
+               "description": "per-slot parameters, `ctx.param`: a list indexed by slot, or an "
+                              "object slot index (a keyed task: slot key) -> any JSON value; "
+                              "at most 64 KiB as JSON"},
+    "keys": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "nullable": True,
+             "description": "a keyed task: one slot per key `Keys<keys>()` in works/ returns "
+                            "(instead of workerNum)"},
+    "keys_interval": {**_NUM_POS, "description": "seconds between two calls of a keyed "
+                                                 "task's provider"},
 }
 _VERSION_FIELD = {"type": "integer", "minimum": -1, "maximum": MAX_VERSION,
                   "description": "overrides version this edit is based on (like If-Match); "
@@ -131,6 +143,9 @@ SCHEMAS: dict[str, Any] = {
                               "description": "slots in the published assignment"},
                  "running": {"type": "integer",
                              "description": "slots whose owner znode is held right now"},
+                 "slot_keys": {"type": "array", "items": {"type": "string"},
+                               "description": "a keyed task's keys as published, in slot "
+                                              "order (workerNum is their number)"},
              }},
         ],
     },
@@ -147,7 +162,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["kind", "znode", "error"],
         "properties": {
             "kind": {"type": "string", "enum": ["member", "assignment", "overrides", "owner",
-                                                "done", "left"]},
+                                                "checkpoint", "done", "left"]},
             "znode": {"type": "string"}, "error": {"type": "string"}},
     },
     "TaskEnvelope": {
@@ -157,10 +172,13 @@ SCHEMAS: dict[str, Any] = {
     },
     # Request bodies: unknown fields are a 400 (a typo must not look like success).
     "NewTask": {
-        "type": "object", "required": ["name", "workName", "workerNum"],
+        "type": "object", "required": ["name", "workName"],
         "additionalProperties": False,
-        "description": "400 also when retry_backoff_max < retry_backoff, or when no live node "
-                       "has a handler for workName",
+        "oneOf": [{"required": ["workerNum"], "not": {"required": ["keys"]}},
+                  {"required": ["keys"], "not": {"required": ["workerNum"]}}],
+        "description": "workerNum or keys, not both; 400 also when retry_backoff_max < "
+                       "retry_backoff, when params of a workerNum task are keyed by anything "
+                       "but slot indices, or when no live node has a handler for workName",
         "properties": {**copy.deepcopy(_TASK_FIELDS), "version": _VERSION_FIELD},
     },
     "TaskPatch": {
@@ -317,6 +335,36 @@ SCHEMAS: dict[str, Any] = {
                        "drained": {"type": "boolean"},
                        "drained_nodes": {"type": "array", "items": {"type": "string"}}},
     },
+    "Checkpoints": {
+        "type": "object", "required": ["task", "checkpoints", "truncated"],
+        "properties": {
+            "task": {"type": "string"},
+            "truncated": {"type": "boolean",
+                          "description": "more checkpoints exist than the 1000 listed"},
+            "checkpoints": {"type": "array", "items": {
+                "type": "object", "required": ["slot", "key", "version"],
+                "properties": {
+                    "slot": {"type": "integer", "nullable": True},
+                    "key": {"type": "string", "nullable": True,
+                            "description": "a keyed task's slot key (slot is then null)"},
+                    "version": {"type": "integer", "description": "znode version"},
+                    "value": {"description": "the committed value (any JSON, null: none)"},
+                    "fence": {"type": "integer", "description": "fence of the committer"},
+                    "node": {"type": "string"},
+                    "committed_at": {"type": "number", "nullable": True},
+                    "corrupt": {"type": "string",
+                                "description": "why the znode does not decode (no value)"}}}},
+        },
+    },
+    "CheckpointReset": {
+        "type": "object", "required": ["task", "reset"],
+        "properties": {"task": {"type": "string"}, "slot": {"type": "string"},
+                       "reset": {"type": "integer", "description": "checkpoints deleted"}},
+    },
+    "KeysRefresh": {
+        "type": "object", "required": ["version", "task"],
+        "properties": {"version": {"type": "integer"}, "task": {"type": "string"}},
+    },
     "RebalanceResult": {
         "type": "object",
         "properties": {"version": {"type": "integer"},
@@ -415,6 +463,17 @@ ROUTES: tuple[Route, ...] = (
           response="TaskEnvelope", body="VersionOnly", errors=_TASK_ERRORS, etag=True,
           description="404 for a task unknown to app.toml; 409 for an API-added task "
                       "(remove it instead)"),
+    Route("/api/tasks/<name>/checkpoints", "GET", "The task's per-slot checkpoints",
+          "tasks", response="Checkpoints", errors=(404, 503)),
+    Route("/api/tasks/<name>/checkpoints", "DELETE", "Reset every checkpoint of the task",
+          "tasks", response="CheckpointReset", body="VersionOnly", errors=(404, 409, 503),
+          description="a running slot's next commit is refused: it restarts from none"),
+    Route("/api/tasks/<name>/checkpoints/<slot>", "DELETE", "Reset one slot's checkpoint",
+          "tasks", response="CheckpointReset", body="VersionOnly", errors=_TASK_ERRORS,
+          description="slot: an index, or a key for a keyed task (400 otherwise)"),
+    Route("/api/tasks/<name>/keys/refresh", "POST", "Call a keyed task's provider now",
+          "tasks", ok=202, response="KeysRefresh", body="VersionOnly", errors=_TASK_ERRORS,
+          etag=True, description="409 when the task is not keyed"),
     Route("/api/nodes/<name>/drain", "POST", "Drain a node: its slots move elsewhere",
           "nodes", response="DrainResult", body="VersionOnly", errors=_TASK_ERRORS,
           etag=True, description="404 when no live node has that name"),
