@@ -24,7 +24,12 @@ def RunCounter(ctx):  # noqa: N802 - the handler naming convention
     _record(event="start", task=ctx.task, slot=ctx.slot, node=ctx.node, fence=ctx.fence,
             value=count, param=ctx.param, key=ctx.key)
     step = float(os.environ.get("XCONSUMER_TEST_STEP", "0.01"))
-    while not ctx.stopping:
+    # Stubborn: go on committing for a while after being told to stop, as a handler that
+    # checks ctx.stopping too rarely would; only the fence can refuse it then.
+    extra = int(os.environ.get("XCONSUMER_TEST_STUBBORN", "0"))
+    while not ctx.stopping or extra > 0:
+        if ctx.stopping:
+            extra -= 1
         count += 1
         try:
             ctx.commit(count)
