@@ -184,3 +184,55 @@ def test_a_process_isolated_slot_commits_through_its_node(zk: KazooClient, zk_ro
     second.thread.join(20)
     start = next(e for e in _events(record) if e["event"] == "start" and e["node"] == "b")
     assert start["value"] == last and start["param"] == "p0"
+
+
+class _LostReply:
+    """A transaction whose reply never comes (connection loss after sending)."""
+
+    def __init__(self, apply: Any = None) -> None:
+        self._apply = apply
+
+    def get(self, timeout: float | None = None) -> Any:
+        from kazoo.exceptions import ConnectionLoss
+
+        if self._apply is not None:
+            self._apply()
+        raise ConnectionLoss("reply lost")
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_a_lost_reply_is_resolved_by_reading_back(zk: KazooClient, zk_root, monkeypatch,
+                                                  landed):
+    """Applied or not, the commit's outcome is read back: landed, or refused when someone
+    else wrote meanwhile; never reported landed on a guess."""
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    store, lost = _store(zk, paths, member=member)
+    store.commit(1)
+    path = paths.checkpoint("c", "0")
+    real = zk.transaction
+
+    def transaction() -> Any:
+        tx = real()
+        commit = tx.commit_async
+
+        def lost_reply() -> Any:
+            if landed:
+                return _LostReply(lambda: commit().get(10))
+            # Not applied, and another writer moves the checkpoint meanwhile.
+            return _LostReply(lambda: zk.set(path, b'{"value": "other", "fence": 9}'))
+        tx.commit_async = lost_reply
+        return tx
+
+    monkeypatch.setattr(zk, "transaction", transaction)
+    if landed:
+        store.commit(2)
+        monkeypatch.undo()
+        assert json.loads(zk.get(path)[0])["value"] == 2 and not lost
+        store.commit(3)  # the version it read back is right: the next commit lands
+        assert json.loads(zk.get(path)[0])["value"] == 3
+    else:
+        with pytest.raises(OwnershipLost, match="written by someone else"):
+            store.commit(2)
+        monkeypatch.undo()
+        assert json.loads(zk.get(path)[0])["value"] == "other" and lost

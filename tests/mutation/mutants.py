@@ -27,6 +27,7 @@ G = "tests/integration/test_guards.py"
 N = "tests/integration/test_node.py"
 H = "tests/integration/test_hardening.py"
 ISO = "tests/integration/test_isolation.py"
+CK = "tests/integration/test_checkpoints.py"
 LEASE_UNIT = "tests/unit/test_lease.py"
 
 MUTANTS: list[Mutant] = [
@@ -204,4 +205,38 @@ MUTANTS: list[Mutant] = [
          "test_a_container_slot_runs_is_revoked_and_handed_over_without_overlap"],
         "a revoked container still runs when the owner znode is released: the next owner's "
         "container runs beside it"),
+    # -- checkpoints: the commit fence ----------------------------------------------------------
+    Mutant(
+        "commit-without-member-check", "xconsumer/checkpoint.py",
+        "            tx.check(self._member, -1)\n",
+        "            pass\n",
+        [f"{CK}::test_a_commit_after_the_member_znode_is_gone_is_refused"],
+        "a node whose session expired (frozen, then woken) still commits over its successor"),
+    Mutant(
+        "commit-any-checkpoint-version", "xconsumer/checkpoint.py",
+        "            tx.set_data(self.path, raw, version=self._version)\n",
+        "            tx.set_data(self.path, raw, version=-1)\n",
+        [f"{CK}::test_a_deposed_owner_cannot_commit_over_its_successor",
+         f"{CK}::test_a_reset_refuses_the_running_owners_next_commit"],
+        "a deposed owner's commit overwrites what its successor committed"),
+    Mutant(
+        "checkpoint-read-without-bump", "xconsumer/checkpoint.py",
+        "                stat = self._call(self._client.set_async(self.path, raw, "
+        "version=stat.version))\n",
+        "                pass\n",
+        [f"{CK}::test_a_deposed_owner_cannot_commit_over_its_successor"],
+        "a new owner reads the checkpoint without making earlier owners' versions stale"),
+    Mutant(
+        "corrupt-checkpoint-read-as-none", "xconsumer/checkpoint.py",
+        "            if isinstance(doc, Corrupt):\n                raise CheckpointError(",
+        "            if isinstance(doc, Corrupt):\n                doc = {'value': None}\n"
+        "            if False:\n                raise CheckpointError(",
+        [f"{CK}::test_a_corrupt_checkpoint_is_never_read_as_none"],
+        "a hand-edited checkpoint restarts the slot's work from the beginning"),
+    Mutant(
+        "lost-reply-taken-as-landed", "xconsumer/checkpoint.py",
+        "            if stat.version == self._version + 1 and data == raw:\n",
+        "            if stat.version > self._version:\n",
+        [f"{CK}::test_a_lost_reply_is_resolved_by_reading_back"],
+        "a commit whose reply was lost is reported landed although another owner wrote"),
 ]
