@@ -4,7 +4,9 @@ Revoke before assign: slots this node lost are asked to stop first, then the slo
 start; a gained slot whose old runner is still ending starts once that runner has exited.
 
 The runtime also owns what its runners share: the node's event loop for coroutine handlers
-(started with the first coroutine slot, stopped after the last runner, on every shutdown).
+(started with the first coroutine slot, stopped after the last runner, on every shutdown),
+and the batch callbacks (`Assign<WorkName>` before gained slots start, `Revoke<WorkName>`
+after lost slots stopped; see callbacks.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from .assignment import Slot
+from .callbacks import CALLBACK_TIMEOUT, STOP_MIN, BatchCallbacks
 from .config import TaskConfig
 from .events import EventLog
 from .executors.coroutine import EventLoopThread
@@ -42,7 +45,8 @@ class Runtime:
     def __init__(self, *, node: str, client: KazooClient, paths: Paths, lease: Lease,
                  registry: WorksRegistry, session_id: Callable[[], int | None],
                  on_change: Callable[[], None], metrics: Metrics | None = None,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None,
+                 callback_timeout: float = CALLBACK_TIMEOUT) -> None:
         self._metrics = metrics
         self._events = events
         self._node = node
@@ -60,11 +64,20 @@ class Runtime:
         self._orphans: set[Slot] = set()
         # No thread until a coroutine slot asks for it (see executors/coroutine.py).
         self.event_loop = EventLoopThread(metrics=metrics, events=events)
+        self.callbacks = BatchCallbacks(node=node, registry=registry, events=events,
+                                        loop=self.event_loop, timeout=callback_timeout)
+        self._generation = 0
+        self._stopping = False  # stop_all began: nothing starts any more
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
-        """Revoke before assign: stop what we lost, then start what we gained."""
+        """Revoke before assign: stop what we lost, then start what we gained. The batch
+        callbacks are told in between: Revoke for lost slots whose runners have ended,
+        Assign for the slots about to start (waited for, bounded, outside the lock)."""
         self.release_orphans()
         with self._lock:
+            if self._stopping:
+                return
+            self._generation = generation
             for slot, runner in list(self._runners.items()):
                 spec = desired.get(slot)
                 if not runner.alive:
@@ -80,6 +93,7 @@ class Runtime:
                     runner.request_stop("task definition changed")
                 else:
                     runner.task = spec  # interval, backoff, stop_timeout apply live
+            starting: dict[Slot, SlotRunner] = {}
             for slot, spec in desired.items():
                 if slot in self._runners:
                     continue  # running, or still stopping: started again once it ends
@@ -90,7 +104,20 @@ class Runtime:
                                     metrics=self._metrics, events=self._events)
                 runner.event_loop = self.event_loop  # type: ignore[attr-defined]
                 self._runners[slot] = runner
+                starting[slot] = runner
+            revokes, assigns = self.callbacks.plan(
+                desired, self._running, {s: r.task for s, r in starting.items()}, generation)
+        self.callbacks.dispatch(revokes, assigns)
+        with self._lock:
+            if self._stopping:
+                return  # their Assign was called: stop_all's final Revoke covers them
+            for runner in starting.values():
                 runner.start()
+
+    def _running(self, slot: Slot) -> bool:
+        """A runner of `slot` still runs (the lock held)."""
+        runner = self._runners.get(slot)
+        return runner is not None and runner.alive
 
     def has_orphans(self) -> bool:
         return bool(self._orphans)
@@ -188,7 +215,10 @@ class Runtime:
     def stop_all(self, deadline: float, reason: str = "node stopping") -> list[SlotRunner]:
         """Stop every slot and join them all against one shared monotonic deadline, then the
         event loop (after the runners: their coroutines are cancelled on it). The loop gets
-        a moment even past the deadline, since cancelling what is left is quick."""
+        a moment even past the deadline, since cancelling what is left is quick. Revoke
+        callbacks come between the two, for every slot held whose runner ended."""
+        with self._lock:
+            self._stopping = True
         self.revoke_all(reason)
         with self._lock:
             runners = list(self._runners.values())
@@ -198,6 +228,10 @@ class Runtime:
         left = [r for r in runners if r.alive]
         for runner in left:
             runner.log.error("slot did not stop before the shutdown deadline (stuck)")
+        with self._lock:
+            final = self.callbacks.release_all(self._running, self._generation)
+        self.callbacks.dispatch(final, [])
+        self.callbacks.stop(timeout=max(STOP_MIN, deadline - time.monotonic()))
         self.event_loop.stop(timeout=max(LOOP_STOP_MIN, deadline - time.monotonic()))
         return left
 
