@@ -32,7 +32,7 @@ from bench.common import (
     wait_for,
 )
 from bench.moves import min_moves
-from tests.cluster import worst_overlap
+from tests.checker import worst_overlap_in_file
 from xconsumer.assignment import moved_slots
 from xconsumer.leader import doc_plan
 
@@ -227,10 +227,8 @@ def measure_event(cl: XCluster, kind: str, *, victim: str | None = None,
     out["claim_after_publish"] = summary(claims) if claims else None
     out["first_claim_after_publish"] = min(claims) if claims else None
     out["start_after_claim"] = summary(starts_after_claim) if starts_after_claim else None
-    killed = {n: p.killed_at for n, p in cl.nodes.items() if p.killed_at}
-    recs = [{"t": r.t, "e": r.e, "node": r.node, "pid": r.pid, "task": r.task, "slot": r.slot}
-            for r in cl.records.records]
-    out["overlap"] = worst_overlap(recs, killed)[0]
+    killed = {p.pid: p.killed_at for p in cl.nodes.values() if p.killed_at}
+    out["overlap"] = worst_overlap_in_file(cl.records.path, killed).seconds
     # Timeline of slot starts for the plot: seconds after t0 of each moved slot's start.
     out["start_offsets"] = sorted(final_start[k] - t0 for k in moved_keys if k in final_start)
     return out

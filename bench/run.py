@@ -21,6 +21,7 @@ from typing import Any
 
 from loguru import logger
 
+from bench.commits import print_commits, run_commits
 from bench.common import REPO, cpu_totals, machine_info, ms, say, start_zk, table
 from bench.floor import print_floor, run_floor
 from bench.handover import print_tables, run_cycles
@@ -35,7 +36,8 @@ from bench.scale import (
 )
 from bench.steady import print_steady, run_steady
 
-SECTIONS = ("floor", "moves", "assignment", "handover", "convergence", "steady", "peer")
+SECTIONS = ("floor", "commits", "moves", "assignment", "handover", "convergence", "steady",
+            "peer")
 
 FULL = {"floor_samples": 200, "cycles": 5, "assign_reps": 5, "conv_reps": 5,
         "conv_nodes": 20, "conv_slots": 1000, "steady_window": 20.0,
@@ -254,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         results["floor"] = run_floor(server.hosts, samples=cfg["floor_samples"])
         emit(print_floor(results["floor"]))
 
+    def commits(server: Any) -> None:
+        results["commits"] = run_commits(server.hosts, samples=cfg["floor_samples"])
+        emit(print_commits(results["commits"]))
+
     def moves() -> None:
         results["moves"] = run_moves()
 
@@ -304,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         deferred.append(print_peer(r))
 
     section("floor", with_zk("floor", floor))
+    section("commits", with_zk("commits", commits))
     background: threading.Thread | None = None
     if args.quick and "peer-default" in only:
         # Quick mode only: the default-boundary SetPartitioner runs are ~60 s of mostly idle

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import uuid
 from typing import Any
 
 
-def _record(ctx: Any, event: str) -> None:
+def _record(ctx: Any, event: str, run: str) -> None:
     path = os.environ.get("XCONSUMER_TEST_RECORD")
     if not path:
         return
     line = json.dumps({"t": time.time(), "e": event, "node": ctx.node, "task": ctx.task,
-                       "slot": ctx.slot, "fence": ctx.fence, "pid": os.getpid()}) + "\n"
+                       "slot": ctx.slot, "fence": ctx.fence, "pid": os.getpid(),
+                       "thread": threading.current_thread().name, "run": run}) + "\n"
     # One O_APPEND write per line: lines from concurrent processes never interleave.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -31,9 +34,10 @@ def _record(ctx: Any, event: str) -> None:
 
 def RunBench(ctx: Any) -> None:
     """Record the start, sleep until told to stop, record the stop."""
-    _record(ctx, "start")
+    run = uuid.uuid4().hex  # the run id the overlap checker (tests/checker.py) keys runs by
+    _record(ctx, "start", run)
     try:
         while ctx.sleep(3600.0):
             pass
     finally:
-        _record(ctx, "stop")
+        _record(ctx, "stop", run)
