@@ -200,3 +200,64 @@ def test_dashboard_tells_http_errors_from_disconnection_and_flags_corrupt_znodes
     expect(tid("conn-status")).to_have_text("disconnected")
     page.unroute("**/api/tasks")
     expect(tid("conn-status")).to_have_text("live")
+
+
+@pytest.fixture
+def keyed_cluster(tmp_path: Path, zk_hosts: str, zk_root: str,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """A workerNum task and a keyed task, both committing checkpoints."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("s-a\ns-b\n")
+    monkeypatch.setenv("XCONSUMER_TEST_KEYS", str(keys))
+    c = Cluster(tmp_path, zk_hosts, zk_root,
+                [{"name": "count", "workName": "counter", "workerNum": 2},
+                 {"name": "shards", "workName": "counter", "keys": "shards",
+                  "keys_interval": 3600}],
+                works=REPO / "tests" / "checkpoint_works", extra={"admin": {"token": TOKEN}})
+    c.keys_file = keys  # type: ignore[attr-defined]
+    try:
+        c.start_node("n1")
+        yield c
+    finally:
+        c.close()
+
+
+def test_dashboard_shows_and_resets_checkpoints_and_refreshes_keys(keyed_cluster: Cluster,
+                                                                    page):
+    from playwright.sync_api import expect
+
+    cluster = keyed_cluster
+    url = cluster.view()["nodes"][0]["admin_url"]
+    page.goto(url + "/")
+    tid = page.get_by_test_id
+    tid("token-input").fill(TOKEN)
+    expect(tid("task-work-shards")).to_contain_text("keys 2 from KeysShards()")
+    expect(tid("scale-input-shards")).to_have_count(0)  # keyed: no workerNum to set
+
+    # The checkpoints of a task, live: values go up as the handlers commit.
+    tid("checkpoints-btn-count").click()
+    expect(tid("checkpoints-task")).to_have_text("count")
+    expect(tid("checkpoint-row-1")).to_be_visible()
+    expect(tid("checkpoint-node-1")).to_have_text("n1")
+    first = int(tid("checkpoint-value-1").inner_text())
+    expect(tid("checkpoint-value-1")).not_to_have_text(str(first))
+
+    # Reset one slot through the page: its handler starts over from none (ZooKeeper says so).
+    starts = lambda: [line for line in cluster.record.read_text().splitlines()  # noqa: E731
+                      if '"event": "start"' in line and '"slot": 1' in line
+                      and '"task": "count"' in line]
+    before = len(starts())
+    tid("checkpoint-reset-1").click()
+    expect(tid("flash")).to_have_attribute("data-kind", "ok")
+    wait_until(lambda: len(starts()) > before, CLUSTER_TIMEOUT)
+    assert '"value": 0' in starts()[-1]
+
+    # A keyed task's checkpoints are listed by key; refreshing its keys runs the provider.
+    tid("checkpoints-btn-shards").click()
+    expect(tid("checkpoint-row-s-a")).to_be_visible()
+    cluster.keys_file.write_text("s-a\ns-b\ns-c\n")  # type: ignore[attr-defined]
+    tid("refresh-keys-btn-shards").click()
+    expect(tid("task-work-shards")).to_contain_text("keys 3 from")
+    expect(tid("checkpoint-row-s-c")).to_be_visible()
+    tid("checkpoints-reset-all").click()
+    expect(tid("flash-text")).to_contain_text("checkpoint(s) reset")
