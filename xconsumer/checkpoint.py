@@ -74,7 +74,8 @@ class SlotCheckpoint:
     def __init__(self, *, client: KazooClient, path: str, member: str | None, owner: str,
                  owner_version: Callable[[], int | None], fence: int, node: str,
                  stopping: Callable[[], bool], lost: Callable[[str], None],
-                 call_timeout: float = 10.0, retry_wait: float = 0.2) -> None:
+                 call_timeout: float = 10.0, retry_wait: float = 0.2,
+                 counted: Callable[[bool], None] | None = None) -> None:
         self.path = path
         self._client = client
         self._member = member
@@ -84,6 +85,7 @@ class SlotCheckpoint:
         self._node = node
         self._stopping = stopping
         self._lost = lost
+        self._counted = counted or (lambda landed: None)
         self._call_timeout = call_timeout
         self._retry_wait = retry_wait
         self._lock = threading.Lock()
@@ -104,9 +106,14 @@ class SlotCheckpoint:
         with self._lock:
             self._ensure_loaded()
             raw = self._data(stored)
-            self._write(raw)
+            try:
+                self._write(raw)
+            except OwnershipLost:
+                self._counted(False)
+                raise
             self._value = stored
             self.commits += 1
+            self._counted(True)
 
     def preload(self) -> Any:
         """Load now (a child process gets the value in its spec and cannot load lazily)."""

@@ -93,6 +93,15 @@ class Metrics:
                                          "plans of a user strategy replaced by round robin's "
                                          "(it raised, timed out or returned an invalid plan)",
                                          registry=r)
+        self.keys_failures = Counter("xconsumer_keys_failures",
+                                     "calls of a keyed task's provider that raised, hung or "
+                                     "returned bad keys (the last good keys stayed)",
+                                     ["task"], registry=r)
+        self.commits = Counter("xconsumer_checkpoint_commits",
+                               "checkpoint commits that landed", ["task"], registry=r)
+        self.commits_refused = Counter("xconsumer_checkpoint_commits_refused",
+                                       "checkpoint commits refused because this node no longer "
+                                       "owned the slot (OwnershipLost)", ["task"], registry=r)
         self.blocked = Gauge("xconsumer_slots_blocked",
                              "slots held by an owner znode no live node can release "
                              "(persistent, made by hand)", registry=r)

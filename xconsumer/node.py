@@ -586,6 +586,7 @@ class Node:
         stay in force; said once per failed call, in the log and the events."""
         logger.bind(task=task).error(message)
         self.events.add("keys_failed", message, task=task)
+        self.metrics.keys_failures.labels(task).inc()
 
     def _publish_failed(self, message: str) -> None:
         """Loud, once per distinct message: log, event, metric and the node view."""

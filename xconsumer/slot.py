@@ -432,8 +432,13 @@ class SlotRunner:
             owner_version=lambda: self.owner_version, fence=self.fence or 0, node=self.node,
             stopping=lambda: self.stop_event.is_set(),
             lost=lambda why: self.request_stop(f"ownership lost: {why}"),
-            call_timeout=self._call_timeout)
+            call_timeout=self._call_timeout, counted=self._count_commit)
         return self.checkpoint
+
+    def _count_commit(self, landed: bool) -> None:
+        if self._metrics is not None:
+            (self._metrics.commits if landed else self._metrics.commits_refused).labels(
+                self.slot.task).inc()
 
     @property
     def _isolated(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ def test_slots_get_their_params_and_commit_where_the_api_shows_them(cluster: Clu
     by_slot = {c["slot"]: c for c in body["checkpoints"]}
     assert set(by_slot) == {0, 1} and by_slot[1]["value"] >= 3
     assert by_slot[1]["node"] in {"n1", "n2"} and by_slot[1]["fence"] > 0
+    metrics = "".join(urllib.request.urlopen(f"{url_of(cluster, n)}/metrics", timeout=10)
+                      .read().decode() for n in ("n1", "n2"))
+    assert 'xconsumer_checkpoint_commits_total{task="count"}' in metrics
     listing = cli(cluster, "checkpoints", "count")
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.splitlines()[0].split() == ["SLOT", "NODE", "FENCE", "VALUE"]

@@ -5,6 +5,8 @@ the key when its slot index changes."""
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,9 @@ def test_keyed_slots_follow_the_provider(cluster: Cluster, keys_file: Path):
     wait_until(lambda: any(e["kind"] == "keys_failed" and "shard registry unavailable"
                            in e["message"] for e in call(f"{url}/api/events")[1]["events"]),
                20)
+    metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    failures = re.search(r'xconsumer_keys_failures_total\{task="shards"\} ([0-9.]+)', metrics)
+    assert failures and float(failures.group(1)) >= 1
     keys_file.write_text("!bad\n")
     wait_until(lambda: any("a int at position 1" in e["message"]
                            for e in call(f"{url}/api/events")[1]["events"]), 20)
