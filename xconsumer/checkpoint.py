@@ -10,9 +10,14 @@ is the transaction it is written in:
 
 A deposed owner fails the first check (its session expired, so its member znode is gone),
 even when it wakes from SIGSTOP still believing it is connected. The third check closes the
-rest: a new owner, before it hands the position to its handler, rewrites the checkpoint
-unchanged (the "bump"), so the version any earlier owner holds is stale from then on. That
-also covers an owner znode deleted by hand under a live node.
+rest: a new owner, before it hands the position to its handler, rewrites the checkpoint with
+the same value and its own fence (the "bump"), so the version any earlier owner holds is
+stale from then on; and nobody bumps a checkpoint that carries a larger fence than its own
+(fences are owner-znode czxids: a later owner's is always larger), so an earlier owner that
+reads the checkpoint for the first time after its successor did is refused too. That also
+covers an owner znode deleted by hand under a live node. A reset rewrites the checkpoint
+(value null, the fence kept) instead of deleting it: a deleted and recreated znode would
+start its versions again at 0, and a stale version could match again.
 
 The checkpoint is read lazily, when the handler first asks for it: a slot that never uses
 checkpoints costs no ZooKeeper request at all on a handover.
@@ -153,10 +158,17 @@ class SlotCheckpoint:
                 raise CheckpointError(f"{doc}; reset it (DELETE /api/tasks/<task>/checkpoints"
                                       "/<slot>) or write a valid one, the slot will not "
                                       "guess where to resume")
+            if int(doc.get("fence", 0)) > self._fence:
+                # Owner znodes are created in zxid order, so a larger fence is a later
+                # owner's: it has read the checkpoint already, and we must not touch it.
+                raise self._give_up(f"a newer owner (fence {doc['fence']}) holds the "
+                                    "checkpoint")
             if not self._still_owner():
                 raise self._give_up("ownership lost before the checkpoint was read")
+            bumped = dumps({**doc, "fence": self._fence, "node": self._node})
             try:
-                stat = self._call(self._client.set_async(self.path, raw, version=stat.version))
+                stat = self._call(self._client.set_async(self.path, bumped,
+                                                         version=stat.version))
             except BadVersionError:
                 continue  # written meanwhile (by a deposed owner): read it again
             except NoNodeError:
@@ -276,17 +288,43 @@ def read_checkpoints(client: KazooClient, paths: Paths, task: str,
 
 def reset_checkpoints(client: KazooClient, paths: Paths, task: str,
                       slot_id: str | None = None) -> int:
-    """Delete one slot's checkpoint (`slot_id` from `checkpoint_id`) or all of a task's; how
-    many were deleted. A running owner's next commit is refused, so it restarts from None."""
+    """Set one slot's checkpoint (`slot_id` from `checkpoint_id`), or all of a task's, back
+    to null; how many were reset. Rewritten, never deleted (see the module docstring): a
+    running owner's next commit is refused, so it restarts from None; the fence stays, so
+    no earlier owner can take the checkpoint over."""
     if slot_id is not None:
-        try:
-            client.delete(paths.checkpoint(task, slot_id))
-        except NoNodeError:
-            return 0
-        return 1
+        return int(_reset_one(client, paths.checkpoint(task, slot_id)))
     try:
-        count = len(client.get_children(paths.checkpoint_task(task)))
-        client.delete(paths.checkpoint_task(task), recursive=True)
+        children = client.get_children(paths.checkpoint_task(task))
     except NoNodeError:
         return 0
-    return count
+    return sum(_reset_one(client, paths.checkpoint(task, c)) for c in children)
+
+
+def _reset_one(client: KazooClient, path: str) -> bool:
+    for _ in range(10):
+        try:
+            raw, stat = client.get(path)
+        except NoNodeError:
+            return False
+        doc = decode_checkpoint(raw, path)
+        fence = 0 if isinstance(doc, Corrupt) else int(doc.get("fence", 0))
+        data = dumps({"value": None, "fence": fence, "node": "", "reset_at": time.time()})
+        try:
+            client.set(path, data, version=stat.version)
+            return True
+        except BadVersionError:
+            continue  # committed meanwhile: reset what is there now
+        except NoNodeError:
+            return False
+    raise CheckpointError(f"{path}: could not reset it (written continuously); try again")
+
+
+def purge_checkpoints(client: KazooClient, paths: Paths, task: str) -> bool:
+    """Delete a removed task's checkpoints (the leader does this once the table without the
+    task is published, so no slot of the task runs any more)."""
+    try:
+        client.delete(paths.checkpoint_task(task), recursive=True)
+    except NoNodeError:
+        return False
+    return True

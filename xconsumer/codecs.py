@@ -214,8 +214,9 @@ def _assignment(doc: Any) -> dict[str, Any]:
         out[key] = _strings(doc.get(key, []), key)
     for key in ("leader", "strategy"):
         _str(doc.get(key), key, optional=True)
-    out["keys"] = {_str(t, "keys key") or "": _keys_list(k, f"keys.{t}")
-                   for t, k in _object(doc.get("keys", {}), "keys").items()}
+    if "keys" in doc:  # only when published: a decoded document compares equal to its source
+        out["keys"] = {_str(t, "keys key") or "": _keys_list(k, f"keys.{t}")
+                       for t, k in _object(doc["keys"], "keys").items()}
     if doc.get("published_at") is not None:
         _number(doc["published_at"], "published_at")
     return out
@@ -316,6 +317,8 @@ def _overrides(doc: Any) -> dict[str, Any]:
     out = {"tasks": {name: _override_entry(name, e) for name, e in tasks.items()},
            "drained": sorted(set(_strings(doc.get("drained", []), "drained"))),
            "rebalance": rebalance}
+    if "purge" in doc:
+        out["purge"] = _strings(doc["purge"], "purge")
     if "keys_refresh" in doc:
         out["keys_refresh"] = {name: _int(n, f"keys_refresh.{name}") for name, n in
                                _object(doc["keys_refresh"], "keys_refresh").items()}
@@ -335,6 +338,9 @@ def _owner(doc: Any) -> dict[str, Any]:
     _str(doc.get("session", ""), "session")
     if doc.get("started_at") is not None:
         _number(doc["started_at"], "started_at")
+    if doc.get("slot") is not None:
+        _int(doc["slot"], "slot", hi=MAX_WORKER_NUM - 1)
+    _str(doc.get("key"), "key", optional=True)
     return dict(doc)
 
 

@@ -23,6 +23,7 @@ from loguru import logger
 
 from . import __version__
 from .assignment import moved_slots
+from .checkpoint import purge_checkpoints
 from .codecs import Corrupt
 from .config import Config, TaskConfig
 from .corruption import CorruptionReport
@@ -37,17 +38,20 @@ from .leader import (
     plan_slots,
     publish,
     read_assignment,
+    valid_doc,
 )
 from .lease import Lease
 from .logs import set_node
 from .membership import dedupe_by_name, read_members, register
 from .metrics import Metrics
 from .overrides import (
+    OverrideError,
     OverrideStore,
     drained_names,
     effective_tasks,
     keys_refresh,
     overrides_from_assignment,
+    purged,
     with_paused,
 )
 from .paths import Paths
@@ -529,7 +533,10 @@ class Node:
         self.corruption.update(("overrides",), [self.overrides.corrupt]
                                if self.overrides.corrupt is not None else [])
         tasks = effective_tasks(self.config.tasks, overrides)
-        published_keys = (self.assignment or {}).get("keys", {})
+        # A leader that has not read the assignment yet (its first pass after a start)
+        # reads it here: its keys are the last good ones, never "none yet".
+        published = self.assignment or valid_doc(read_assignment(self.client, self.paths)[0])
+        published_keys = (published or {}).get("keys", {})
         self.keys.poll([e.task for e in tasks], published_keys, keys_refresh(overrides))
         keys = {e.task.name: self.keys.keys(e.task.name) or [] for e in tasks if e.task.keys}
         drained = set(drained_names(overrides))
@@ -569,8 +576,24 @@ class Node:
             self._sweep_left_markers({m.name for m in live} | set(self.damper.ghosts))
             if tasks is not None:
                 self._collect_garbage(tasks)
+                self._purge_checkpoints(tasks)
         except _ZK_ERRORS as exc:
             logger.warning("housekeeping skipped this pass ({}: {})", type(exc).__name__, exc)
+
+    def _purge_checkpoints(self, tasks: set[str]) -> None:
+        """Delete the checkpoints of tasks removed through the API, now that a table without
+        them is published (no slot of theirs runs), then take them off the purge list."""
+        overrides, _ = self.overrides.read()
+        names = [n for n in overrides.get("purge", []) if n not in tasks]
+        if not names:
+            return
+        for name in names:
+            if purge_checkpoints(self.client, self.paths, name):
+                logger.info("deleted the checkpoints of removed task {}", name)
+        try:
+            self.overrides.update(lambda d: purged(d, names))
+        except OverrideError as exc:  # a concurrent edit: the next pass tries again
+            logger.debug("purge list not updated yet: {}", exc)
 
     def _published_overrides(self) -> dict[str, Any] | None:
         """The overrides behind the published table, for a corrupt overrides znode this

@@ -16,7 +16,7 @@ Layout of `<cluster>/overrides` (JSON):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,6 +81,9 @@ def normalize(doc: Any) -> dict[str, Any]:
             out["drained"] = sorted({str(n) for n in doc["drained"]})
         if isinstance(doc.get("rebalance"), int):
             out["rebalance"] = doc["rebalance"]
+        purge = doc.get("purge")
+        if isinstance(purge, list):
+            out["purge"] = sorted({str(n) for n in purge})
         refresh = doc.get("keys_refresh")
         if isinstance(refresh, dict):
             out["keys_refresh"] = {str(k): v for k, v in refresh.items()
@@ -228,6 +231,8 @@ def add_task(doc: dict[str, Any], seed: Sequence[TaskConfig], fields: dict[str, 
     if not is_container_task(task) and not handler_available(task.work_name):
         raise OverrideError(f"no live node has a handler for workName {task.work_name!r}")
     doc = copy.deepcopy(normalize(doc))
+    if task.name in doc.get("purge", []):  # back before its checkpoints were purged: keep them
+        doc["purge"] = [n for n in doc["purge"] if n != task.name]
     if any(t.name == task.name for t in seed):
         doc["tasks"][task.name] = {k: v for k, v in task.to_dict().items()
                                    if k in MUTABLE_FIELDS}  # re-adding a removed seed task
@@ -237,8 +242,11 @@ def add_task(doc: dict[str, Any], seed: Sequence[TaskConfig], fields: dict[str, 
 
 
 def remove_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> dict[str, Any]:
+    """Removed on purpose, so its checkpoints go too: the leader deletes them once it has
+    published a table without the task (`purge`), not before, while slots may still run."""
     _find(doc, seed, name)
     doc = copy.deepcopy(normalize(doc))
+    doc["purge"] = sorted(set(doc.get("purge", [])) | {name})
     if any(t.name == name for t in seed):
         doc["tasks"][name] = {"removed": True}
     else:
@@ -288,6 +296,15 @@ def request_keys_refresh(doc: dict[str, Any], seed: Sequence[TaskConfig], name: 
 
 def keys_refresh(doc: dict[str, Any]) -> dict[str, int]:
     return dict(normalize(doc).get("keys_refresh", {}))
+
+
+def purged(doc: dict[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """The overrides without `names` in the purge list (their checkpoints are gone)."""
+    doc = copy.deepcopy(normalize(doc))
+    doc["purge"] = [n for n in doc.get("purge", []) if n not in names]
+    if not doc["purge"]:
+        del doc["purge"]
+    return doc
 
 
 # -- storage --------------------------------------------------------------------------------

@@ -49,6 +49,13 @@ class Paths:
     def owner(self, task: str, index: int) -> str:
         return f"{self.owners}/{task}/{index}"
 
+    def slot_owner(self, task: str, index: int, key: str | None = None) -> str:
+        """The owner znode of a slot: by index, or by key for a keyed task, so a key that
+        moves to another index waits for its previous runner like any handover (at most
+        one owner per key, not only per index)."""
+        return self.owner(task, index) if key is None else \
+            f"{self.owners}/{task}/{checkpoint_id(index, key)}"
+
     @property
     def done(self) -> str:
         return f"{self.base}/done"

@@ -61,7 +61,7 @@ class Runtime:
         # Slots whose runner ended without being able to delete its owner znode (the
         # connection was down). Left alone, the znode would live as long as our session and
         # keep the slot's next owner waiting.
-        self._orphans: set[Slot] = set()
+        self._orphans: dict[Slot, str] = {}  # slot -> the owner znode it may still hold
         # No thread until a coroutine slot asks for it (see executors/coroutine.py).
         self.event_loop = EventLoopThread(metrics=metrics, events=events)
         self.callbacks = BatchCallbacks(node=node, registry=registry, events=events,
@@ -94,9 +94,16 @@ class Runtime:
                 else:
                     runner.task = spec  # interval, backoff, stop_timeout apply live
             starting: dict[Slot, SlotRunner] = {}
+            # A keyed slot's owner znode is its key's: a key that moved to another index
+            # must wait for the runner still finishing it under the old index (on this
+            # node it would otherwise adopt that runner's znode as its own).
+            held = {r.owner_path for r in self._runners.values() if r.alive}
             for slot, spec in desired.items():
                 if slot in self._runners:
                     continue  # running, or still stopping: started again once it ends
+                if spec.slot_key is not None and self._paths.slot_owner(
+                        slot.task, slot.index, spec.slot_key) in held:
+                    continue  # its key still runs under another index: started once it ends
                 runner = SlotRunner(slot=slot, task=spec, generation=generation,
                                     node=self._node, client=self._client, paths=self._paths,
                                     lease=self._lease, registry=self._registry,
@@ -128,27 +135,26 @@ class Runtime:
         Runs on the controller thread, like `apply()`, so no runner can be started for the
         slot between the check and the delete; the version check covers the rest."""
         session = self._session_id()
-        for slot in sorted(self._orphans):
+        for slot, path in sorted(self._orphans.items()):
             with self._lock:
                 runner = self._runners.get(slot)
                 if runner is not None and runner.alive:
-                    self._orphans.discard(slot)  # it adopts or releases the znode itself
+                    self._orphans.pop(slot, None)  # it adopts or releases the znode itself
                     continue
-            path = self._paths.owner(slot.task, slot.index)
             try:
                 stat = self._client.exists_async(path).get(timeout=5.0)
                 if stat is not None and session is not None and stat.ephemeralOwner == session:
                     self._client.delete_async(path, version=stat.version).get(timeout=5.0)
-                self._orphans.discard(slot)
+                self._orphans.pop(slot, None)
             except NoNodeError:
-                self._orphans.discard(slot)
+                self._orphans.pop(slot, None)
             except (KazooException, KazooTimeoutError):
                 return  # still no connection: next pass
 
     def _runner_exited(self, runner: SlotRunner) -> None:
         if runner.may_hold_owner:
             with self._lock:
-                self._orphans.add(runner.slot)
+                self._orphans[runner.slot] = runner.owner_path
         if runner.stuck_reported:
             runner.log.warning("stuck slot finally stopped after {:.1f}s",
                                time.monotonic() - (runner.stop_requested_at or 0.0))

@@ -300,9 +300,17 @@ class SlotRunner:
             self.exited = True
             self._on_exit(self)
 
+    @property
+    def owner_path(self) -> str:
+        return self._paths.slot_owner(self.slot.task, self.slot.index, self.task.slot_key)
+
     def _owner_data(self) -> bytes:
-        return dumps({"node": self.node, "generation": self.generation,
-                      "session": f"{self._session_id() or 0:x}", "started_at": time.time()})
+        data = {"node": self.node, "generation": self.generation,
+                "session": f"{self._session_id() or 0:x}", "started_at": time.time(),
+                "slot": self.slot.index}
+        if self.task.slot_key is not None:
+            data["key"] = self.task.slot_key
+        return dumps(data)
 
     def _call(self, result: Any) -> Any:
         """Every ZooKeeper call from a slot thread is bounded: a request queued behind a
@@ -311,7 +319,7 @@ class SlotRunner:
 
     def _acquire(self) -> bool:
         """Create the owner znode, waiting (on a watch) while a previous owner still holds it."""
-        path = self._paths.owner(self.slot.task, self.slot.index)
+        path = self.owner_path
         self.state = "waiting"
         waited_for: str | None = None
         self.may_hold_owner = True  # from the first create attempt on, see Runtime.orphans
@@ -428,7 +436,7 @@ class SlotRunner:
         slot_id = checkpoint_id(self.slot.index, self.task.slot_key)
         self.checkpoint = SlotCheckpoint(
             client=self._client, path=self._paths.checkpoint(self.slot.task, slot_id),
-            member=self._lease.member, owner=self._paths.owner(self.slot.task, self.slot.index),
+            member=self._lease.member, owner=self.owner_path,
             owner_version=lambda: self.owner_version, fence=self.fence or 0, node=self.node,
             stopping=lambda: self.stop_event.is_set(),
             lost=lambda why: self.request_stop(f"ownership lost: {why}"),
@@ -530,7 +538,7 @@ class SlotRunner:
             self.fence = None
             self.owner_version = None
             return  # nothing can be deleted now; the runtime retries once connected
-        path = self._paths.owner(self.slot.task, self.slot.index)
+        path = self.owner_path
         try:
             # Short: a frozen server must not keep this thread (and the node's view of the
             # slot) alive; the runtime's retry does the rest.

@@ -25,7 +25,7 @@ from .leader import (
 )
 from .membership import dedupe_by_name, read_members
 from .overrides import OverrideStore, effective_tasks, overrides_from_assignment
-from .paths import Paths
+from .paths import Paths, checkpoint_slot
 
 
 def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None,
@@ -54,15 +54,21 @@ def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None
                 raw, stat = client.get(path)
             except NoNodeError:
                 continue
-            data = decode_owner(raw, path) if index is not None else Corrupt(
+            keyed = index is None and isinstance(checkpoint_slot(slot), str)
+            data = decode_owner(raw, path) if index is not None or keyed else Corrupt(
                 "owner", path, "not a slot index")
+            if keyed and not isinstance(data, Corrupt):
+                # A keyed slot's owner znode is named by its key; its index is in its data.
+                index = data.get("slot")
+                if index is None:
+                    data = Corrupt("owner", path, "a keyed owner znode without its slot")
             if not isinstance(data, Corrupt) and stat.ephemeralOwner == 0:
                 data = Corrupt("owner", path, "persistent (made by hand?): it blocks the slot "
                                "until deleted")
             if isinstance(data, Corrupt):
                 if corrupt is not None:
                     corrupt.append(data)
-                if index is None:
+                if index is None or keyed:
                     continue
                 data = {"node": None, "corrupt": data.error}
             if sessions is not None and stat.ephemeralOwner:
@@ -159,7 +165,7 @@ def task_counts(doc: dict[str, Any] | None, owners: dict[str, Any]) -> list[dict
         out.append({**task.to_dict(), "paused": name in paused,
                     "desired": 0 if name in paused else task.worker_num,
                     "assigned": assigned.get(name, 0), "running": running.get(name, 0),
-                    **_keyed_fields(doc, task)})
+                    **_keyed_fields(doc, task, name in paused)})
     return out
 
 

@@ -27,6 +27,8 @@ def RunCounter(ctx):  # noqa: N802 - the handler naming convention
     # Stubborn: go on committing for a while after being told to stop, as a handler that
     # checks ctx.stopping too rarely would; only the fence can refuse it then.
     extra = int(os.environ.get("XCONSUMER_TEST_STUBBORN", "0"))
+    if os.environ.get("XCONSUMER_TEST_STUBBORN_KEY", ctx.key) != ctx.key:
+        extra = 0  # only that key's slot is stubborn
     while not ctx.stopping or extra > 0:
         if ctx.stopping:
             extra -= 1
@@ -37,8 +39,10 @@ def RunCounter(ctx):  # noqa: N802 - the handler naming convention
             _record(event="lost", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count,
                     error=str(exc))
             return
-        _record(event="commit", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count)
+        _record(event="commit", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count,
+                key=ctx.key)
         ctx.sleep(step)
+    _record(event="end", task=ctx.task, slot=ctx.slot, node=ctx.node, key=ctx.key)
 
 
 def KeysShards():  # noqa: N802 - the provider naming convention

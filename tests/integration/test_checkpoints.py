@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,12 @@ def _events(record: Path) -> list[dict[str, Any]]:
 
 
 def _store(zk: KazooClient, paths: Paths, *, member: str | None, owner_version: int = 0,
-           fence: int = 1) -> tuple[SlotCheckpoint, list[str]]:
+           fence: int | None = None) -> tuple[SlotCheckpoint, list[str]]:
     lost: list[str] = []
     zk.ensure_path(paths.owner_task("c"))
+    if fence is None:  # the real one: the czxid of the slot's owner znode
+        stat = zk.exists(paths.owner("c", 0))
+        fence = stat.czxid if stat is not None else 1
     store = SlotCheckpoint(client=zk, path=paths.checkpoint("c", "0"), member=member,
                            owner=paths.owner("c", 0), owner_version=lambda: owner_version,
                            fence=fence, node="a", stopping=lambda: False, lost=lost.append,
@@ -105,7 +109,7 @@ def test_a_deposed_owner_cannot_commit_over_its_successor(zk: KazooClient, zk_ro
     old.commit("old-1")
     zk.delete(paths.owner("c", 0))
     zk.create(paths.owner("c", 0), b"{}", ephemeral=True)
-    new, _ = _store(zk, paths, member=member, fence=2)
+    new, _ = _store(zk, paths, member=member)
     assert new.value() == "old-1"
     with pytest.raises(OwnershipLost, match="written or reset by someone else"):
         old.commit("old-2")
@@ -236,3 +240,87 @@ def test_a_lost_reply_is_resolved_by_reading_back(zk: KazooClient, zk_root, monk
             store.commit(2)
         monkeypatch.undo()
         assert json.loads(zk.get(path)[0])["value"] == "other" and lost
+
+
+def test_an_earlier_owner_reading_for_the_first_time_after_its_successor_is_refused(
+        zk: KazooClient, zk_root):
+    """Found by review: the old owner's first touch of the checkpoint came after the new
+    owner's read; its own bump made its version current and its commit landed."""
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    zk.create(paths.checkpoint("c", "0"), b'{"value": 41, "fence": 0}', makepath=True)
+    old, lost = _store(zk, paths, member=member)  # fence of the first owner znode
+    zk.delete(paths.owner("c", 0))
+    zk.create(paths.owner("c", 0), b"{}", ephemeral=True)
+    new, _ = _store(zk, paths, member=member)  # a later czxid: a larger fence
+    assert new.value() == 41
+    with pytest.raises(OwnershipLost, match="a newer owner"):
+        old.commit(45)
+    assert lost and json.loads(zk.get(paths.checkpoint("c", "0"))[0])["value"] == 41
+
+
+def test_a_reset_keeps_versions_growing_so_a_stale_commit_cannot_undo_it(zk: KazooClient,
+                                                                        zk_root):
+    """Found by review: a reset that deleted the znode restarted its versions, and an old
+    owner's stale version matched the recreated znode's again (ABA)."""
+    from xconsumer.checkpoint import reset_checkpoints
+
+    paths = Paths(zk_root, "it")
+    member = _owned(zk, paths)
+    old, lost = _store(zk, paths, member=member)
+    old.commit(7)
+    assert reset_checkpoints(zk, paths, "c") == 1
+    new, _ = _store(zk, paths, member=member)
+    assert new.value() is None
+    new.commit(1)
+    with pytest.raises(OwnershipLost):
+        old.commit(8)
+    assert json.loads(zk.get(paths.checkpoint("c", "0"))[0])["value"] == 1
+    assert reset_checkpoints(zk, paths, "c", "0") == 1
+    assert json.loads(zk.get(paths.checkpoint("c", "0"))[0])["value"] is None
+
+
+def test_a_key_that_moves_to_another_index_waits_for_its_previous_runner(
+        zk: KazooClient, zk_root, record, monkeypatch):
+    """Found by review: keys a, b, c became b, c; c moved from index 2 to index 0 and its
+    new runner started while the old one was still finishing c (owner znodes were per
+    index). They are per key now, so the handover of a key is a handover like any other."""
+    from dataclasses import replace
+
+    from xconsumer.keys import stable_order
+    from xconsumer.runtime import Runtime
+
+    monkeypatch.setenv("XCONSUMER_TEST_STUBBORN", "50")  # ~0.5 s of commits after a stop,
+    monkeypatch.setenv("XCONSUMER_TEST_STUBBORN_KEY", "c")  # for key c only
+    paths = Paths(zk_root, "it")
+    lease = _lease(zk, paths, "x")
+    runtime = Runtime(node="x", client=zk, paths=paths, lease=lease, registry=discover(WORKS),
+                      session_id=lambda: zk.client_id[0], on_change=lambda: None)
+    base = TaskConfig(name="k", work_name="counter", worker_num=3, keys="shards")
+    keys = ["a", "b", "c"]
+    runtime.apply({Slot("k", i): replace(base, slot_key=key) for i, key in enumerate(keys)}, 1)
+    events = lambda: _events(record)  # noqa: E731
+    wait_until(lambda: sum(e["event"] == "commit" and e["key"] == "c" for e in events()) >= 3,
+               10)
+    moved = stable_order(keys, ["b", "c"])
+    assert moved == ["c", "b"]
+    desired = {Slot("k", i): replace(base, worker_num=2, slot_key=key)
+               for i, key in enumerate(moved)}
+
+    def c_started_at_0() -> bool:
+        runtime.apply(desired, 2)  # what the controller does on every runner exit
+        return any(e["event"] == "start" and e["key"] == "c" and e["slot"] == 0
+                   for e in events())
+
+    wait_until(c_started_at_0, 15)
+    runtime.stop_all(time.monotonic() + 10)
+    rows = events()
+    old_end = next(i for i, e in enumerate(rows)
+                   if e["event"] == "end" and e["key"] == "c" and e["slot"] == 2)
+    new_start = next(i for i, e in enumerate(rows)
+                     if e["event"] == "start" and e["key"] == "c" and e["slot"] == 0)
+    assert old_end < new_start, "key c ran under two indices at once"
+    start = rows[new_start]
+    last = max(e["value"] for e in rows[:new_start] if e["event"] == "commit" and
+               e.get("key") == "c")
+    assert start["value"] == last  # its checkpoint followed the key

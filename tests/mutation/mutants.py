@@ -221,8 +221,8 @@ MUTANTS: list[Mutant] = [
         "a deposed owner's commit overwrites what its successor committed"),
     Mutant(
         "checkpoint-read-without-bump", "xconsumer/checkpoint.py",
-        "                stat = self._call(self._client.set_async(self.path, raw, "
-        "version=stat.version))\n",
+        "                stat = self._call(self._client.set_async(self.path, bumped,\n"
+        "                                                         version=stat.version))\n",
         "                pass\n",
         [f"{CK}::test_a_deposed_owner_cannot_commit_over_its_successor"],
         "a new owner reads the checkpoint without making earlier owners' versions stale"),
@@ -239,4 +239,17 @@ MUTANTS: list[Mutant] = [
         "            if stat.version > self._version:\n",
         [f"{CK}::test_a_lost_reply_is_resolved_by_reading_back"],
         "a commit whose reply was lost is reported landed although another owner wrote"),
+    Mutant(
+        "checkpoint-late-reader-bumps", "xconsumer/checkpoint.py",
+        "            if int(doc.get(\"fence\", 0)) > self._fence:\n",
+        "            if False:\n",
+        [f"{CK}::test_an_earlier_owner_reading_for_the_first_time_after_its_successor_is_refused"],
+        "an earlier owner that first reads the checkpoint after its successor takes it over"),
+    Mutant(
+        "moved-key-starts-beside-its-old-runner", "xconsumer/runtime.py",
+        "                    continue  # its key still runs under another index: started once "
+        "it ends\n",
+        "                    pass\n",
+        [f"{CK}::test_a_key_that_moves_to_another_index_waits_for_its_previous_runner"],
+        "a keyed slot whose key moved runs beside the runner still finishing that key"),
 ]

@@ -161,3 +161,15 @@ def test_params_list_table_and_slot_param():
     keyed = parse_config('[[task]]\nname = "t"\nworkName = "x"\nkeys = "s"\n'
                          'params = { "p-1" = 5 }\n').tasks[0]
     assert slot_param(keyed, 0, "p-1") == 5 and "workerNum" not in keyed.to_dict()
+
+
+def test_a_published_document_without_keys_decodes_equal_to_itself():
+    """Found in review: decoding added an empty `keys`, so the leader saw every published
+    document as changed and republished it on every pass."""
+    from xconsumer.codecs import decode_assignment
+    from xconsumer.zk import dumps
+
+    doc = {"generation": 3, "nodes": {"a": {"t": [0]}}, "tasks": [], "members": ["a"]}
+    decoded = decode_assignment(dumps(doc), "/a")
+    assert "keys" not in decoded
+    assert decode_assignment(dumps({**doc, "keys": {"t": ["x"]}}), "/a")["keys"] == {"t": ["x"]}

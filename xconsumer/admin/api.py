@@ -237,12 +237,10 @@ def register_api(app: Flask, node: Any) -> None:
 
     @app.delete("/api/tasks/<name>")
     def delete_task(name: str) -> Any:
-        result = mutate(lambda d: ov.remove_task(d, node.seed_tasks(), name),
-                        _body(accepted=()))
-        # Removed on purpose: its positions go with it (a task that only vanished from one
-        # node's app.toml keeps them; see README, checkpoints).
-        reset_checkpoints(node.client, node.paths, name)
-        return result
+        # Removed on purpose: the leader deletes its checkpoints once the table without it
+        # is published (a task that only vanished from one node's app.toml keeps them).
+        return mutate(lambda d: ov.remove_task(d, node.seed_tasks(), name),
+                      _body(accepted=()))
 
     def known_task(name: str) -> dict[str, Any] | None:
         payload, _ = tasks_payload()
