@@ -51,6 +51,7 @@ MAX_EVENTS = 100_000
 DEFAULT_BREAKER_COOLDOWN = 30.0
 MAX_BREAKER_FAILURES = 1_000_000
 DEFAULT_KEYS_INTERVAL = 30.0
+MIN_KEYS_INTERVAL = 0.1  # each call wakes the leader's controller for a pass
 MAX_PARAMS_BYTES = 64 * 1024
 
 
@@ -590,7 +591,7 @@ _TASK_FIELDS: dict[str, tuple[str, Check]] = {
     "env": ("env", _env),
     "params": ("params", _params),
     "keys": ("keys", _keys_provider),
-    "keys_interval": ("keys_interval", _number(0.0, inclusive=False,
+    "keys_interval": ("keys_interval", _number(MIN_KEYS_INTERVAL, inclusive=True,
                                                unit="seconds between two calls of the keys "
                                                "provider")),
 }

@@ -58,7 +58,10 @@ EXIT_ORPHANED = 70
 EXIT_LEASE = 71
 _POLL = 0.05
 # A checkpoint request is answered within the store's call timeout (10 s) plus a poll.
-CHECKPOINT_REPLY_TIMEOUT = 15.0
+# The node answers a checkpoint request within its store's bounds (a load and a write, each
+# retried within its call timeout of 10 s, plus a read-back): a child that waits longer
+# takes the node for gone.
+CHECKPOINT_REPLY_TIMEOUT = 35.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -124,13 +127,16 @@ class ChildContext:
         requests, replies = self._channel
         with self._channel_lock:
             self._requests += 1
-            requests.put((self._requests, op, text))
+            deadline = time.monotonic() + CHECKPOINT_REPLY_TIMEOUT
             try:
+                requests.send((self._requests, op, text))
                 while True:
-                    number, ok, payload = replies.get(timeout=CHECKPOINT_REPLY_TIMEOUT)
+                    if not replies.poll(max(0.0, deadline - time.monotonic())):
+                        raise EOFError("no answer in time")
+                    number, ok, payload = replies.recv()
                     if number == self._requests:
                         break
-            except queue.Empty:
+            except (EOFError, OSError):
                 self.stop_event.set()
                 raise OwnershipLost("no answer from the node process to a checkpoint "
                                     "request; the slot is stopping") from None
@@ -389,7 +395,12 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
     stop = mp.Event()
     results = mp.Queue()
     watcher = mp.Value("i", 0, lock=False)
-    channel = (mp.Queue(), mp.Queue())
+    # Pipes, not queues: once the child is started the parent closes the child's ends, so
+    # a child that dies mid-message gives EOF instead of a read that blocks for ever, and
+    # there is no feeder thread left to hang the node's exit.
+    requests_r, requests_w = mp.Pipe(duplex=False)
+    replies_r, replies_w = mp.Pipe(duplex=False)
+    channel = (requests_w, replies_r)
     spec = {"task": runner.task.to_dict(), "slot": runner.slot.index, "node": runner.node,
             "key": runner.task.slot_key,
             "generation": runner.generation, "fence": ctx.fence,
@@ -401,6 +412,9 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
                       args=(spec, deadline, stop, results, watcher, channel),
                       name=f"xc-slot-{runner.slot.task}-{runner.slot.index}", daemon=True)
     proc.start()
+    requests_w.close()
+    replies_r.close()
+    server = _CheckpointServer(runner, requests_r, replies_w)
     runner.child_pid = proc.pid
     runner.log.info("handler running in child process {}", proc.pid)
     def limit(seconds: float) -> float:
@@ -416,7 +430,6 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
     while True:
         deadline.value = lease.now() + max(lease.remaining(), 0.0)
         _drain(results, report, runs)
-        _serve_checkpoint(runner, channel)
         if not proc.is_alive():
             break
         run_limit = runner.task.run_timeout
@@ -453,8 +466,7 @@ def _run_child(runner: Any, ctx: Any, report: Any, backoff: float
     if proc.exitcode not in (0, None):
         runner.log.info("child process {} ended with exit code {}", proc.pid, proc.exitcode)
     results.close()
-    for q in channel:
-        q.close()
+    server.close()
     _wait_session_gone(runner, proc.pid, watcher.value)
     runner.child_pid = None
     if over is not None and not runs.completed:
@@ -505,31 +517,60 @@ def _wait_session_gone(runner: Any, sid: int, watcher: int) -> None:
         runner.log.warning("processes of child {} finally gone", sid)
 
 
-def _serve_checkpoint(runner: Any, channel: tuple[Any, Any]) -> None:
-    """Answer the child's checkpoint requests with the runner's own store: the parent holds
-    the ZooKeeper session, so the fence checks are the same as for a thread slot."""
-    from .errors import CheckpointError, OwnershipLost
+class _CheckpointServer:
+    """Answers a child's checkpoint requests with the runner's own store, in a thread of
+    its own (xc-ckpt-<task>-<i>): the parent holds the ZooKeeper session, so the fence
+    checks are those of a thread slot, and a slow ZooKeeper call never holds up the loop
+    that keeps the child's lease deadline current."""
 
-    requests, replies = channel
-    while True:
-        try:
-            number, op, text = requests.get_nowait()
-        except (queue.Empty, EOFError, OSError):
-            return
-        store = runner.checkpoint
+    def __init__(self, runner: Any, requests: Any, replies: Any) -> None:
+        self._runner = runner
+        self._requests = requests
+        self._replies = replies
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, daemon=True,
+            name=f"xc-ckpt-{runner.slot.task}-{runner.slot.index}")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._done.is_set():
+            try:
+                if not self._requests.poll(_POLL):
+                    continue
+                number, op, text = self._requests.recv()
+            except (EOFError, OSError):
+                return  # the child is gone (maybe mid-message)
+            try:
+                self._replies.send(self._answer(number, op, text))
+            except (BrokenPipeError, EOFError, OSError):
+                return
+
+    def _answer(self, number: int, op: str, text: str | None) -> tuple[Any, ...]:
+        from .errors import CheckpointError, OwnershipLost
+
+        store = self._runner.checkpoint
         try:
             if store is None:
                 raise CheckpointError("this slot has no checkpoint store")
             if op == "commit":
-                store.commit(json.loads(text))
-                reply: tuple[Any, ...] = (number, True, None)
-            else:
-                reply = (number, True, json.dumps(store.value()))
+                store.commit(json.loads(text or "null"))
+                return (number, True, None)
+            return (number, True, json.dumps(store.value()))
         except OwnershipLost as exc:
-            reply = (number, False, ("lost", str(exc)))
+            return (number, False, ("lost", str(exc)))
         except (CheckpointError, ValueError) as exc:
-            reply = (number, False, ("error", str(exc)))
-        replies.put(reply)
+            return (number, False, ("error", str(exc)))
+
+    def close(self) -> None:
+        """After the child ended: stop serving, join (an answer still being computed ends
+        within the store's bounds), close the parent's pipe ends."""
+        self._done.set()
+        self._thread.join(CHECKPOINT_REPLY_TIMEOUT)
+        if self._thread.is_alive():
+            self._runner.log.warning("checkpoint server of the child still busy; left")
+        self._requests.close()
+        self._replies.close()
 
 
 def _drain(results: Any, report: Any, runs: _Runs) -> None:

@@ -195,8 +195,8 @@ class KeysTracker:
             error = None
         except KeysError as exc:
             fresh, error = None, f"{exc}; keeping the last good keys"
-        except Exception as exc:  # noqa: BLE001 - a user function: report, never stop
-            fresh = None
+        except BaseException as exc:  # noqa: BLE001 - a user function (SystemExit too):
+            fresh = None  # report it, never let it end this thread without a word
             error = f"{where} raised {type(exc).__name__}: {exc}; keeping the last good keys"
         changed = False
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -222,7 +223,7 @@ class _ZkBackend:
             return {"task": task, "reset": reset_checkpoints(self.client, self.paths, task)}
         if table.get(task, {}).get("keys"):
             slot_id = checkpoint_id(0, slot)
-        elif slot.isascii() and slot.isdigit() and len(slot) <= 6:
+        elif re.fullmatch(r"0|[1-9][0-9]{0,5}", slot):  # as the API: no "007", no "²"
             slot_id = checkpoint_id(int(slot))
         else:
             raise ApiError(f"--slot must be a slot index (0, 1, ...), got {slot!r}",

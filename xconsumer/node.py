@@ -86,6 +86,11 @@ def validate_works(config: Config, registry: WorksRegistry) -> None:
                 raise ConfigError(
                     f"{config.source}: task[{i}] (name {task.name!r}) workName "
                     f"{task.work_name!r}: {exc}") from None
+        if (getattr(task, "isolation", "thread") == "process" and registry.has(task.work_name)
+                and registry.resolve(task.work_name).is_coroutine):
+            raise ConfigError(
+                f"{config.source}: task[{i}] (name {task.name!r}): an async def handler runs "
+                "on the node's event loop and cannot run with isolation = \"process\"")
         if task.keys and registry.hook("Keys", task.keys) is None:
             found = ", ".join(n for n in registry.hook_names() if n.startswith("Keys"))
             raise ConfigError(

@@ -9,6 +9,7 @@ start the same slot while this one still runs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from .assignment import Slot
 from .breaker import Breaker
 from .checkpoint import SlotCheckpoint
 from .config import TaskConfig, slot_param
-from .errors import CheckpointError
+from .errors import CheckpointError, XConsumerError
 from .events import EventLog
 from .executors import executor_for
 from .lease import Lease
@@ -421,6 +422,11 @@ class SlotRunner:
         self.started_at = time.time()
         self.log.info("slot started (fence {}, generation {}{})", ctx.fence, self.generation,
                       ", in a child process" if self._isolated else "")
+        if getattr(handler, "is_coroutine", False) and self.checkpoint is not None:
+            # Read here, in the slot's thread: a coroutine reading it lazily would block
+            # the node's event loop (every coroutine slot) for a ZooKeeper round trip.
+            with contextlib.suppress(XConsumerError):
+                self.checkpoint.preload()  # a failure is raised again where it is read
         completed = executor_for(self.task, handler).run(self, ctx, handler, self._report)
         if once:
             if completed:

@@ -173,3 +173,35 @@ def test_a_published_document_without_keys_decodes_equal_to_itself():
     decoded = decode_assignment(dumps(doc), "/a")
     assert "keys" not in decoded
     assert decode_assignment(dumps({**doc, "keys": {"t": ["x"]}}), "/a")["keys"] == {"t": ["x"]}
+
+
+def test_an_async_handler_with_process_isolation_fails_at_start(tmp_path):
+    """It would never run: the child would call it and drop the coroutine unawaited."""
+    from xconsumer.config import parse_config
+    from xconsumer.errors import ConfigError
+    from xconsumer.node import validate_works
+    from xconsumer.works import discover
+
+    works = tmp_path / "works"
+    works.mkdir()
+    (works / "__init__.py").write_text("")
+    (works / "a.py").write_text("async def RunX(ctx):\n    pass\n")
+    config = parse_config('[[task]]\nname = "t"\nworkName = "x"\nworkerNum = 1\n'
+                          'isolation = "process"\n', source="app.toml")
+    with pytest.raises(ConfigError, match='cannot run with isolation = "process"'):
+        validate_works(config, discover(works))
+
+
+def test_a_provider_raising_systemexit_is_reported_and_keeps_the_keys():
+    errors: list[str] = []
+
+    def provider():
+        raise SystemExit(3)
+
+    tracker = KeysTracker(lambda name: provider, on_change=lambda: None,
+                          on_error=lambda t, m: errors.append(m), clock=lambda: 0.0)
+    tracker.poll([_Task("t", "p")], {"t": ["a"]}, {})
+    for state in list(tracker._states.values()):
+        if state.thread is not None:
+            state.thread.join(5)
+    assert tracker.keys("t") == ["a"] and "raised SystemExit" in errors[0]
