@@ -112,3 +112,17 @@ def test_after_a_kill_9_the_successor_resumes_from_the_last_commit(cluster: Clus
     start = wait_until(lambda: next(iter(events(cluster, event="start", slot=0,
                                                 node=survivor)[earlier:]), None), 30)
     assert start["value"] == left
+
+
+def test_removing_a_task_deletes_its_checkpoints_once_no_slot_runs(cluster: Cluster):
+    """Through the API only: the leader purges them after publishing the table without the
+    task (a task that just vanished from one node's app.toml would keep them)."""
+    wait_until(lambda: len(events(cluster, event="commit", slot=0)) >= 3, 20)
+    url = url_of(cluster, "n2")
+    status, body, _ = api_call(f"{url}/api/tasks/count", "DELETE", {}, token=TOKEN)
+    assert status == 200, body
+    parent = cluster.paths.checkpoint_task("count")
+    wait_until(lambda: cluster.client.exists(parent) is None, 20)
+    assert not any(k.startswith("count/") for k in cluster.view()["owners"])
+    overrides = json.loads(cluster.client.get(cluster.paths.overrides)[0])
+    assert "count" not in overrides.get("purge", [])
