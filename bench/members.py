@@ -502,7 +502,8 @@ def _spawn_solo(cl: MemberCluster, name: str, timeout: float) -> dict[str, Any]:
 
 def run_size(hostport: tuple[str, int], n: int, reps: int, tmp: Path,
              procs: int | None = None, session_timeout: float | None = None,
-             idle_window: float = 10.0) -> dict[str, Any]:
+             idle_window: float = 10.0, start_budget: float = 0.3) -> dict[str, Any]:
+    """One cluster of `n` members; the start may take 60 s + `start_budget` s per member."""
     st = session_timeout or session_timeout_for(n)
     k = procs or procs_for(n)
     out: dict[str, Any] = {"members": n, "slots": n, "procs": k, "session_timeout": st,
@@ -515,9 +516,17 @@ def run_size(hostport: tuple[str, int], n: int, reps: int, tmp: Path,
         t0 = time.time()
         snap0 = cl.snapshot()
         pool = [cl.spawn(g) for g in groups if g]
-        start_limit = 60.0 + n * 0.5
-        for w in pool:
-            cl.wait_started(w, start_limit)
+        start_limit = 60.0 + n * start_budget
+        sampling = threading.Event()
+        sampler = threading.Thread(target=_sample_start, args=(cl, t0, sampling, out),
+                                   name="bench-sampler", daemon=True)
+        sampler.start()
+        try:
+            for w in pool:
+                cl.wait_started(w, start_limit)
+        finally:
+            sampling.set()
+            sampler.join(30)
         registered = time.time() - t0
         progress(f"{n} members: {len(cl.live)} registered in {registered:.1f}s")
         _spawn_solo(cl, "crash-0", start_limit)
@@ -575,6 +584,24 @@ def run_size(hostport: tuple[str, int], n: int, reps: int, tmp: Path,
         cl.close()
     out["summary"] = _summarize(out)
     return out
+
+
+def _sample_start(cl: MemberCluster, t0: float, done: threading.Event,
+                  out: dict[str, Any], every: float = 10.0) -> None:
+    """While members start: how many are registered, the assignment's version, owner
+    znodes, and the server's counters, every `every` seconds (the evidence when a start
+    does not finish in its budget)."""
+    samples = out.setdefault("start_samples", [])
+    while not done.wait(every):
+        try:
+            members = len(cl.client.get_children(cl.paths.nodes))
+            owners = len(cl.client.get_children(cl.paths.owner_task(TASK)))
+            stat = cl.client.exists(cl.paths.assignment)
+            samples.append({"t": round(time.time() - t0, 1), "members": members,
+                            "owners": owners, "assignment_version": stat.version
+                            if stat else None, "mntr": _mntr(cl.hostport)})
+        except Exception as exc:  # noqa: BLE001 - a sample is best effort
+            samples.append({"t": round(time.time() - t0, 1), "error": repr(exc)})
 
 
 def _log_problems(procs: Iterable[Proc], keep: int = 8) -> dict[str, Any]:
@@ -754,6 +781,20 @@ def print_members(result: dict[str, Any]) -> str:
     out.append(table("Members: idle cluster, ZooKeeper load", ["members", "window s",
                      "server pkts recv/s", "server resp KiB/s", "by source (client-side)"],
                      rows))
+    rows = []
+    for n, r in sizes.items():
+        if not r.get("errors"):
+            continue
+        for smp in r.get("start_samples", [])[::3]:
+            m = smp.get("mntr", {})
+            rows.append([n, f"{smp['t']:.0f}", smp.get("members", "-"), smp.get("owners", "-"),
+                         smp.get("assignment_version", "-"),
+                         _num(m.get("zk_packets_received")),
+                         _kb(m.get("zk_response_bytes"))])
+    if rows:
+        out.append(table("Members: start progress of sizes that did not finish",
+                         ["members", "s", "registered", "owner znodes", "assignment version",
+                          "server pkts recv", "server resp KiB"], rows))
     rows = []
     for n, r in sizes.items():
         h = r.get("health", {})
