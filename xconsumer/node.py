@@ -45,13 +45,11 @@ from .logs import set_node
 from .membership import dedupe_by_name, read_members, register
 from .metrics import Metrics
 from .overrides import (
-    OverrideError,
     OverrideStore,
     drained_names,
     effective_tasks,
     keys_refresh,
     overrides_from_assignment,
-    purged,
     with_paused,
 )
 from .paths import Paths
@@ -587,18 +585,13 @@ class Node:
 
     def _purge_checkpoints(self, tasks: set[str]) -> None:
         """Delete the checkpoints of tasks removed through the API, now that a table without
-        them is published (no slot of theirs runs), then take them off the purge list."""
+        them is published (no slot of theirs runs). The purge list is left as it is (the
+        leader writes no overrides of its own: their version counts operators' changes
+        only); deleting what is already gone costs one request per name."""
         overrides, _ = self.overrides.read()
-        names = [n for n in overrides.get("purge", []) if n not in tasks]
-        if not names:
-            return
-        for name in names:
-            if purge_checkpoints(self.client, self.paths, name):
+        for name in overrides.get("purge", []):
+            if name not in tasks and purge_checkpoints(self.client, self.paths, name):
                 logger.info("deleted the checkpoints of removed task {}", name)
-        try:
-            self.overrides.update(lambda d: purged(d, names))
-        except OverrideError as exc:  # a concurrent edit: the next pass tries again
-            logger.debug("purge list not updated yet: {}", exc)
 
     def _published_overrides(self) -> dict[str, Any] | None:
         """The overrides behind the published table, for a corrupt overrides znode this

@@ -16,7 +16,7 @@ Layout of `<cluster>/overrides` (JSON):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +32,9 @@ from .zk import dumps
 
 __all__ = ["MUTABLE_FIELDS", "EffectiveTask", "OverrideError", "OverrideStore",
            "VersionConflict", "effective_tasks", "from_assignment"]
+
+
+MAX_PURGE = 1000  # removed tasks whose checkpoints the leader deletes after the publish
 
 
 class OverrideError(XConsumerError):
@@ -83,7 +86,7 @@ def normalize(doc: Any) -> dict[str, Any]:
             out["rebalance"] = doc["rebalance"]
         purge = doc.get("purge")
         if isinstance(purge, list):
-            out["purge"] = sorted({str(n) for n in purge})
+            out["purge"] = list(dict.fromkeys(str(n) for n in purge))
         refresh = doc.get("keys_refresh")
         if isinstance(refresh, dict):
             out["keys_refresh"] = {str(k): v for k, v in refresh.items()
@@ -246,7 +249,9 @@ def remove_task(doc: dict[str, Any], seed: Sequence[TaskConfig], name: str) -> d
     published a table without the task (`purge`), not before, while slots may still run."""
     _find(doc, seed, name)
     doc = copy.deepcopy(normalize(doc))
-    doc["purge"] = sorted(set(doc.get("purge", [])) | {name})
+    # The most recent removals only: the list is never emptied by the leader (see
+    # Node._purge_checkpoints), and a name re-added is taken off it.
+    doc["purge"] = [n for n in doc.get("purge", []) if n != name][-(MAX_PURGE - 1):] + [name]
     if any(t.name == name for t in seed):
         doc["tasks"][name] = {"removed": True}
     else:
@@ -296,15 +301,6 @@ def request_keys_refresh(doc: dict[str, Any], seed: Sequence[TaskConfig], name: 
 
 def keys_refresh(doc: dict[str, Any]) -> dict[str, int]:
     return dict(normalize(doc).get("keys_refresh", {}))
-
-
-def purged(doc: dict[str, Any], names: Collection[str]) -> dict[str, Any]:
-    """The overrides without `names` in the purge list (their checkpoints are gone)."""
-    doc = copy.deepcopy(normalize(doc))
-    doc["purge"] = [n for n in doc.get("purge", []) if n not in names]
-    if not doc["purge"]:
-        del doc["purge"]
-    return doc
 
 
 # -- storage --------------------------------------------------------------------------------

@@ -253,8 +253,20 @@ def register_api(app: Flask, node: Any) -> None:
             return checkpoint_id(0, slot)
         if not slot.isascii() or not slot.isdigit() or len(slot) > 6 or (
                 slot != "0" and slot.startswith("0")):
-            raise ov.OverrideError(f"slot must be a slot index (0, 1, ...), got {slot!r}")
+            # No such slot (not an error in the request's form: any string names a key of
+            # some keyed task), so 404 like an unknown task.
+            raise ov.OverrideError(f"task {name!r} has no slot {slot[:40]!r}: its slots are "
+                                   "indices (0, 1, ...)", status=404)
         return checkpoint_id(int(slot))
+
+    def unchanged_since(body: dict[str, Any]) -> None:
+        """A reset sent with a version (If-Match or `version`) applies only while the
+        overrides are still at that version, like every other mutation."""
+        expected = _expected_version(body)
+        if expected is not None:
+            _, version = node.overrides.read()
+            if expected != version:
+                raise ov.VersionConflict(expected, version)
 
     def checkpoint_task(name: str) -> None:
         if known_task(name) is None and not node.client.exists(
@@ -276,7 +288,7 @@ def register_api(app: Flask, node: Any) -> None:
 
     @app.delete("/api/tasks/<name>/checkpoints")
     def reset_all_checkpoints(name: str) -> Any:
-        _body(accepted=())
+        unchanged_since(_body(accepted=()))
         checkpoint_task(name)
         count = reset_checkpoints(node.client, node.paths, name)
         node.events.add("checkpoints_reset", f"{name}: {count} checkpoint(s) reset", task=name)
@@ -284,7 +296,7 @@ def register_api(app: Flask, node: Any) -> None:
 
     @app.delete("/api/tasks/<name>/checkpoints/<slot>")
     def reset_one_checkpoint(name: str, slot: str) -> Any:
-        _body(accepted=())
+        unchanged_since(_body(accepted=()))
         checkpoint_task(name)
         count = reset_checkpoints(node.client, node.paths, name,
                                   checkpoint_slot_id(name, slot))

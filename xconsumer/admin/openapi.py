@@ -470,7 +470,7 @@ ROUTES: tuple[Route, ...] = (
           description="a running slot's next commit is refused: it restarts from none"),
     Route("/api/tasks/<name>/checkpoints/<slot>", "DELETE", "Reset one slot's checkpoint",
           "tasks", response="CheckpointReset", body="VersionOnly", errors=_TASK_ERRORS,
-          description="slot: an index, or a key for a keyed task (400 otherwise)"),
+          description="slot: an index, or a key for a keyed task (404 otherwise)"),
     Route("/api/tasks/<name>/keys/refresh", "POST", "Call a keyed task's provider now",
           "tasks", ok=202, response="KeysRefresh", body="VersionOnly", errors=_TASK_ERRORS,
           etag=True, description="409 when the task is not keyed"),
