@@ -50,10 +50,12 @@ Handlers = Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]]
 
 
 class SlotKey(NamedTuple):
-    """A slot as the host application sees it: which task, which index."""
+    """A slot as the host application sees it: which task, which index, and a keyed task's
+    key (None otherwise)."""
 
     task: str
     index: int
+    key: str | None = None
 
 
 # -- explicit handlers -------------------------------------------------------------------------
@@ -397,14 +399,16 @@ class Consumer:
         node = self._node
         if node is None or not self.running:
             return []
-        return sorted(SlotKey(s.task, s.index) for s in plan_slots(node.assignment, node.name))
+        return sorted(SlotKey(s.task, s.index, t.slot_key)
+                      for s, t in plan_slots(node.assignment, node.name).items())
 
     def running_slots(self) -> list[SlotKey]:
         """Slots whose handler runs here now (owner znode held, not stopping)."""
         node = self._node
         if node is None:
             return []
-        return [SlotKey(s.task, s.slot) for s in node.runtime.statuses() if s.state == "running"]
+        return [SlotKey(r.slot.task, r.slot.index, r.task.slot_key)
+                for r in node.runtime.runners() if r.status().state == "running"]
 
     def status(self) -> dict[str, Any]:
         """The node's own view, as `GET /api/node` serves it (slots with their state, fence,

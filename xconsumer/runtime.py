@@ -241,10 +241,12 @@ class Runtime:
         self.event_loop.stop(timeout=max(LOOP_STOP_MIN, deadline - time.monotonic()))
         return left
 
-    def statuses(self) -> list[SlotStatus]:
+    def runners(self) -> list[SlotRunner]:
         with self._lock:
-            runners = sorted(self._runners.values(), key=lambda r: r.slot)
-        return [r.status() for r in runners]
+            return sorted(self._runners.values(), key=lambda r: r.slot)
+
+    def statuses(self) -> list[SlotStatus]:
+        return [r.status() for r in self.runners()]
 
     def running_slots(self) -> list[Slot]:
         with self._lock:
