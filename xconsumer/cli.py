@@ -1,6 +1,6 @@
 """Command line: `xconsumer run` joins the cluster, `xconsumer status` only looks at it, and
 the management commands (`tasks`, `scale`, `pause`, `resume`, `reset`, `drain`, `undrain`,
-`rebalance`, `events`, `checkpoints`, `refresh-keys`) change it.
+`rebalance`, `events`, `checkpoints`, `refresh-keys`, `set`) change it.
 
 Management commands reach the cluster one of two ways, with the same `--json` output either
 way: straight through ZooKeeper (`--config`/`--zk`, no node needed, the same pure override
@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
                                             "key for a keyed task)")
     manage("refresh-keys", "ask the leader to call a keyed task's Keys provider now").add_argument(
         "task", help="task name (see `xconsumer tasks`)")
+    set_cmd = manage("set", "change fields of a task, like PATCH /api/tasks/<name> "
+                            "(params, interval, keys_interval, run_timeout, ...)")
+    set_cmd.add_argument("task", help="task name (see `xconsumer tasks`)")
+    set_cmd.add_argument("changes", nargs="+", metavar="FIELD=VALUE",
+                         help="VALUE is JSON (5, null, '[\"a\", \"b\"]') or a plain string")
     return parser
 
 

@@ -23,7 +23,7 @@ EXIT_REQUEST = 2  # the cluster refused the request: bad value, unknown task/nod
 EXIT_UNREACHABLE = 3  # same code as ZooKeeperUnavailable: the cluster could not be reached
 
 MANAGE_COMMANDS = ("tasks", "scale", "pause", "resume", "reset", "drain", "undrain",
-                   "rebalance", "events", "checkpoints", "refresh-keys")
+                   "rebalance", "events", "checkpoints", "refresh-keys", "set")
 
 
 # -- management commands ---------------------------------------------------------------------
@@ -120,6 +120,9 @@ class _HttpBackend:
 
     def refresh_keys(self, task: str) -> dict[str, Any]:
         return self.task_action(task, "keys/refresh")
+
+    def set_fields(self, task: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self.call("PATCH", f"/api/tasks/{_quote(task)}", changes)
 
 
 def _quote(part: str) -> str:
@@ -237,6 +240,15 @@ class _ZkBackend:
         _, version = self.store.update(lambda d: ov.request_keys_refresh(d, self.seed(), task))
         return {"version": version, "task": task}
 
+    def set_fields(self, task: str, changes: dict[str, Any]) -> dict[str, Any]:
+        from . import overrides as ov
+
+        _, version = self.store.update(
+            lambda d: ov.update_task(d, self.seed(), task, changes,
+                                     max_slots=self.config.assignment.max_slots))
+        found = next((t for t in self.tasks()["tasks"] if t["name"] == task), None)
+        return {"version": version, "task": found}
+
     def events(self, after: int, limit: int) -> dict[str, Any]:
         """Events live in each node's memory, not in ZooKeeper: ask the leader's admin API
         (it sees the most: elections, rebalances, joins), found through its member znode."""
@@ -259,6 +271,23 @@ def _worker_count(text: str) -> int:
         return int(text)
     except ValueError:
         raise OverrideError(f"workerNum must be a non-negative integer, got {text!r}") from None
+
+
+def _assignments(pairs: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` pairs; VALUE is JSON (`3`, `null`, `["a","b"]`), else a plain string."""
+    from .overrides import OverrideError
+
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        field, sep, text = pair.partition("=")
+        if not sep or not field:
+            raise OverrideError(f"expected FIELD=VALUE, got {pair!r} (e.g. interval=5 or "
+                                "params='[\"a\", \"b\"]')")
+        try:
+            changes[field] = json.loads(text)
+        except ValueError:
+            changes[field] = text
+    return changes
 
 
 def run_manage(args: argparse.Namespace, load: Callable[[argparse.Namespace], Config]) -> int:
@@ -293,6 +322,8 @@ def run_manage(args: argparse.Namespace, load: Callable[[argparse.Namespace], Co
             result = backend.checkpoints(args.task, args.reset, args.slot)
         elif cmd == "refresh-keys":
             result = backend.refresh_keys(args.task)
+        elif cmd == "set":
+            result = backend.set_fields(args.task, _assignments(args.changes))
         else:
             result = backend.events(args.after, args.limit)
     if args.json:
@@ -310,6 +341,11 @@ def format_result(command: str, result: dict[str, Any]) -> str:
         return format_events(result)
     if command == "checkpoints":
         return format_checkpoints(result)
+    if command == "set":
+        task = result.get("task") or {}
+        return (f"{task.get('name', '?')}: changed; overridden: "
+                f"{', '.join(task.get('overridden') or []) or 'nothing'} (overrides version "
+                f"{result.get('version')})\n")
     if command == "refresh-keys":
         return (f"{result.get('task')}: keys refresh requested (overrides version "
                 f"{result.get('version')})\n")

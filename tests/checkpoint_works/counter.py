@@ -40,7 +40,7 @@ def RunCounter(ctx):  # noqa: N802 - the handler naming convention
                     error=str(exc))
             return
         _record(event="commit", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count,
-                key=ctx.key)
+                key=ctx.key, param=ctx.param)
         ctx.sleep(step)
     _record(event="end", task=ctx.task, slot=ctx.slot, node=ctx.node, key=ctx.key)
 

@@ -126,3 +126,17 @@ def test_removing_a_task_deletes_its_checkpoints_once_no_slot_runs(cluster: Clus
     assert not any(k.startswith("count/") for k in cluster.view()["owners"])
     overrides = json.loads(cluster.client.get(cluster.paths.overrides)[0])
     assert "count" in overrides.get("purge", [])  # kept: the leader writes no overrides
+
+
+def test_params_change_at_run_time_through_the_cli_and_the_api(cluster: Cluster):
+    """The slots keep running (no restart) and read the new value."""
+    wait_until(lambda: len(events(cluster, event="start")) >= 2, 20)
+    starts = len(events(cluster, event="start"))
+    result = cli(cluster, "set", "count", 'params=["uno", {"dos": 2}]')
+    assert result.returncode == 0 and "overridden: params" in result.stdout, result.stderr
+    bad = cli(cluster, "set", "count", "params=7")
+    assert bad.returncode == 2 and "params must be a list" in bad.stderr, bad.stderr
+    status, body, _ = api_call(f"{url_of(cluster, 'n1')}/api/tasks/count")
+    assert body["task"]["params"] == {"0": "uno", "1": {"dos": 2}}
+    wait_until(lambda: events(cluster, event="commit", slot=1)[-1]["param"] == {"dos": 2}, 20)
+    assert len(events(cluster, event="start")) == starts

@@ -210,7 +210,8 @@ def keyed_cluster(tmp_path: Path, zk_hosts: str, zk_root: str,
     keys.write_text("s-a\ns-b\n")
     monkeypatch.setenv("XCONSUMER_TEST_KEYS", str(keys))
     c = Cluster(tmp_path, zk_hosts, zk_root,
-                [{"name": "count", "workName": "counter", "workerNum": 2},
+                [{"name": "count", "workName": "counter", "workerNum": 2,
+                  "params": ["east", {"zone": "b"}]},
                  {"name": "shards", "workName": "counter", "keys": "shards",
                   "keys_interval": 3600}],
                 works=REPO / "tests" / "checkpoint_works", extra={"admin": {"token": TOKEN}})
@@ -233,6 +234,9 @@ def test_dashboard_shows_and_resets_checkpoints_and_refreshes_keys(keyed_cluster
     tid("token-input").fill(TOKEN)
     expect(tid("task-work-shards")).to_contain_text("keys 2 from KeysShards()")
     expect(tid("scale-input-shards")).to_have_count(0)  # keyed: no workerNum to set
+    expect(tid("task-params-count")).to_have_text("params: 2")
+    expect(tid("task-params-count")).to_have_attribute("title", 'ctx.param per slot: '
+                                                      '{"0":"east","1":{"zone":"b"}}')
 
     # The checkpoints of a task, live: values go up as the handlers commit.
     tid("checkpoints-btn-count").click()
