@@ -658,7 +658,8 @@ def _hostport(server: Any) -> tuple[str, int]:
 
 def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000),
                 reps: int = 3, *, tmp: Path | None = None, procs: int | None = None,
-                session_timeout: float | None = None) -> dict[str, Any]:
+                session_timeout: float | None = None, start_budget: float = 0.3
+                ) -> dict[str, Any]:
     """Every size in turn on one ZooKeeper (a `ZooKeeperServer` or "host:port"; mntr must
     be allowed). Each size uses its own cluster name, and its processes are killed before
     the next size starts."""
@@ -676,7 +677,8 @@ def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000
     try:
         for n in sizes:
             t = time.monotonic()
-            r = run_size(hostport, n, reps, tmp, procs, session_timeout)
+            r = run_size(hostport, n, reps, tmp, procs, session_timeout,
+                         start_budget=start_budget)
             r["wall_s"] = time.monotonic() - t
             result["sizes"][str(n)] = r
             progress(f"{n} members done in {r['wall_s']:.0f}s")
@@ -819,6 +821,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--procs", type=int, default=None, help="pooled worker processes")
     ap.add_argument("--session-timeout", type=float, default=None)
+    ap.add_argument("--start-budget", type=float, default=0.3,
+                    help="seconds per member allowed for the start, on top of 60 s")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     ap.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
     args = ap.parse_args(argv)
@@ -828,7 +832,8 @@ def main(argv: list[str] | None = None) -> None:
     server = start_zk(tmp)
     try:
         result = run_members(server, sizes, args.reps, tmp=tmp, procs=args.procs,
-                             session_timeout=args.session_timeout)
+                             session_timeout=args.session_timeout,
+                             start_budget=args.start_budget)
     finally:
         server.stop()
     print(print_members(result), flush=True)
