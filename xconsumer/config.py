@@ -44,7 +44,7 @@ DEFAULT_MAX_SLOTS = 10_000
 MAX_SLOTS_LIMIT = 100_000
 # The built-ins; a node adds its works package's strategies and installed entry points
 # (xconsumer.strategies.user) once it knows them.
-DEFAULT_STRATEGIES: tuple[str, ...] = ("round_robin", "sticky", "consistent_hash")
+DEFAULT_STRATEGIES: tuple[str, ...] = ("balanced", "round_robin", "sticky", "consistent_hash")
 TASK_MODES: tuple[str, ...] = ("loop", "once")
 TASK_ISOLATION: tuple[str, ...] = ("thread", "process", "container")
 MAX_EVENTS = 100_000
@@ -117,15 +117,19 @@ class AssignmentConfig:
     for more changes before publishing, so a rolling restart is one rebalance, not many.
     `strategy_timeout`: seconds a user strategy may take before the leader uses round robin
     instead. `hash_load_factor`: how far above its fair share `consistent_hash` may load a
-    node (1.25: at most ceil(share x 1.25) slots).
+    node (1.25: at most ceil(share x 1.25) slots). `formation_window`: seconds the leader of a
+    cluster with no assignment for any live node waits before its first publish, so nodes
+    started together get round robin's deal rather than a series of incremental moves
+    (Kafka's group.initial.rebalance.delay.ms); 0 disables it (see `formation`).
     """
 
-    strategy: str = "round_robin"
+    strategy: str = "balanced"
     rejoin_grace: float = 0.0
     debounce: float = 0.0
     max_slots: int = DEFAULT_MAX_SLOTS
     strategy_timeout: float = 2.0
     hash_load_factor: float = 1.25
+    formation_window: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -416,7 +420,8 @@ _SECTIONS: dict[str, dict[str, Check]] = {
                                       "cluster)"),
                    "strategy_timeout": _positive,
                    "hash_load_factor": _number(1.0, inclusive=True,
-                                               unit="a node's most slots over its fair share")},
+                                               unit="a node's most slots over its fair share"),
+                   "formation_window": _non_negative},
 }
 _SECTION_TYPES: dict[str, Any] = {f.name: f.default_factory for f in fields(Config)
                                   if f.name in _SECTIONS}

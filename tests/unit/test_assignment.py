@@ -113,7 +113,7 @@ def test_deterministic_whatever_the_input_order():
 def test_strategy_registry():
     assert get_strategy("round_robin") is round_robin
     assert get_strategy("sticky") is sticky
-    assert set(STRATEGIES) == {"round_robin", "sticky", "consistent_hash"}
+    assert set(STRATEGIES) == {"balanced", "round_robin", "sticky", "consistent_hash"}
     with pytest.raises(ValueError, match="unknown assignment strategy 'nope'"):
         get_strategy("nope")
 

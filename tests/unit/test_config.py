@@ -111,7 +111,7 @@ def test_defaults() -> None:
     assert config.zookeeper == ZooKeeperConfig("127.0.0.1:2181", 10.0, "/xconsumer", 15.0)
     assert config.admin == AdminConfig(enabled=True, host="127.0.0.1", port=8000, token=None)
     assert config.node == NodeConfig(None, None, True, 5.0)
-    assert config.assignment == AssignmentConfig("round_robin")
+    assert config.assignment == AssignmentConfig("balanced")
     zk = config.zookeeper
     assert (zk.auth, zk.acl_read_world, zk.use_tls, zk.tls_ca, zk.tls_cert, zk.tls_key,
             zk.tls_verify) == (None, True, False, None, None, None, True)
@@ -446,7 +446,7 @@ def test_custom_strategy_set() -> None:
 def test_default_strategy_outside_the_allowed_set_is_reported_as_the_default() -> None:
     message = error_of("", strategies=("sticky",))
     assert message == ("app.toml: [assignment] strategy (default) must be one of 'sticky', "
-                       "got 'round_robin'")
+                       "got 'balanced'")
 
 
 def test_long_values_are_cut_in_messages() -> None:
@@ -845,3 +845,26 @@ def test_a_message_names_the_task_once_and_shows_toml_values() -> None:
                              where="task 'ticker'")
     assert str(err.value) == ("task 'ticker' workerNum must be a non-negative integer, "
                               "got true")
+
+
+# --- [assignment] formation_window ---------------------------------------------------------
+
+
+def test_formation_window_defaults_to_a_second_and_zero_disables_it() -> None:
+    assert Config().assignment.formation_window == 1.0
+    assert parse("[assignment]\nformation_window = 0").assignment.formation_window == 0.0
+    assert parse("[assignment]\nformation_window = 2.5").assignment.formation_window == 2.5
+
+
+@pytest.mark.parametrize(("value", "shown"), [("-1", "got -1"), ('"1s"', "'1s'"),
+                                               ("true", "got true"), ("nan", "got nan")])
+def test_formation_window_must_be_a_non_negative_number(value: str, shown: str) -> None:
+    message = error_of(f"[assignment]\nformation_window = {value}")
+    assert "[assignment] formation_window" in message and ">= 0 (seconds)" in message
+    assert shown in message
+
+
+def test_the_default_strategy_is_balanced_and_the_others_stay_selectable() -> None:
+    assert Config().assignment.strategy == "balanced"
+    for name in ("round_robin", "sticky", "consistent_hash"):
+        assert parse(f'[assignment]\nstrategy = "{name}"').assignment.strategy == name

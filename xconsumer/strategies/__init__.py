@@ -7,6 +7,7 @@ order and the move count.
 
 from __future__ import annotations
 
+from .balanced import balanced
 from .base import (
     MAX_TURNS,
     Layout,
@@ -29,9 +30,9 @@ from .validate import validate_plan
 
 # The built-ins. User strategies (classes in works/, entry points) are added per node by
 # `user.available_strategies`, which also gives consistent_hash its configured load factor.
-STRATEGIES: dict[str, Strategy] = {"round_robin": round_robin, "sticky": sticky,
-                                   "consistent_hash": consistent_hash}
-DEFAULT_STRATEGY = "round_robin"
+STRATEGIES: dict[str, Strategy] = {"balanced": balanced, "round_robin": round_robin,
+                                   "sticky": sticky, "consistent_hash": consistent_hash}
+DEFAULT_STRATEGY = "balanced"
 
 
 def get_strategy(name: str) -> Strategy:
@@ -44,6 +45,6 @@ def get_strategy(name: str) -> Strategy:
 
 __all__ = ["CHAIN_BUDGET", "DEFAULT_LOAD_FACTOR", "DEFAULT_STRATEGY", "MAX_TURNS", "STRATEGIES",
            "ConsistentHash", "Layout", "Member", "Plan", "Slot", "Strategy", "TaskLike",
-           "all_slots", "balance_report", "consistent_hash", "dealing_order", "eligible",
-           "get_strategy", "is_container_task", "moved_slots", "round_robin", "sticky",
-           "validate_plan"]
+           "all_slots", "balance_report", "balanced", "consistent_hash", "dealing_order",
+           "eligible", "get_strategy", "is_container_task", "moved_slots", "round_robin",
+           "sticky", "validate_plan"]

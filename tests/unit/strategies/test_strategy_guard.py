@@ -122,5 +122,5 @@ def test_builtins_run_directly_and_unknown_names_fall_back():
     assert error is None and plan == sticky(TASKS, MEMBERS, leader="L")
     plan, error = run_strategy("nope", TASKS, MEMBERS, leader="L")
     assert plan == RR
-    assert error == ("unknown assignment strategy 'nope' (known: consistent_hash, round_robin, "
-                     "sticky); using round_robin instead")
+    assert error == ("unknown assignment strategy 'nope' (known: balanced, consistent_hash, "
+                     "round_robin, sticky); using round_robin instead")

@@ -112,7 +112,7 @@ def test_an_unknown_name_is_a_config_error_listing_the_known_ones():
                    source="app.toml")
     message = str(info.value)
     assert message.startswith("app.toml: [assignment] strategy: unknown assignment strategy "
-                              "'revers_names' (known: consistent_hash, gives_to_ghost, ")
+                              "'revers_names' (known: balanced, consistent_hash, gives_to_ghost, ")
     assert "reverse_names" in message and "\n" not in message
 
 
@@ -160,7 +160,8 @@ def test_the_cli_checks_the_name_against_the_works_strategies(tmp_path: Path, ca
     code, err = cli_run(tmp_path, "reverse_nams", capsys)
     assert code == 2
     assert err.startswith(f"xconsumer: error: {tmp_path / 'app.toml'}: [assignment] strategy "
-                          "must be one of 'consistent_hash', 'gives_to_ghost', 'raising', ")
+                          "must be one of 'balanced', 'consistent_hash', 'gives_to_ghost', "
+                          "'raising', ")
     assert err.endswith("got 'reverse_nams'; did you mean reverse_names?\n")
 
     class Reached(XConsumerError):
