@@ -7,6 +7,7 @@ the handover scenarios (assignment before/after each event).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,9 +15,11 @@ from bench.common import table
 from xconsumer.assignment import STRATEGIES, Member, Plan, Slot, get_strategy, moved_slots
 from xconsumer.config import TaskConfig
 
+COMPARED = ("round_robin", "sticky", "balanced")
+
 
 def available_strategies() -> list[str]:
-    return [s for s in ("round_robin", "sticky") if s in STRATEGIES]
+    return [s for s in COMPARED if s in STRATEGIES]
 
 
 def min_moves(before: Mapping[str, Sequence[Slot]], after_members: Sequence[str],
@@ -100,14 +103,45 @@ def churn(strategy: str, nodes: int, slots: int, events: int = 40, seed: int = 7
 def run_moves(nodes: int = 10, slots: int = 1000) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": nodes, "slots": slots, "strategies": {},
                            "available": available_strategies(),
-                           "missing": [s for s in ("round_robin", "sticky")
-                                       if s not in STRATEGIES]}
+                           "missing": [s for s in COMPARED if s not in STRATEGIES],
+                           "large": []}
     for strategy in out["available"]:
         out["strategies"][strategy] = {
             "single": single_events(strategy, nodes, slots),
             "small": single_events(strategy, 5, 100),
             "churn": churn(strategy, nodes, slots),
         }
+        for ntasks, per in LARGE:
+            out["large"].extend(event_times(strategy, 1000, ntasks, per))
+    return out
+
+
+# Tasks x slots per task on 1,000 nodes: the issue's 1,000 tasks x 1,000 nodes (one and ten
+# slots a task), the same 100,000 slots as 1,000 tasks of 100, and as 10 tasks.
+LARGE = ((1000, 1), (1000, 10), (1000, 100), (10, 10_000))
+
+
+def event_times(strategy: str, nodes: int, ntasks: int, per: int,
+                reps: int = 3) -> list[dict[str, Any]]:
+    """The strategy's own time (best of `reps`) for a join, a follower's leave and the
+    leader's leave from the plan it made for `nodes` members, and the slots each moved."""
+    tasks = [TaskConfig(name=f"t{i:04d}", work_name="bench", worker_num=per)
+             for i in range(ntasks)]
+    base = [(f"node-{i:04d}", i) for i in range(nodes)]
+    before = _plan(strategy, tasks, members(base), None)
+    cases = {"join": base + [(f"node-{nodes:04d}", nodes)],
+             "leave (follower)": [m for m in base if m[1] != nodes // 2],
+             "leave (leader)": base[1:]}
+    out = []
+    for label, names in cases.items():
+        best, after = float("inf"), before
+        for _ in range(reps):
+            started = time.perf_counter()
+            after = _plan(strategy, tasks, members(names), before.nodes)
+            best = min(best, time.perf_counter() - started)
+        out.append({"strategy": strategy, "event": label, "nodes": nodes, "tasks": ntasks,
+                    "slots": ntasks * per, "seconds": best,
+                    "moved": moved_slots(before, after)})
     return out
 
 
@@ -126,6 +160,13 @@ def print_moves(result: dict[str, Any], real: dict[str, dict[str, Any]] | None =
                  ["strategy", "cluster", "event", "moved", "theoretical min", "max-min load"],
                  rows, "minimum = slots of departed nodes + slots above the balanced target "
                        "(total // n, +1 for total % n nodes).")
+    if result.get("large"):
+        text += "\n" + table(
+            "Strategy time per membership change on 1,000 nodes (pure computation, best of 3)",
+            ["strategy", "tasks x slots", "event", "ms", "moved"],
+            [[r["strategy"], f"{r['tasks']:,} x {r['slots'] // r['tasks']:,}", r["event"],
+              f"{r['seconds'] * 1e3:.0f}", r["moved"]] for r in result["large"]],
+            "target (issue 13): a join or a leave at 1,000 tasks x 1,000 nodes in < 500 ms.")
     if real:
         rrows = []
         for strategy, kinds in real.items():
