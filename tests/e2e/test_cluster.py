@@ -36,6 +36,18 @@ def cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
         c.close()
 
 
+@pytest.fixture
+def redealing_cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
+    """`round_robin`, which re-deals from the followers on every membership change: the
+    default (`balanced`) deals so only when a cluster forms, then moves what it must."""
+    c = Cluster(tmp_path, zk_hosts, zk_root, [dict(t) for t in TASKS],
+                extra={"assignment": {"strategy": "round_robin"}})
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
@@ -106,7 +118,8 @@ def test_admin_api_and_status_cli(cluster: Cluster):
     assert "leader n1" in text.stdout and "alpha/0" in text.stdout
 
 
-def test_kill_leader_elects_next_and_every_slot_runs_again(cluster: Cluster):
+def test_kill_leader_elects_next_and_every_slot_runs_again(redealing_cluster: Cluster):
+    cluster = redealing_cluster
     for name in ("n1", "n2", "n3"):
         cluster.start_node(name)
     cluster.wait_converged({"n1", "n2", "n3"})
@@ -134,7 +147,8 @@ def test_sigterm_follower_moves_its_slots_and_exits_zero(cluster: Cluster):
     assert runs and not checker.unfinished_runs(runs, [cluster.nodes["n2"].pid])
 
 
-def test_new_node_gets_a_share(cluster: Cluster):
+def test_new_node_gets_a_share(redealing_cluster: Cluster):
+    cluster = redealing_cluster
     cluster.start_node("n1")
     cluster.start_node("n2")
     cluster.wait_converged({"n1", "n2"})
