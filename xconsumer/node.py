@@ -29,6 +29,7 @@ from .config import Config, TaskConfig
 from .corruption import CorruptionReport
 from .errors import ConfigError
 from .events import EventLog
+from .formation import FormationWindow
 from .keys import KeysTracker
 from .leader import (
     PublishFailed,
@@ -122,6 +123,7 @@ class Node:
                                 on_change=lambda: self._kick("keys"),
                                 on_error=self._keys_failed)
         self._leading = False
+        self.formation = FormationWindow(config.assignment.formation_window)
         self.runtime = Runtime(node=self.name, client=self.client, paths=self.paths,
                                lease=self.lease, registry=registry,
                                session_id=self._session_id, on_change=lambda: self._kick("slot"),
@@ -543,6 +545,14 @@ class Node:
         self.keys.poll([e.task for e in tasks], published_keys, keys_refresh(overrides))
         keys = {e.task.name: self.keys.keys(e.task.name) or [] for e in tasks if e.task.keys}
         drained = set(drained_names(overrides))
+        # A fresh cluster's first plan waits for the nodes started with it (formation.py),
+        # before the rebalance counter is read, so a request is not used up meanwhile.
+        wait = self.formation.wait(published, [m.name for m in members])
+        if wait > 0:
+            wake = time.monotonic() + wait
+            self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
+            self._housekeep(live, None)
+            return
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
         self._seen_rebalance = rebalance
