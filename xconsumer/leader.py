@@ -17,7 +17,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from loguru import logger
 
-from .assignment import Plan, Slot, moved_slots
+from .assignment import Plan, Slot
 from .codecs import (
     MAX_GENERATION,
     Corrupt,
@@ -121,6 +121,27 @@ def with_keys(tasks: Sequence[EffectiveTask], keys: Mapping[str, list[str]]
     return out, used
 
 
+def moved_between(before: Mapping[str, Mapping[str, list[int]]],
+                  after: Mapping[str, Mapping[str, list[int]]]) -> int:
+    """`moved_slots` of two published plans in their grouped form ({node: {task: [i]}}):
+    slots whose node differs, placed or dropped ones included. Counted with sets of ints,
+    a few ms for 100,000 slots, since the leader logs it on every publish."""
+    placed = kept = 0
+    after_all: dict[str, set[int]] = {}
+    for node, groups in after.items():
+        prev = before.get(node, {})
+        for task, indices in groups.items():
+            placed += len(indices)
+            after_all.setdefault(task, set()).update(indices)
+            if task in prev:
+                kept += len(set(indices).intersection(prev[task]))
+    dropped = 0
+    for groups in before.values():
+        for task, indices in groups.items():
+            dropped += len(set(indices).difference(after_all.get(task, ())))
+    return placed - kept + dropped
+
+
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     return a is not None and all(a.get(k) == b.get(k) for k in _COMPARED)
 
@@ -209,7 +230,7 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in failures))
         return None
-    moved = moved_slots(doc_plan(previous), plan)
+    moved = moved_between((previous or {}).get("nodes", {}), doc["nodes"])
     seconds = time.monotonic() - started
     logger.info("published assignment generation {}: {} slots on {} nodes, {} moved, "
                 "{} unassigned ({:.1f} ms)", generation, sum(len(s) for s in plan.nodes.values()),

@@ -163,3 +163,35 @@ def test_found_by_review_huge_numbers_and_foreign_digits() -> None:
     at_cap = {"generation": MAX_GENERATION, "nodes": {}}
     assert isinstance(decode_assignment(json.dumps(at_cap).encode(), "/a"), dict)
     assert next_generation(at_cap, 5) == MAX_GENERATION
+
+
+def test_moved_between_counts_what_moved_slots_counts():
+    """The leader's fast count over the published form agrees with the strategies' count."""
+    import random
+
+    from xconsumer.assignment import moved_slots
+    from xconsumer.codecs import doc_plan
+    from xconsumer.leader import moved_between
+
+    rng = random.Random(7)
+    for _ in range(200):
+        def plan() -> dict:
+            nodes: dict = {}
+            for task in ("a", "b"):
+                for i in rng.sample(range(30), rng.randint(0, 30)):
+                    nodes.setdefault(f"n{rng.randint(0, 4)}", {}).setdefault(task, []).append(i)
+            return nodes
+        before, after = plan(), plan()
+        assert moved_between(before, after) == moved_slots(
+            doc_plan({"nodes": before}), doc_plan({"nodes": after}))
+
+
+def test_a_slot_given_twice_is_named_on_the_fast_path_too():
+    from xconsumer.codecs import Corrupt, decode_assignment
+    from xconsumer.zk import dumps
+
+    for nodes in ({"a": {"t": [1, 2]}, "b": {"t": [3, 2]}}, {"a": {"t": [4, 4]}}):
+        doc = decode_assignment(dumps({"generation": 1, "nodes": nodes}), "/x")
+        assert isinstance(doc, Corrupt) and "is given to both" in doc.error, doc
+    bad = decode_assignment(dumps({"generation": 1, "nodes": {"a": {"t": [1, True]}}}), "/x")
+    assert isinstance(bad, Corrupt) and "nodes.a.t[]" in bad.error
