@@ -25,6 +25,7 @@ from bench.commits import print_commits, run_commits
 from bench.common import REPO, cpu_totals, machine_info, ms, say, start_zk, table
 from bench.floor import print_floor, run_floor
 from bench.handover import print_tables, run_cycles
+from bench.members import print_members, run_members
 from bench.moves import available_strategies, print_moves, run_moves
 from bench.peer import print_peer, run_peer
 from bench.scale import (
@@ -35,16 +36,19 @@ from bench.scale import (
     run_member_reads,
 )
 from bench.steady import print_steady, run_steady
+from xconsumer.strategies import DEFAULT_STRATEGY
 
 SECTIONS = ("floor", "commits", "moves", "assignment", "handover", "convergence", "steady",
-            "peer")
+            "members", "peer")
 
 FULL = {"floor_samples": 200, "cycles": 5, "assign_reps": 5, "conv_reps": 5,
         "conv_nodes": 20, "conv_slots": 1000, "steady_window": 20.0,
-        "steady_intervals": (5.0, 1.0), "peer_reps": 5, "peer_tuned": 1.0}
+        "steady_intervals": (5.0, 1.0), "peer_reps": 5, "peer_tuned": 1.0,
+        "member_sizes": (10, 100, 300, 1000), "member_reps": 3}
 QUICK = {"floor_samples": 100, "cycles": 2, "assign_reps": 2, "conv_reps": 2,
          "conv_nodes": 20, "conv_slots": 1000, "steady_window": 10.0,
-         "steady_intervals": (5.0,), "peer_reps": 2, "peer_tuned": 1.0}
+         "steady_intervals": (5.0,), "peer_reps": 2, "peer_tuned": 1.0,
+         "member_sizes": (10, 100), "member_reps": 1}
 
 
 def _json_default(o: Any) -> Any:
@@ -117,67 +121,80 @@ def headline(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _median(d: Any, *keys: str) -> float | None:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    v = d.get("median") if isinstance(d, dict) else d
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    return "not measured" if value is None else ("met" if value <= limit else "missed")
+
+
 def targets(results: dict[str, Any]) -> list[list[str]]:
+    """Every target of the handover and scale issue, with its measured value and verdict.
+    Handover figures are for the default strategy at 100 slots on 5 nodes, p50 over the
+    cycles; a target whose scenario was not run says "not measured"."""
+    out: list[list[str]] = []
     hand = results.get("handover") or {}
-    out = []
-    st = next(iter(hand.values()))["session_timeout"] if hand else 2.0
-    for strategy, r in hand.items():
-        s = r["summary"]
-        if "leave" in s:
-            v = s["leave"]["all_moved_running"]["median"]
-            out.append([f"graceful handover p50 < 50 ms ({strategy})", f"{ms(v)} ms",
-                        "met" if v < 0.05 else "missed"])
-        for kind in ("crash_follower", "crash_leader"):
-            if kind in s:
-                v = s[kind]["all_moved_running"]["median"]
-                p = s[kind]["all_moved_running"]["p95"]
-                out.append([f"{kind.replace('_', ' ')} within session timeout + 100 ms "
-                            f"({strategy})", f"p50 {ms(v)} / p95 {ms(p)} ms (limit "
-                            f"{ms(st + 0.1)})", "met" if p <= st + 0.1 else
-                            ("p50 met, p95 missed" if v <= st + 0.1 else "missed")])
-        if "join" in s:
-            v = s["join"]["join"]["median"]
-            out.append([f"join < 100 ms ({strategy})", f"{ms(v)} ms",
-                        "met" if v < 0.1 else "missed"])
-    moves = results.get("moves") or {}
-    if "sticky" in (moves.get("strategies") or {}):
-        st_m = moves["strategies"]["sticky"]
-        evs = st_m["single"] + st_m["small"]
-        exact = all(e["moved"] == e["minimum"] for e in evs)
-        churn = st_m["churn"]
-        real = (results.get("moves_real") or {}).get("sticky", {})
-        pairs = [pair for k in real.values() for pair in k["all_events"]]
-        real_exact = all(m == mn for m, mn in pairs)
-        real_text = (f"{sum(m == mn for m, mn in pairs)}/{len(pairs)} real events at minimum"
-                     if pairs else "no real events in this run")
-        out.append(["sticky moves exactly the minimum",
-                    f"single events {'all' if exact else 'not all'} at minimum; churn "
-                    f"{churn['moved']} vs {churn['minimum']}; {real_text}",
-                    "met" if exact and churn["moved"] == churn["minimum"] and real_exact
-                    else "missed"])
-    elif moves:
-        out.append(["sticky moves exactly the minimum", "sticky not available yet",
-                    "not measured"])
-    for r in results.get("assignment") or []:
-        if r["nodes"] == 1000 and r["slots"] == 100000 and r.get("tasks") == 10:
-            c = r["compute"]["median"]
-            lp = (r["leader_pass"] or {}).get("median", math.nan)
-            out.append([f"assignment 100,000 slots / 1,000 nodes < 0.5 s ({r['strategy']})",
-                        f"strategy {ms(c)} ms, whole leader pass {ms(lp)} ms",
-                        "met" if lp < 0.5 else ("strategy met, leader pass missed"
-                                                if c < 0.5 else "missed")])
-    peer = (results.get("peer") or {})
-    for strategy, r in hand.items():
-        if "leave" not in r["summary"]:
-            continue
-        x = r["summary"]["leave"]["all_moved_running"]["median"]
-        for key in ("default", "tuned"):
-            p = (peer.get(key) or {}).get("summary", {}).get("leave", {}).get("all_running")
-            if p:
-                ratio = p["median"] / x
-                out.append([f">= 100x faster than SetPartitioner on graceful leave "
-                            f"({strategy} vs time_boundary {peer[key]['time_boundary']:g}s)",
-                            f"{ratio:,.1f}x", "met" if ratio >= 100 else "missed"])
+    r = hand.get(DEFAULT_STRATEGY) or {}
+    s = r.get("summary") or {}
+    rows = [("graceful leave p50 <= 20 ms", _median(s, "leave", "all_moved_running"), 0.020),
+            ("join p50 <= 30 ms (from the member znode)", _median(s, "join", "join"), 0.030),
+            ("crash of a follower p50 <= 20 ms after the session expiry",
+             _median(s, "crash_follower", "after_expiry"), 0.020),
+            ("crash of the leader p50 <= 20 ms after the session expiry",
+             _median(s, "crash_leader", "after_expiry"), 0.020)]
+    for label, value, limit in rows:
+        out.append([f"{label} ({DEFAULT_STRATEGY})",
+                    "-" if value is None else f"{ms(value)} ms", _verdict(value, limit)])
+    cpus = [_median(s, k, "cpu_ms_per_moved_slot") for k in ("leave", "crash_follower",
+                                                              "crash_leader")]
+    cpus = [c for c in cpus if c is not None]
+    out.append([f"CPU <= 1 ms per moved slot, nodes + ZooKeeper ({DEFAULT_STRATEGY})",
+                ", ".join(f"{c:.2f} ms" for c in cpus) or "-",
+                _verdict(max(cpus) if cpus else None, 1.0)])
+    large = [e for e in (results.get("moves") or {}).get("large", [])
+             if e["nodes"] == 1000 and e["tasks"] == 1000]
+    for strategy in sorted({e["strategy"] for e in large}):
+        worst = max(e["seconds"] for e in large if e["strategy"] == strategy)
+        out.append([f"join/leave at 1,000 tasks x 1,000 nodes computed < 0.5 s ({strategy})",
+                    f"slowest event {ms(worst)} ms", _verdict(worst, 0.5)])
+    for a in results.get("assignment") or []:
+        if a["nodes"] == 1000 and a["slots"] == 100000 and a.get("tasks") == 10:
+            lp = _median(a, "leader_pass")
+            out.append([f"leader's whole pass, 100,000 slots / 1,000 nodes < 0.25 s "
+                        f"({a['strategy']})", "-" if lp is None else f"{ms(lp)} ms",
+                        _verdict(lp, 0.25)])
+    members = (results.get("members_scale") or {}).get("sizes") or {}
+    per_member = {}
+    for n, size in members.items():
+        for kind, row in (size.get("summary") or {}).items():
+            req = _median(row, "requests")
+            if req is not None:
+                per_member.setdefault(kind, {})[int(n)] = req / int(n)
+    for kind, by_n in sorted(per_member.items()):
+        text = ", ".join(f"{n}: {v:.1f}/member" for n, v in sorted(by_n.items()))
+        grows = len(by_n) > 1 and min(by_n.values()) > 1.0
+        out.append([f"ZooKeeper requests per {kind} grow with slots moved, not members",
+                    text, "missed (every member reads on every change)" if grows
+                    else "not measured" if len(by_n) < 2 else "met"])
+    started = [int(n) for n, size in members.items() if (size.get("start") or {}).get(
+        "converge_s") is not None]
+    out.append(["a cluster of 1,000 members forms and converges",
+                f"largest measured: {max(started) if started else 0}",
+                "met" if 1000 in started else ("not measured" if not members else "missed")])
+    peer = results.get("peer") or {}
+    x = _median(s, "leave", "all_moved_running")
+    for key in ("default", "tuned"):
+        p = (peer.get(key) or {}).get("summary", {}).get("leave", {}).get("all_running")
+        if p and x:
+            out.append([f"graceful leave vs SetPartitioner (time_boundary "
+                        f"{peer[key]['time_boundary']:g}s)", f"{p['median'] / x:,.1f}x faster",
+                        "printed"])
     return out
 
 
@@ -295,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
                              for ri in cfg["steady_intervals"]]
         emit(print_steady(results["steady"]))
 
+    def members(server: Any) -> None:
+        # 300 and 1,000 members are tried too, each bounded by its start budget; a size
+        # that cannot form on this machine is reported with its evidence, not waited out.
+        results["members_scale"] = run_members(server, sizes=cfg["member_sizes"],
+                                               reps=cfg["member_reps"], tmp=tmp / "members")
+        emit(print_members(results["members_scale"]))
+
     def peer_tuned(server: Any) -> None:
         r = run_peer(hosts=server.hosts, tmp=tmp / "peer", reps=cfg["peer_reps"],
                      time_boundary=cfg["peer_tuned"], overlap=False)
@@ -330,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     if "moves" in results:
         emit(print_moves(results["moves"], results.get("moves_real")))
     section("steady", with_zk("steady", steady))
+    section("members", with_zk("members", members))
     section("peer", with_zk("peer-tuned", peer_tuned))
     if background is None:
         section("peer-default", with_zk("peer-default", peer_default))
