@@ -423,9 +423,13 @@ class Node:
             if self._member_child is None:
                 return  # leaving
         corrupt: list[Corrupt] = []
+        # Only the leader watches the member list: a follower hears of its predecessor
+        # (election) and of the assignment, so a join or leave wakes the leader and one
+        # follower instead of every node twice (see the members benchmark).
+        watching = self.is_leader
         candidates = self._candidates(read_members(
-            self.client, self.paths, watch=self._on_watch, cache=self._member_cache,
-            corrupt=corrupt))
+            self.client, self.paths, watch=self._on_watch if watching else None,
+            cache=self._member_cache, corrupt=corrupt))
         self.corruption.update(("member",), corrupt)
         members = dedupe_by_name(candidates)
         children = [m.child for m in candidates]
@@ -445,6 +449,13 @@ class Node:
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
+        if pos == 0 and not watching:
+            # Leader from this pass on: every join and leave must wake us now. The watch
+            # comes with a fresh listing; one that changed since the read above is read
+            # again on the next pass.
+            listed = self.client.get_children(self.paths.nodes, watch=self._on_watch)
+            if set(listed) != {c.child for c in candidates}:
+                self._kick("members")
         leader = candidates[0].name
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
