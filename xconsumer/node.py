@@ -22,7 +22,6 @@ from kazoo.protocol.states import KazooState
 from loguru import logger
 
 from . import __version__
-from .assignment import moved_slots
 from .checkpoint import purge_checkpoints
 from .codecs import Corrupt
 from .config import Config, TaskConfig
@@ -34,8 +33,8 @@ from .keys import KeysTracker
 from .leader import (
     PublishFailed,
     clamp_slots,
-    doc_plan,
     doc_tasks,
+    moved_between,
     plan_slots,
     publish,
     read_assignment,
@@ -694,7 +693,8 @@ class Node:
     def _note_assignment(self, doc: dict[str, Any] | None) -> None:
         generation = (doc or {}).get("generation")
         if generation is not None and generation != self.generation:
-            moved = moved_slots(doc_plan(self.assignment), doc_plan(doc))
+            moved = moved_between((self.assignment or {}).get("nodes", {}),
+                                  (doc or {}).get("nodes", {}))
             self.events.add("rebalance", f"generation {generation}: {moved} slot(s) moved "
                             f"across {len((doc or {}).get('nodes', {}))} node(s)",
                             generation=generation, moved=moved)
