@@ -31,19 +31,30 @@ def is_fresh(doc: Mapping[str, Any] | None, live: Collection[str]) -> bool:
     return not any(name in nodes for name in live)
 
 
+# How long the window may be stretched by members that keep joining, in windows: a start
+# that never settles still gets its first plan (Kafka bounds its delay the same way).
+MAX_STRETCH = 30
+
+
 class FormationWindow:
     """How long the leader still waits before a fresh cluster's first publish.
 
     The window starts when this leader first sees the cluster fresh, not when the process
-    started, so a node that becomes leader of an already-formed cluster never waits, and
-    one that waited closes the window for good once it has said "publish now" (latched):
-    the nodes that join later are joins, dealt by the strategy's usual moves.
+    started, and like Kafka's initial rebalance delay it starts again with every join: the
+    first plan comes `seconds` after the last member joined, at most MAX_STRETCH windows
+    after the first look, so a mass start (hundreds of nodes registering over a minute) is
+    one plan instead of one per join. A node that becomes leader of an already-formed
+    cluster never waits, and one that waited closes the window for good once it has said
+    "publish now" (latched): nodes that join later are joins, dealt by the strategy's usual
+    moves.
     """
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = max(0.0, float(seconds))
         self._clock = clock
         self._since: float | None = None
+        self._last_join: float | None = None
+        self._seen: frozenset[str] = frozenset()
         self._open = self.seconds > 0
 
     def wait(self, doc: Mapping[str, Any] | None, live: Collection[str]) -> float:
@@ -58,9 +69,14 @@ class FormationWindow:
             self._open = False
             return 0.0
         now = self._clock()
+        members = frozenset(live)
         if self._since is None:
-            self._since = now
-        left = self._since + self.seconds - now
+            self._since = self._last_join = now
+        elif not members <= self._seen:
+            self._last_join = now  # someone joined: the window starts again
+        self._seen = members
+        left = min((self._last_join or now) + self.seconds,
+                   self._since + self.seconds * MAX_STRETCH) - now
         if left <= 0:
             self._open = False
             return 0.0

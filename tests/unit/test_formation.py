@@ -24,11 +24,30 @@ def test_a_fresh_cluster_waits_from_the_first_look_then_publishes_once_for_good(
     clock.now = 500.0  # the process started long ago: the window starts at the first look
     assert window.wait(None, ["a"]) == pytest.approx(1.0)
     clock.now += 0.4
-    assert window.wait(None, ["a", "b"]) == pytest.approx(0.6)
+    assert window.wait(None, ["a"]) == pytest.approx(0.6)
     clock.now += 0.6
-    assert window.wait(None, ["a", "b", "c"]) == 0.0
+    assert window.wait(None, ["a"]) == 0.0
     clock.now += 0.1  # latched: a later look at a still-empty document does not wait again
     assert window.wait(None, ["a", "b", "c", "d"]) == 0.0
+
+
+def test_each_join_starts_the_window_again_up_to_its_stretch():
+    """Like Kafka's initial rebalance delay: a mass start is one plan, not one per join."""
+    from xconsumer.formation import MAX_STRETCH
+
+    clock = Clock()
+    window = FormationWindow(1.0, clock=clock)
+    assert window.wait(None, ["a"]) == pytest.approx(1.0)
+    clock.now += 0.8
+    assert window.wait(None, ["a", "b"]) == pytest.approx(1.0)  # b joined: again
+    clock.now += 0.5
+    assert window.wait(None, ["b"]) == pytest.approx(0.5)  # a left: no join
+    for _ in range(100):  # a join every 0.9 s for ever: capped
+        clock.now += 0.9
+        left = window.wait(None, ["b", f"n{clock.now}"])
+        if left == 0.0:
+            break
+    assert left == 0.0 and clock.now - 100.0 <= MAX_STRETCH * 1.0 + 1.0
 
 
 def test_a_cluster_that_already_deals_to_a_live_node_publishes_at_once():
