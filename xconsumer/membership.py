@@ -63,6 +63,9 @@ class MemberRecord:
         )
 
 
+READ_TIMEOUT = 30.0  # a member's data read, bounded like every call (a dead connection)
+
+
 def read_members(client: KazooClient, paths: Paths,
                  watch: Callable[[Any], None] | None = None,
                  cache: dict[str, MemberRecord | None] | None = None,
@@ -78,12 +81,17 @@ def read_members(client: KazooClient, paths: Paths,
         children = client.get_children(paths.nodes, watch=watch)
     except NoNodeError:
         return []
+    ordered = sorted(children, key=node_seq)
+    # Every read goes out before the first answer is awaited: one round trip for a join of
+    # many (a registering node reads every member), not one per member.
+    pending = {child: client.get_async(paths.node(child)) for child in ordered
+               if is_member_child(child) and (cache is None or child not in cache)}
     records = []
-    for child in sorted(children, key=node_seq):
+    for child in ordered:
         if cache is not None and child in cache:
             rec = cache[child]
         else:
-            rec = _read_member(client, paths, child)
+            rec = _read_member(paths, child, pending.get(child))
             if rec is False:
                 continue  # vanished between the listing and the read
             if cache is not None and not (rec is not None and rec.corrupt):
@@ -103,13 +111,14 @@ def read_members(client: KazooClient, paths: Paths,
     return records
 
 
-def _read_member(client: KazooClient, paths: Paths, child: str) -> MemberRecord | None | bool:
+def _read_member(paths: Paths, child: str, pending: Any) -> MemberRecord | None | bool:
     """The record (flagged when its data is corrupt), None for a child that cannot be a
-    member (wrong name, not ephemeral), False if it is gone."""
-    if not is_member_child(child):
+    member (wrong name, not ephemeral), False if it is gone. `pending` is the child's get
+    already sent (None for a child whose name is no member's)."""
+    if pending is None or not is_member_child(child):
         return None
     try:
-        raw, stat = client.get(paths.node(child))
+        raw, stat = pending.get(timeout=READ_TIMEOUT)
     except NoNodeError:
         return False
     if stat.ephemeralOwner == 0:
@@ -156,8 +165,9 @@ def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
     session = client.client_id[0] if client.client_id else 0
     deadline = time.monotonic() + wait_for_name
     announced = False
+    seen: dict[str, MemberRecord | None] = {}  # the second read below only reads new ones
     while True:
-        twins = [r for r in read_members(client, paths)
+        twins = [r for r in read_members(client, paths, cache=seen)
                  if r.corrupt is None and r.name == name and r.session != session]
         if not twins:
             break
@@ -180,7 +190,7 @@ def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
     child, session = path.rsplit("/", 1)[1], stat.ephemeralOwner
     # An earlier attempt on this same session may have been applied after its reply was lost
     # (the connection dropped): that twin is ours and must go, or it would shadow this one.
-    for rec in read_members(client, paths):
+    for rec in read_members(client, paths, cache=seen):
         if rec.session == session and rec.child != child and (rec.corrupt or rec.name == name):
             with contextlib.suppress(NoNodeError):
                 client.delete(paths.node(rec.child))
