@@ -26,7 +26,7 @@ def _stores(client: Any, paths: Paths, count: int) -> list[SlotCheckpoint]:
         stores.append(SlotCheckpoint(
             client=client, path=paths.checkpoint("bench", str(i)), member=member,
             owner=paths.owner("bench", i), owner_version=lambda: 0, fence=1, node="bench",
-            stopping=lambda: False, lost=lambda why: None))
+            lost=lambda why: None))
     return stores
 
 

@@ -78,7 +78,7 @@ class SlotCheckpoint:
 
     def __init__(self, *, client: KazooClient, path: str, member: str | None, owner: str,
                  owner_version: Callable[[], int | None], fence: int, node: str,
-                 stopping: Callable[[], bool], lost: Callable[[str], None],
+                 lost: Callable[[str], None],
                  call_timeout: float = 10.0, retry_wait: float = 0.2,
                  counted: Callable[[bool], None] | None = None) -> None:
         self.path = path
@@ -88,7 +88,6 @@ class SlotCheckpoint:
         self._owner_version = owner_version
         self._fence = fence
         self._node = node
-        self._stopping = stopping
         self._lost = lost
         self._counted = counted or (lambda landed: None)
         self._call_timeout = call_timeout
@@ -97,7 +96,6 @@ class SlotCheckpoint:
         self._loaded = False
         self._value: Any = None
         self._version = -1
-        self.commits = 0
 
     # -- the handler's side ----------------------------------------------------------------
     def value(self) -> Any:
@@ -117,7 +115,6 @@ class SlotCheckpoint:
                 self._counted(False)
                 raise
             self._value = stored
-            self.commits += 1
             self._counted(True)
 
     def preload(self) -> Any:

@@ -26,6 +26,7 @@ from loguru import logger
 from .assignment import Slot
 from .config import MAX_WORKER_NUM, TASK_KEYS, TaskConfig
 from .errors import ConfigError
+from .paths import slot_index  # noqa: F401 - re-exported: the views import it from here
 
 # Mirrors config's node-name rule: a member id is a node name.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -392,10 +393,3 @@ def decode_marker(kind: str, raw: bytes | None, path: str) -> dict[str, Any] | C
     return _decode(kind, path, raw, lambda d: dict(_object(d, f"{kind} marker data")))
 
 
-_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")
-
-
-def slot_index(child: str) -> int | None:
-    """The index of an `owners/<task>/<i>` or `done/<task>/<i>` child; None if it is not one
-    (ASCII digits only, no leading zero: "²" or "007" are not slot indices)."""
-    return int(child) if _INDEX_RE.fullmatch(child) else None

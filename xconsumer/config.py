@@ -26,6 +26,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from .errors import ConfigError
+from .paths import slot_index
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -542,15 +543,13 @@ def _params(value: Any, label: str) -> tuple[tuple[str, str], ...] | None:
     return tuple(sorted(out))
 
 
-_SLOT_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")
-
-
 def _check_params(task: TaskConfig, prefix: str) -> None:
     """Slot ids of a workerNum task's params must be indices (a keyed task's are keys)."""
     if task.params is None or task.keys is not None:
         return
     for key, _ in task.params:
-        if not _SLOT_INDEX_RE.fullmatch(key) or int(key) >= MAX_WORKER_NUM:
+        index = slot_index(key)
+        if index is None or index >= MAX_WORKER_NUM:
             raise ConfigError(f"{prefix} params has key {key!r}, which is not a slot index "
                               f"(0..{MAX_WORKER_NUM - 1}); only a keyed task's params are "
                               "keyed by slot key")

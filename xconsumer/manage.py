@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -215,7 +214,7 @@ class _ZkBackend:
 
     def checkpoints(self, task: str, reset: bool, slot: str | None) -> dict[str, Any]:
         from .checkpoint import read_checkpoints, reset_checkpoints
-        from .paths import checkpoint_id
+        from .paths import checkpoint_id, slot_index
 
         table = {t["name"]: t for t in self.tasks()["tasks"]}
         if task not in table and not self.client.exists(self.paths.checkpoint_task(task)):
@@ -226,7 +225,7 @@ class _ZkBackend:
             return {"task": task, "reset": reset_checkpoints(self.client, self.paths, task)}
         if table.get(task, {}).get("keys"):
             slot_id = checkpoint_id(0, slot)
-        elif re.fullmatch(r"0|[1-9][0-9]{0,5}", slot):  # as the API: no "007", no "²"
+        elif slot_index(slot) is not None:  # as the API: no "007", no "²"
             slot_id = checkpoint_id(int(slot))
         else:
             raise ApiError(f"--slot must be a slot index (0, 1, ...), got {slot!r}",

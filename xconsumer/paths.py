@@ -93,6 +93,16 @@ class Paths:
         return (self.nodes, self.owners, self.done, self.left)
 
 
+_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
+def slot_index(child: str) -> int | None:
+    """The index of an `owners/<task>/<i>` or `done/<task>/<i>` child, or of a slot named in
+    a request; None if it is not one (ASCII digits only, no leading zero: "²" or "007" are
+    not slot indices)."""
+    return int(child) if _INDEX_RE.fullmatch(child) else None
+
+
 def checkpoint_id(index: int, key: str | None = None) -> str:
     """The checkpoint znode name of a slot: its index, or `k-` and its key percent-encoded
     (a key may hold any character; a znode name may not hold `/` or be `.`)."""
@@ -104,7 +114,7 @@ def checkpoint_slot(child: str) -> int | str | None:
     if child.startswith("k-"):
         key = unquote(child[2:])
         return key if key and checkpoint_id(0, key) == child else None
-    return int(child) if re.fullmatch(r"0|[1-9][0-9]{0,5}", child) else None
+    return slot_index(child)
 
 
 _MEMBER_RE = re.compile(r"n-[0-9]{10}")  # ASCII: str.isdigit and \d accept other scripts

@@ -444,7 +444,6 @@ class SlotRunner:
             client=self._client, path=self._paths.checkpoint(self.slot.task, slot_id),
             member=self._lease.member, owner=self.owner_path,
             owner_version=lambda: self.owner_version, fence=self.fence or 0, node=self.node,
-            stopping=lambda: self.stop_event.is_set(),
             lost=lambda why: self.request_stop(f"ownership lost: {why}"),
             call_timeout=self._call_timeout, counted=self._count_commit)
         return self.checkpoint

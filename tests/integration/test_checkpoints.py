@@ -55,7 +55,7 @@ def _store(zk: KazooClient, paths: Paths, *, member: str | None, owner_version: 
         fence = stat.czxid if stat is not None else 1
     store = SlotCheckpoint(client=zk, path=paths.checkpoint("c", "0"), member=member,
                            owner=paths.owner("c", 0), owner_version=lambda: owner_version,
-                           fence=fence, node="a", stopping=lambda: False, lost=lost.append,
+                           fence=fence, node="a", lost=lost.append,
                            retry_wait=0.01)
     return store, lost
 

@@ -16,7 +16,7 @@ from .. import overrides as ov
 from ..checkpoint import read_checkpoints, reset_checkpoints
 from ..leader import doc_plan, doc_unassigned
 from ..membership import read_members
-from ..paths import checkpoint_id
+from ..paths import checkpoint_id, slot_index
 from ..view import tasks_table
 from .openapi import IF_MATCH_PATTERN, MAX_EVENT_SEQ, MAX_EVENTS_LIMIT, MAX_VERSION
 
@@ -251,13 +251,13 @@ def register_api(app: Flask, node: Any) -> None:
         task = known_task(name)
         if task is not None and task.get("keys"):
             return checkpoint_id(0, slot)
-        if not slot.isascii() or not slot.isdigit() or len(slot) > 6 or (
-                slot != "0" and slot.startswith("0")):
+        index = slot_index(slot)
+        if index is None:
             # No such slot (not an error in the request's form: any string names a key of
             # some keyed task), so 404 like an unknown task.
             raise ov.OverrideError(f"task {name!r} has no slot {slot[:40]!r}: its slots are "
                                    "indices (0, 1, ...)", status=404)
-        return checkpoint_id(int(slot))
+        return checkpoint_id(index)
 
     def unchanged_since(body: dict[str, Any]) -> None:
         """A reset sent with a version (If-Match or `version`) applies only while the
