@@ -14,6 +14,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
@@ -589,9 +590,11 @@ class Node:
             self.metrics.rebalances.inc()
             self.metrics.rebalance_seconds.observe(result.seconds)
             self.metrics.moved.inc(result.moved)
-        self._housekeep(live, {t.task.name for t in tasks} if result is not None else None)
+        self._housekeep(live, {t.task.name for t in tasks} if result is not None else None,
+                        overrides.get("purge", ()))
 
-    def _housekeep(self, live: list[Any], tasks: set[str] | None) -> None:
+    def _housekeep(self, live: list[Any], tasks: set[str] | None,
+                   purge: Collection[str] = ()) -> None:
         """Sweep left markers and, after a publish, collect removed tasks' znodes. After the
         publish, and never allowed to stop it: whatever someone left under these
         containers, housekeeping only reports."""
@@ -599,17 +602,17 @@ class Node:
             self._sweep_left_markers({m.name for m in live} | set(self.damper.ghosts))
             if tasks is not None:
                 self._collect_garbage(tasks)
-                self._purge_checkpoints(tasks)
+                self._purge_checkpoints(tasks, purge)
         except _ZK_ERRORS as exc:
             logger.warning("housekeeping skipped this pass ({}: {})", type(exc).__name__, exc)
 
-    def _purge_checkpoints(self, tasks: set[str]) -> None:
+    def _purge_checkpoints(self, tasks: set[str], purge: Collection[str]) -> None:
         """Delete the checkpoints of tasks removed through the API, now that a table without
         them is published (no slot of theirs runs). The purge list is left as it is (the
         leader writes no overrides of its own: their version counts operators' changes
-        only); deleting what is already gone costs one request per name."""
-        overrides, _ = self.overrides.read()
-        for name in overrides.get("purge", []):
+        only); deleting what is already gone costs one request per name. `purge` comes
+        from the overrides this pass already read."""
+        for name in purge:
             if name not in tasks and purge_checkpoints(self.client, self.paths, name):
                 logger.info("deleted the checkpoints of removed task {}", name)
 
