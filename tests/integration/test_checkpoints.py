@@ -60,6 +60,18 @@ def _store(zk: KazooClient, paths: Paths, *, member: str | None, owner_version: 
     return store, lost
 
 
+def _successor_start(zk: KazooClient, paths: Paths, record: Path, task: TaskConfig,
+                     timeout: float) -> dict[str, Any]:
+    """Node b takes the slot, starts, and is stopped again: what its handler resumed from."""
+    second = _runner(zk, paths, _lease(zk, paths, "b"), "b", task)
+    second.start()
+    assert wait_until(lambda: any(e["event"] == "start" and e["node"] == "b"
+                                  for e in _events(record)), timeout)
+    second.request_stop("test")
+    second.thread.join(timeout)
+    return next(e for e in _events(record) if e["event"] == "start" and e["node"] == "b")
+
+
 def _owned(zk: KazooClient, paths: Paths) -> str:
     """A member znode and the slot's owner znode, as a node holding slot c/0 has them."""
     member = zk.create(paths.node_prefix, b"{}", ephemeral=True, sequence=True, makepath=True)
@@ -75,13 +87,7 @@ def test_a_new_owner_resumes_from_the_last_commit(zk: KazooClient, zk_root, reco
     first.request_stop("test")
     first.thread.join(10)
     last = max(e["value"] for e in _events(record) if e["event"] == "commit")
-    second = _runner(zk, paths, _lease(zk, paths, "b"), "b")
-    second.start()
-    assert wait_until(lambda: any(e["event"] == "start" and e["node"] == "b"
-                                  for e in _events(record)), 10)
-    second.request_stop("test")
-    second.thread.join(10)
-    start = next(e for e in _events(record) if e["event"] == "start" and e["node"] == "b")
+    start = _successor_start(zk, paths, record, TASK, 10)
     assert start["value"] == last
     assert start["fence"] > next(e["fence"] for e in _events(record) if e["node"] == "a")
 
@@ -180,13 +186,7 @@ def test_a_process_isolated_slot_commits_through_its_node(zk: KazooClient, zk_ro
     last = max(e["value"] for e in _events(record) if e["event"] == "commit")
     stored = json.loads(zk.get(paths.checkpoint("c", "0"))[0])
     assert stored["value"] == last and stored["node"] == "a"
-    second = _runner(zk, paths, _lease(zk, paths, "b"), "b", task)
-    second.start()
-    assert wait_until(lambda: any(e["event"] == "start" and e["node"] == "b"
-                                  for e in _events(record)), 30)
-    second.request_stop("test")
-    second.thread.join(20)
-    start = next(e for e in _events(record) if e["event"] == "start" and e["node"] == "b")
+    start = _successor_start(zk, paths, record, task, 30)
     assert start["value"] == last and start["param"] == "p0"
 
 
