@@ -72,9 +72,11 @@ def test_a_frozen_owners_commit_after_sigcont_is_refused(
     assert "commit refused" in lost[0]["error"], lost
     # Nothing the woken node tried landed: the value is the successor's, and it never went
     # back (every commit the successor recorded after is above what it resumed from).
+    # Records first: the successor keeps committing, and each of its commits lands before
+    # it is recorded, so the stored value read after them is at least the last recorded.
+    mine = [r["value"] for r in records(c, event="commit", slot=slot, node=successor)]
     after = stored(c, slot)
     assert after["node"] == successor
-    mine = [r["value"] for r in records(c, event="commit", slot=slot, node=successor)]
     assert mine == sorted(mine) and after["value"] >= mine[-1]
     print(f"\nfrozen owner {victim}: last commit {frozen_last}; successor {successor} "
           f"resumed from {resumed}; late commit refused: {lost[0]['error']}")
