@@ -1,8 +1,8 @@
 """One codec per znode kind: bytes from ZooKeeper in, a checked value or a `Corrupt` out.
 
 Every byte read from ZooKeeper is untrusted: an older or newer xconsumer, a hand edit with
-`zkCli.sh` or a bug may have written it. Each kind (member, assignment, overrides, owner,
-checkpoint, done, left) is decoded here, in one place, by a schema check that either returns
+`zkCli.sh` or a bug may have written it. Each kind (member, assignment, plan, overrides,
+owner, checkpoint, done, left) is decoded here, in one place, by a schema check that either returns
 a value whose shape the rest of the package can rely on or a `Corrupt` naming the znode and
 what is wrong. No decoder raises on bad data, so no loop (the controller, a slot thread, an
 HTTP view) can be stopped by it; what to *do* with a `Corrupt` (repair, keep the last valid state,
@@ -39,7 +39,7 @@ MAX_INFLATED = 64 * 1024 * 1024  # a zlib bomb in a znode must not exhaust a nod
 class Corrupt:
     """A znode whose data does not have the shape its kind requires."""
 
-    kind: str  # member, assignment, overrides, owner, checkpoint, done, left
+    kind: str  # member, assignment, plan, overrides, owner, checkpoint, done, left
     path: str
     error: str
 
@@ -204,12 +204,18 @@ def _name_the_double(nodes: dict[str, dict[str, list[int]]], task: str, node: st
     raise _Bad(f"a slot of {task} is given twice (on {node})")
 
 
-def _assignment(doc: Any) -> dict[str, Any]:
-    doc = _object(doc, "the assignment")
+def _generational(doc: Any, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An object with a generation (the assignment, a plan): (the input, a copy to fill)."""
+    doc = _object(doc, what)
     if "generation" not in doc:
         raise _Bad("generation is missing")
     out = dict(doc)
     out["generation"] = _int(doc["generation"], "generation", lo=1)
+    return doc, out
+
+
+def _assignment(doc: Any) -> dict[str, Any]:
+    doc, out = _generational(doc, "the assignment")
     out["nodes"] = {_str(n, "nodes key") or "": _groups(g, f"nodes.{n}")
                     for n, g in _object(doc.get("nodes", {}), "nodes").items()}
     out["unassigned"] = _groups(doc.get("unassigned", {}), "unassigned")
@@ -288,6 +294,69 @@ def plan_slots(doc: dict[str, Any] | None, node: str) -> dict[Slot, TaskConfig]:
                 continue  # no key for it: a document in which the two disagree
             task = replace(task, slot_key=listed[slot.index])
         out[slot] = task
+    return out
+
+
+# -- plan: plans/<node> ---------------------------------------------------------------------------
+def _plan(doc: Any) -> dict[str, Any]:
+    doc, out = _generational(doc, "the plan")
+    for key in ("leader", "node"):
+        if not isinstance(doc.get(key), str):
+            raise _Bad(f"{key} must be a string, got {_show(doc.get(key))}")
+    out["slots"] = _groups(doc.get("slots", {}), "slots")
+    for task, indices in out["slots"].items():
+        if len(set(indices)) != len(indices):
+            raise _Bad(f"slots.{task} lists a slot twice")
+    tasks = doc.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise _Bad(f"tasks must be a list of task objects, got {_show(tasks)}")
+    out["tasks"] = list(tasks)
+    keys: dict[str, dict[int, str]] = {}
+    for task, by_index in _object(doc.get("keys", {}), "keys").items():
+        mapped = {}
+        for index, key in _object(by_index, f"keys.{task}").items():
+            i = slot_index(index)
+            if i is None or not isinstance(key, str):
+                raise _Bad(f"keys.{task} must map slot indices to keys, got "
+                           f"{_show({index: key})}")
+            mapped[i] = key
+        keys[task] = mapped
+    out["keys"] = keys
+    out["key_counts"] = {_str(t, "key_counts key") or "": _int(n, f"key_counts.{t}",
+                                                               hi=MAX_WORKER_NUM)
+                         for t, n in _object(doc.get("key_counts", {}), "key_counts").items()}
+    return out
+
+
+def decode_plan(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
+    """One node's share of the assignment (see plans.py), or Corrupt."""
+    return _decode("plan", path, raw, _plan)
+
+
+def plan_desired(plan: dict[str, Any]) -> dict[Slot, TaskConfig]:
+    """What a decoded plan asks its node to run: the same mapping `plan_slots` gives for
+    the assignment the plan was cut from (tasks that do not parse, and keyed slots
+    without their key, skipped the same way)."""
+    tasks = {}
+    for raw in plan["tasks"]:
+        task = lenient_task(raw, where="plan znode")
+        if task is not None:
+            tasks[task.name] = task
+    out = {}
+    for name, indices in plan["slots"].items():
+        task = tasks.get(name)
+        if task is None:
+            continue
+        keys = plan["keys"].get(name, {})
+        if task.keys:
+            task = replace(task, worker_num=plan["key_counts"].get(name, 0))
+        for i in indices:
+            if task.keys:
+                if i not in keys:
+                    continue
+                out[Slot(name, i)] = replace(task, slot_key=keys[i])
+            else:
+                out[Slot(name, i)] = task
     return out
 
 

@@ -19,6 +19,7 @@ from .metrics import Metrics
 
 _ACTIONS = {
     "assignment": "the leader republishes it",
+    "plan": "its node runs from the whole assignment meanwhile; the leader rewrites it",
     "overrides": "the last valid overrides stay in force until an admin write repairs it",
     "member": "its node rewrites it; a znode no node owns is ignored",
     "owner": "delete it if no node runs the slot",

@@ -394,13 +394,10 @@ class Consumer:
 
     def assigned_slots(self) -> list[SlotKey]:
         """What the leader's current assignment gives this node (running or not yet)."""
-        from .codecs import plan_slots
-
         node = self._node
         if node is None or not self.running:
             return []
-        return sorted(SlotKey(s.task, s.index, t.slot_key)
-                      for s, t in plan_slots(node.assignment, node.name).items())
+        return sorted(SlotKey(s.task, s.index, t.slot_key) for s, t in node.assigned().items())
 
     def running_slots(self) -> list[SlotKey]:
         """Slots whose handler runs here now (owner znode held, not stopping)."""

@@ -32,6 +32,7 @@ from .config import TaskConfig
 from .membership import MemberRecord
 from .overrides import EffectiveTask, with_paused
 from .paths import Paths
+from .plans import TX_BUDGET, PlanBook, PlanWrites, commit_fenced
 from .strategies.guard import FALLBACK, StrategyRunner, run_strategy
 from .zk import encode
 
@@ -157,6 +158,32 @@ class PublishFailed(Exception):
     """The leader computed a plan it could not write (too large, refused by ZooKeeper)."""
 
 
+def sync_plans(client: KazooClient, paths: Paths, *, my_child: str, doc: dict[str, Any],
+               plans: PlanBook) -> bool:
+    """Bring `plans/` in line with the published `doc` when it is not (a new leader, a
+    refused or partial write): only the plans that differ are written, fenced like a
+    publish. True when they all landed."""
+    if plans.synced == doc.get("generation") and plans.leader_child == my_child:
+        return True
+    try:
+        changes = plans.changes(client, paths, doc, my_child)
+    except ValueError as exc:
+        logger.error("plans not written: {}", exc)
+        return False
+    refused = commit_fenced(client, paths.node(my_child), None, paths, changes, TX_BUDGET)
+    if refused is not None:
+        plans.reset()
+        logger.warning("plans of generation {} refused ({}); will re-read", doc.get(
+            "generation"), ", ".join(type(f).__name__ for f in refused[1]))
+        return False
+    plans.written(changes)
+    plans.collect(client, paths, changes)
+    if changes.writes:
+        logger.info("wrote {} plan(s) of generation {}", len(changes.writes),
+                    changes.generation)
+    return True
+
+
 def next_generation(current: dict[str, Any] | Corrupt | None, version: int,
                     seen: int = 0) -> int:
     """A generation above any ever published, even when the current document is corrupt.
@@ -179,7 +206,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             fresh: bool = False, seed: Sequence[TaskConfig] = (),
             last_valid: dict[str, Any] | None = None, seen_generation: int = 0,
             max_slots: int | None = None, runner: StrategyRunner | None = None,
-            keys: Mapping[str, list[str]] | None = None) -> Published | None:
+            keys: Mapping[str, list[str]] | None = None,
+            plans: PlanBook | None = None) -> Published | None:
     """Recompute and, if anything changed, publish. Returns None if unchanged or if the fenced
     write was refused (we are no longer the leader, or lost a race); raises PublishFailed
     when the plan cannot be written at all.
@@ -190,6 +218,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     `runner` knows this node's strategies (user ones guarded; see strategies.guard); a
     failed user strategy's slots are planned by round robin, named in the document.
     `keys` are the keyed tasks' keys in slot order (see keys.py): one slot per key.
+    `plans` is the leader's record of the per-node plans (plans.py): the plans that change
+    are written in the same fenced transaction as the document.
     """
     started = time.monotonic()
     tasks, keys = with_keys(tasks, keys or {})
@@ -216,20 +246,32 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         return None
     try:
         data = encode(doc)
+        changes = plans.changes(client, paths, doc, my_child) if plans is not None else None
     except ValueError as exc:
         raise PublishFailed(f"assignment not published: {exc}") from None
-    tx = client.transaction()
-    tx.check(paths.node(my_child), -1)
-    if version < 0:
-        tx.create(paths.assignment, data)
-    else:
-        tx.set_data(paths.assignment, data, version=version)
-    results = tx.commit()
-    failures = [r for r in results if isinstance(r, Exception)]
-    if failures:
+
+    def write_doc(tx: Any) -> None:
+        if version < 0:
+            tx.create(paths.assignment, data)
+        else:
+            tx.set_data(paths.assignment, data, version=version)
+
+    if changes is None:
+        changes = PlanWrites(generation)
+    refused = commit_fenced(client, paths.node(my_child), write_doc, paths, changes,
+                            TX_BUDGET - len(data))
+    if refused is not None and plans is not None:
+        plans.reset()  # list plans/ again next time: one may have been made or deleted
+    if refused is not None and refused[0] == 0:
         logger.warning("assignment publish refused ({}); will re-read",
-                       ", ".join(type(f).__name__ for f in failures))
+                       ", ".join(type(f).__name__ for f in refused[1]))
         return None
+    if refused is not None:
+        logger.warning("plans of generation {} partly written ({}); written again next pass",
+                       generation, ", ".join(type(f).__name__ for f in refused[1]))
+    elif plans is not None:
+        plans.written(changes)
+        plans.collect(client, paths, changes)
     moved = moved_between((previous or {}).get("nodes", {}), doc["nodes"])
     seconds = time.monotonic() - started
     logger.info("published assignment generation {}: {} slots on {} nodes, {} moved, "

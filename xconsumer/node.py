@@ -23,8 +23,9 @@ from kazoo.protocol.states import KazooState
 from loguru import logger
 
 from . import __version__
+from .assignment import Slot
 from .checkpoint import purge_checkpoints
-from .codecs import Corrupt
+from .codecs import Corrupt, plan_desired
 from .config import Config, TaskConfig
 from .corruption import CorruptionReport
 from .errors import ConfigError
@@ -39,7 +40,7 @@ from .leader import (
     plan_slots,
     publish,
     read_assignment,
-    valid_doc,
+    sync_plans,
 )
 from .lease import Lease
 from .logs import set_node
@@ -54,6 +55,7 @@ from .overrides import (
     with_paused,
 )
 from .paths import Paths
+from .plans import PlanBook, read_plan
 from .runtime import Runtime
 from .stability import Damper
 from .strategies import is_container_task
@@ -63,6 +65,9 @@ from .works import WorksRegistry
 from .zk import dumps, make_client, start_client, stop_client
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
+# A follower re-lists the members (and checks the election) at least this often even when
+# only its plan or its slots woke it; a wake-up that concerns neither goes the full way.
+FULL_PASS_EVERY = 30.0
 
 
 class RunState(enum.Enum):
@@ -150,7 +155,16 @@ class Node:
         self.is_leader = False
         self.leader: str | None = None
         self.generation: int | None = None
-        self.assignment: dict[str, Any] | None = None
+        # The whole published document as last read: the leader reads it on every pass, a
+        # follower only when something asks (see `assignment`). It runs from its plan.
+        self._doc: dict[str, Any] | None = None
+        self._doc_current = False  # False once a watch says the document changed
+        self.plans = PlanBook()  # what we wrote under plans/ while leading
+        self._assigned: dict[Slot, TaskConfig] = {}  # what the plan or document gives us
+        self.plan_source: str | None = None  # "plan" or "document": where _assigned is from
+        self._leader_child: str | None = None  # the elected leader's member znode
+        self._last_full = 0.0  # monotonic time of the last full pass
+        self._plans_verified = 0.0  # monotonic time the leader last checked plans/
         self._member_names: list[str] = []
         self._member_cache: dict[str, Any] = {}
         self._seen_rebalance: int | None = None
@@ -394,16 +408,17 @@ class Node:
                 # change kicks us) instead of spinning on a deadline already gone.
                 timeout = max(0.0, min(interval, min(wakes) - time.monotonic()))
             try:
-                reason = self._events.get(timeout=timeout)
+                reasons = {self._events.get(timeout=timeout)}
             except queue.Empty:
-                reason = "periodic"
+                reasons = {"wake" if wakes else "periodic"}
             while not self._events.empty():  # coalesce a burst into one pass
-                self._events.get_nowait()
+                reasons.add(self._events.get_nowait())
+            reason = ",".join(sorted(reasons))
             if self._stop.is_set():
                 break
             self.passes += 1
             try:
-                self._sync()
+                self._sync(reasons)
             except _ZK_ERRORS as exc:
                 logger.warning("cluster sync deferred ({}: {})", type(exc).__name__, exc)
                 self._stop.wait(0.2)
@@ -414,9 +429,12 @@ class Node:
                 self._stop.wait(0.5)
                 self._kick("retry")
 
-    def _sync(self) -> None:
+    def _sync(self, reasons: Collection[str] = ()) -> None:
         if self._stop.is_set() or not self.client.connected:
             return
+        if self._light_pass(set(reasons)):
+            return
+        self._last_full = time.monotonic()
         if self._member_child is None or self._member_session != self._session_id():
             self._member_child = None
             self._register()
@@ -457,6 +475,7 @@ class Node:
             if set(listed) != {c.child for c in candidates}:
                 self._kick("members")
         leader = candidates[0].name
+        self._leader_child = candidates[0].child
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
             self.events.add("leader", f"leader is now {leader}", leader=leader)
@@ -465,6 +484,7 @@ class Node:
         if self.is_leader:
             if not self._leading:
                 self.keys.reset()
+                self._doc_current = False  # read it afresh: we ran from our plan so far
                 self._leading = True
             self._lead([m for m in members if m.child in children])
         else:
@@ -472,17 +492,91 @@ class Node:
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
             self.publish_error = self.strategy_error = None
-        published, _ = read_assignment(self.client, self.paths, watch=self._on_watch)
+        if self.is_leader or not self._take_plan(read_plan(
+                self.client, self.paths, self.name, watch=self._on_watch)):
+            self.plan_source = "document"
+            self._read_document()
+        self._apply()
+
+    def _read_document(self) -> None:
+        """Run from the whole document: the leader, and a follower without a plan it can
+        trust (none yet, corrupt, or written by another leader than the one elected)."""
+        published, _ = read_assignment(self.client, self.paths, watch=self._on_doc_watch)
         self.corruption.update(("assignment",), [published]
                                if isinstance(published, Corrupt) else [])
         if not isinstance(published, Corrupt):
             # A corrupt document is not "no assignment": keep running the last valid plan
             # until the leader repairs it (it republishes at once; see publish()).
+            self._doc_current = True
             self._note_assignment(published)
-        desired = plan_slots(self.assignment, self.name) if self.lease.valid() else {}
+
+    def _take_plan(self, plan: dict[str, Any] | Corrupt | None) -> bool:
+        """Run from our plan if it is one the elected leader wrote for us; False: read the
+        document instead (a corrupt plan is reported, and the leader rewrites it when its
+        content next changes)."""
+        self.corruption.update(("plan",), [plan] if isinstance(plan, Corrupt) else [])
+        if (plan is None or isinstance(plan, Corrupt) or plan["node"] != self.name
+                or plan["leader"] != self._leader_child):
+            return False
+        assigned = plan_desired(plan)
+        generation = plan["generation"]
+        if generation != self.generation or assigned != self._assigned:
+            moved = len(assigned.keys() ^ self._assigned.keys())
+            if generation != self.generation:
+                self.events.add("rebalance", f"generation {generation}: {moved} slot(s) of "
+                                "this node moved", generation=generation, moved=moved)
+            self.generation = generation
+            self._max_generation = max(self._max_generation, generation)
+            self.metrics.generation.set(generation)
+        self._assigned = assigned
+        self.plan_source = "plan"
+        return True
+
+    def _light_pass(self, reasons: set[str]) -> bool:
+        """A follower woken only by its plan, its slots or the clock does not re-list the
+        members: it reads its plan (if that is what changed) and applies it. That is what
+        keeps a publish from costing every node a member listing (no herd at 1,000 nodes).
+        False: do the full pass (anything else woke us, or the plan is not one to trust)."""
+        plan_wake = f"watch:{self.paths.plan(self.name)}"
+        if (self.is_leader or self.plan_source != "plan" or not reasons
+                or not reasons <= {plan_wake, "slot", "periodic"}
+                or self._member_child is None or self._member_session != self._session_id()
+                or time.monotonic() - self._last_full > FULL_PASS_EVERY):
+            return False
+        if plan_wake in reasons and not self._take_plan(read_plan(
+                self.client, self.paths, self.name, watch=self._on_watch)):
+            return False
+        self._apply()
+        return True
+
+    def _apply(self) -> None:
+        desired = self._assigned if self.lease.valid() else {}
         self.runtime.apply(desired, int(self.generation or 0))
         self.runtime.check_stuck()
         self._observe(desired)
+
+    @property
+    def assignment(self) -> dict[str, Any] | None:
+        """The whole published document. The leader reads it on every pass; a follower runs
+        from its plan and reads it only when asked (the API, the views), at most once per
+        change: a watch marks its copy stale. A read that fails answers the last copy."""
+        if not self._doc_current and self.client.connected:
+            self._doc_current = True  # before the read: a change meanwhile marks it again
+            try:
+                doc, _ = read_assignment(self.client, self.paths, watch=self._doc_changed)
+            except _ZK_ERRORS:
+                self._doc_current = False
+                return self._doc
+            if not isinstance(doc, Corrupt):
+                self._doc = doc
+        return self._doc
+
+    def _doc_changed(self, _event: Any) -> None:
+        self._doc_current = False
+
+    def _on_doc_watch(self, event: Any) -> None:
+        self._doc_current = False
+        self._on_watch(event)
 
     def _candidates(self, records: list[Any]) -> list[Any]:
         """The election's candidates: members in sequence order, by znode name alone.
@@ -551,7 +645,7 @@ class Node:
         tasks = effective_tasks(self.config.tasks, overrides)
         # A leader that has not read the assignment yet (its first pass after a start)
         # reads it here: its keys are the last good ones, never "none yet".
-        published = self.assignment or valid_doc(read_assignment(self.client, self.paths)[0])
+        published = self.assignment
         published_keys = (published or {}).get("keys", {})
         self.keys.poll([e.task for e in tasks], published_keys, keys_refresh(overrides))
         keys = {e.task.name: self.keys.keys(e.task.name) or [] for e in tasks if e.task.keys}
@@ -564,6 +658,11 @@ class Node:
             self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
             self._housekeep(live, None)
             return
+        if time.monotonic() - self._plans_verified > FULL_PASS_EVERY:
+            self._plans_verified = time.monotonic()
+            if not self.plans.verify(self.client, self.paths):
+                logger.warning("a plan under {} was changed by someone else: writing it "
+                               "again", self.paths.plans)
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
         self._seen_rebalance = rebalance
@@ -573,9 +672,9 @@ class Node:
                              strategy=self.config.assignment.strategy,
                              leader_works=self.config.node.leader_works,
                              drained=drained, fresh=fresh, seed=self.config.tasks,
-                             last_valid=self.assignment, seen_generation=self._max_generation,
+                             last_valid=self._doc, seen_generation=self._max_generation,
                              max_slots=self.config.assignment.max_slots,
-                             runner=self.strategies, keys=keys)
+                             runner=self.strategies, keys=keys, plans=self.plans)
         except PublishFailed as exc:
             self._publish_failed(str(exc))
             return
@@ -586,6 +685,14 @@ class Node:
                                  "max_slots) were left out: scale down")
         else:
             self._publish_ok()
+        if result is None and published is not None:
+            # Nothing to publish: the plans may still lag the document (a new leader, a
+            # refused write). Written now, fenced like a publish.
+            sync_plans(self.client, self.paths, my_child=self._member_child or "",
+                       doc=published, plans=self.plans)
+        if self.plans.synced is None:
+            wake = time.monotonic() + 0.5  # refused: list plans/ again and retry soon
+            self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
         if result is not None:
             self.metrics.rebalances.inc()
             self.metrics.rebalance_seconds.observe(result.seconds)
@@ -619,11 +726,7 @@ class Node:
     def _published_overrides(self) -> dict[str, Any] | None:
         """The overrides behind the published table, for a corrupt overrides znode this
         process never read valid (a restarted leader reads the assignment first here)."""
-        doc = self.assignment
-        if doc is None:
-            published, _ = read_assignment(self.client, self.paths)
-            doc = None if isinstance(published, Corrupt) else published
-        return overrides_from_assignment(doc, self.seed_tasks())
+        return overrides_from_assignment(self.assignment, self.seed_tasks())
 
     def _keys_failed(self, task: str, message: str) -> None:
         """A keys provider failed (raised, hung, returned bad keys): the last good keys
@@ -696,20 +799,26 @@ class Node:
     def _note_assignment(self, doc: dict[str, Any] | None) -> None:
         generation = (doc or {}).get("generation")
         if generation is not None and generation != self.generation:
-            moved = moved_between((self.assignment or {}).get("nodes", {}),
+            moved = moved_between((self._doc or {}).get("nodes", {}),
                                   (doc or {}).get("nodes", {}))
             self.events.add("rebalance", f"generation {generation}: {moved} slot(s) moved "
                             f"across {len((doc or {}).get('nodes', {}))} node(s)",
                             generation=generation, moved=moved)
-        self.assignment, self.generation = doc, generation
+        self._doc, self.generation = doc, generation
+        self._assigned = plan_slots(doc, self.name)
         self._max_generation = max(self._max_generation, int(generation or 0))
         self.metrics.generation.set(generation or 0)
 
     def _observe(self, desired: dict[Any, Any]) -> None:
-        doc = self.assignment or {}
-        paused = set(doc.get("paused", []))
-        self.metrics.observe_desired({name: 0 if name in paused else t.worker_num
-                                      for name, t in doc_tasks(doc).items()})
+        if self.plan_source == "plan":
+            # A follower knows the tasks it runs, not the whole table (the leader reports
+            # that): it does not read the document for a metric.
+            self.metrics.observe_desired({t.name: t.worker_num for t in self._assigned.values()})
+        else:
+            doc = self._doc or {}
+            paused = set(doc.get("paused", []))
+            self.metrics.observe_desired({name: 0 if name in paused else t.worker_num
+                                          for name, t in doc_tasks(doc).items()})
         assigned: dict[str, int] = {}
         for slot in desired:
             assigned[slot.task] = assigned.get(slot.task, 0) + 1
@@ -718,7 +827,11 @@ class Node:
         self.metrics.zk_connected.set(1 if self.client.connected else 0)
 
     def refresh_metrics(self) -> None:
-        self._observe(plan_slots(self.assignment, self.name))
+        self._observe(self._assigned)
+
+    def assigned(self) -> dict[Slot, TaskConfig]:
+        """What the leader's plan gives this node now (running or not yet)."""
+        return dict(self._assigned)
 
     def seed_tasks(self) -> list[TaskConfig]:
         """The leader's app.toml tasks (published with the assignment), else our own."""
@@ -773,7 +886,8 @@ class Node:
         return {
             "id": self.name, "cluster": self.config.cluster.name, "state": self.state.value,
             "znode": self._member_child, "leader": self.is_leader, "leader_id": self.leader,
-            "generation": self.generation, "connected": self.client.connected,
+            "generation": self.generation, "plan": self.plan_source,
+            "connected": self.client.connected,
             "lease_remaining": round(max(self.lease.remaining(), 0.0), 3),
             "session_timeout": self.session.timeout,
             "slots": [s.to_dict() for s in self.runtime.statuses()],

@@ -40,6 +40,14 @@ class Paths:
         return f"{self.base}/assignment"
 
     @property
+    def plans(self) -> str:
+        return f"{self.base}/plans"
+
+    def plan(self, node: str) -> str:
+        """One node's share of the assignment, by node name (see plans.py)."""
+        return f"{self.plans}/{node}"
+
+    @property
     def owners(self) -> str:
         return f"{self.base}/owners"
 
@@ -90,7 +98,7 @@ class Paths:
 
     def all_persistent(self) -> tuple[str, ...]:
         """Containers every node makes sure exist before it joins."""
-        return (self.nodes, self.owners, self.done, self.left)
+        return (self.nodes, self.owners, self.done, self.left, self.plans)
 
 
 _INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")

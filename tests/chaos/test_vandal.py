@@ -76,7 +76,7 @@ def vandalise(c: ChaosCluster, rng: random.Random) -> list[str]:
     done: list[str] = []
     for _ in range(VANDAL_STEPS):
         target = rng.choice(["assignment", "overrides", "member", "owner", "done", "left",
-                             "delete"])
+                             "plan", "delete"])
         data = payload(rng)
         try:
             if target == "assignment":
@@ -98,11 +98,18 @@ def vandalise(c: ChaosCluster, rng: random.Random) -> list[str]:
             elif target == "done":
                 zk.create(f"{p.done}/t0/{rng.choice(['7', 'x', '99999'])}", data[:1000],
                           makepath=True)
+            elif target == "plan":  # a node's own, a departed one's, or a plan for no one
+                name = rng.choice(["n1", "n2", "n3", "ghost"])
+                if zk.exists(p.plan(name)) is None:
+                    zk.create(p.plan(name), data, makepath=True)
+                else:
+                    zk.set(p.plan(name), data)
             elif target == "left":
                 zk.create(p.left_marker(rng.choice(["n1", "n2", "ghost"])), data[:1000],
                           makepath=True)
             else:
-                zk.delete(rng.choice([p.left, f"{p.done}/t0", p.owner_task("gone"), p.done]),
+                zk.delete(rng.choice([p.left, f"{p.done}/t0", p.owner_task("gone"), p.done,
+                                      p.plan("n2"), p.plans]),
                           recursive=rng.random() < 0.5)
         except KazooException as exc:
             done.append(f"{target}: {type(exc).__name__}")

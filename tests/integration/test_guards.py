@@ -317,6 +317,8 @@ def test_a_follower_runs_its_last_valid_plan_pass_after_pass_while_the_assignmen
     _freeze_controller(a, monkeypatch)
     mine = {s.slot: s.fence for s in b.runtime.statuses() if s.state == "running"}
     zk.set(Paths(zk_root, "it").assignment, b'{"nodes": []}')
+    # A follower reads the document only without a plan it can use: spoil its plan too.
+    zk.set(Paths(zk_root, "it").plan("b"), b'{"generation": 1}')
     passes = b.passes
 
     def same_slots() -> str | None:

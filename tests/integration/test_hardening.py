@@ -92,8 +92,12 @@ def test_a_follower_keeps_its_last_plan_while_the_assignment_is_corrupt(
     a._stop.set()
     a._kick("pause")
     zk.set(paths.assignment, b'{"nodes": []}')
+    # A follower runs from its own plan and reads the document only without a usable one:
+    # make its plan corrupt too, so it falls back to the (corrupt) document.
+    zk.set(paths.plan("b"), b'{"generation": 1, "slots": "x"}')
     b._kick("test")
-    wait_until(lambda: any(c["kind"] == "assignment" for c in b.node_view()["corrupt"]), 10)
+    wait_until(lambda: {c["kind"] for c in b.node_view()["corrupt"]} == {"assignment", "plan"},
+               10)
     assert fences(b) == mine  # still running its last valid plan
     assert isinstance(read_assignment(zk, paths)[0], Corrupt)
     view = b.cluster_view()  # answers, names the znode

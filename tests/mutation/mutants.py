@@ -29,6 +29,7 @@ H = "tests/integration/test_hardening.py"
 ISO = "tests/integration/test_isolation.py"
 CK = "tests/integration/test_checkpoints.py"
 LEASE_UNIT = "tests/unit/test_lease.py"
+PL = "tests/integration/test_plans.py"
 
 MUTANTS: list[Mutant] = [
     # -- owner znodes: creation and release ------------------------------------------------
@@ -80,8 +81,8 @@ MUTANTS: list[Mutant] = [
         "a slot given back while its old run still ends starts a second run beside it"),
     # -- the leader's publish -------------------------------------------------------------
     Mutant(
-        "publish-no-member-check", "xconsumer/leader.py",
-        "    tx.check(paths.node(my_child), -1)\n",
+        "publish-no-member-check", "xconsumer/plans.py",
+        "        tx.check(member_path, -1)\n",
         "",
         [f"{G}::test_a_deposed_leader_whose_session_lives_cannot_publish",
          f"{N}::test_publish_is_fenced_on_the_leaders_member_znode"],
@@ -252,4 +253,23 @@ MUTANTS: list[Mutant] = [
         "                    pass\n",
         [f"{CK}::test_a_key_that_moves_to_another_index_waits_for_its_previous_runner"],
         "a keyed slot whose key moved runs beside the runner still finishing that key"),
+    # -- per-node plans -----------------------------------------------------------------
+    Mutant(
+        "plan-from-any-leader", "xconsumer/node.py",
+        "                or plan[\"leader\"] != self._leader_child):\n",
+        "                ):\n",
+        [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
+        "a follower applies a plan an earlier leader (or a hand edit) left, not the document"),
+    Mutant(
+        "plan-verify-sees-nothing", "xconsumer/plans.py",
+        "            if stat is None or stat.version != self.versions[name]:\n",
+        "            if False:\n",
+        [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
+        "a plan changed by hand is never rewritten: its node reads the whole document for ever"),
+    Mutant(
+        "plans-all-rewritten", "xconsumer/plans.py",
+        "            if self.known.get(name) != content:\n",
+        "            if True:\n",
+        [f"{PL}::test_a_join_rewrites_and_wakes_only_the_nodes_it_concerns"],
+        "every publish rewrites (and wakes) every node's plan: the herd is back"),
 ]

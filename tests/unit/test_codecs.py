@@ -17,8 +17,10 @@ from xconsumer.codecs import (
     decode_member,
     decode_overrides,
     decode_owner,
+    decode_plan,
     doc_plan,
     doc_unassigned,
+    plan_desired,
     plan_slots,
 )
 from xconsumer.config import TaskConfig
@@ -35,12 +37,12 @@ json_values = st.recursive(
 KEYS = ["generation", "nodes", "tasks", "paused", "drained", "members", "unassigned", "seed",
         "leader", "strategy", "published_at", "id", "handlers", "works", "weight", "state",
         "rebalance", "node", "session", "started_at", "r", "a", "workerNum", "added",
-        "removed", "name", "workName", "leader_works", "pid"]
+        "removed", "name", "workName", "leader_works", "pid", "slots", "keys"]
 shaped = st.recursive(
     json_values,
     lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=6),
     max_leaves=30)
-DECODERS = [decode_assignment, decode_member, decode_overrides, decode_owner,
+DECODERS = [decode_assignment, decode_member, decode_overrides, decode_owner, decode_plan,
             lambda raw, path: decode_marker("done", raw, path)]
 
 
@@ -70,6 +72,10 @@ def test_no_decoder_raises_on_any_json(value) -> None:
     overrides = decode_overrides(raw, "/x")
     if isinstance(overrides, dict):
         effective_tasks([TaskConfig(name="r", work_name="w", worker_num=2)], overrides)
+    plan = decode_plan(raw, "/x")
+    if isinstance(plan, dict):
+        for slot, task in plan_desired(plan).items():
+            assert isinstance(slot.index, int) and task.name == slot.task
 
 
 @settings(max_examples=300, deadline=None)

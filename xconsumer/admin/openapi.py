@@ -161,8 +161,8 @@ SCHEMAS: dict[str, Any] = {
     "Corrupt": {
         "type": "object", "required": ["kind", "znode", "error"],
         "properties": {
-            "kind": {"type": "string", "enum": ["member", "assignment", "overrides", "owner",
-                                                "checkpoint", "done", "left"]},
+            "kind": {"type": "string", "enum": ["member", "assignment", "plan", "overrides",
+                                                "owner", "checkpoint", "done", "left"]},
             "znode": {"type": "string"}, "error": {"type": "string"}},
     },
     "TaskEnvelope": {
@@ -281,7 +281,13 @@ SCHEMAS: dict[str, Any] = {
             "znode": {"type": "string", "nullable": True},
             "leader": {"type": "boolean"},
             "leader_id": {"type": "string", "nullable": True},
-            "generation": {"type": "integer", "nullable": True},
+            "generation": {"type": "integer", "nullable": True,
+                           "description": "on a follower running from its plan: the "
+                                          "generation in which its plan last changed"},
+            "plan": {"type": "string", "nullable": True, "enum": ["plan", "document"],
+                     "description": "where this node's slots come from: its own plan "
+                                    "(plans/<node>) or the whole assignment (the leader, or "
+                                    "a follower without a plan it can trust)"},
             "connected": {"type": "boolean"},
             "lease_remaining": {"type": "number"},
             "session_timeout": {"type": "number"},

@@ -1,0 +1,128 @@
+"""Per-node plans (xconsumer/plans.py): each follower runs from `plans/<node>`, a publish
+rewrites only the plans that changed, and a follower it does not concern is not woken. A
+plan that is corrupt, missing or written by another leader than the elected one is never
+applied in place of the document. Real ZooKeeper, real in-process nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from tests.integration.test_node import make_config, running, start
+from tests.util import wait_until
+from xconsumer import node as node_module
+from xconsumer.codecs import decode_plan, plan_slots
+from xconsumer.leader import read_assignment, valid_doc
+from xconsumer.paths import Paths
+from xconsumer.zk import dumps
+
+TASK = '[[task]]\nname = "r"\nworkName = "record"\nworkerNum = 6\nstop_timeout = 2\n'
+ALL = {f"r/{i}" for i in range(6)}
+
+
+def doc(zk: KazooClient, paths: Paths) -> dict[str, Any]:
+    published = valid_doc(read_assignment(zk, paths)[0])
+    assert published is not None
+    return published
+
+
+def plan(zk: KazooClient, paths: Paths, name: str) -> dict[str, Any]:
+    decoded = decode_plan(zk.get(paths.plan(name))[0], paths.plan(name))
+    assert isinstance(decoded, dict), decoded
+    return decoded
+
+
+def converged(nodes_: list[Any]) -> bool:
+    held = [running(n) for n in nodes_]
+    return set().union(*held) == ALL and sum(map(len, held)) == len(ALL) and all(held)
+
+
+@pytest.fixture
+def trio(zk_hosts, zk_root, nodes, record):
+    config = make_config(zk_hosts, zk_root, TASK)
+    trio = [start(nodes, config, name) for name in ("a", "b", "c")]
+    wait_until(lambda: converged(trio) and all(n.plan_source for n in trio), 20)
+    return trio
+
+
+def test_each_follower_runs_from_its_own_plan(zk: KazooClient, zk_root, trio) -> None:
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    published = doc(zk, paths)
+    assert a.plan_source == "document"  # the leader reads the whole document
+    for follower in (b, c):
+        wait_until(lambda f=follower: f.plan_source == "plan", 10)
+        mine = plan(zk, paths, follower.name)
+        assert mine["leader"] == a._member_child and mine["node"] == follower.name
+        assert mine["slots"] == published["nodes"][follower.name]
+        assert follower.assigned() == plan_slots(published, follower.name)
+        assert follower.node_view()["plan"] == "plan"
+    assert sorted(zk.get_children(paths.plans)) == ["a", "b", "c"]
+
+
+def test_a_join_rewrites_and_wakes_only_the_nodes_it_concerns(
+        zk: KazooClient, zk_hosts, zk_root, nodes, trio, monkeypatch) -> None:
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    monkeypatch.setattr(node_module, "FULL_PASS_EVERY", 3600.0)  # no scheduled full pass
+    wait_until(lambda: b.plan_source == c.plan_source == "plan", 10)
+    reads: list[tuple[str, Any]] = []
+    for name in ("read_members", "read_assignment"):
+        real = getattr(node_module, name)
+
+        def counting(client, *args, _real=real, _name=name, **kwargs):
+            reads.append((_name, client))
+            return _real(client, *args, **kwargs)
+        monkeypatch.setattr(node_module, name, counting)
+    versions = {n: zk.exists(paths.plan(n)).version for n in ("a", "b", "c")}
+    before = doc(zk, paths)
+    # A fourth node: balanced moves one slot to it (6 slots, 3 -> 4 nodes), from the leader.
+    d = start(nodes, make_config(zk_hosts, zk_root, TASK), "d")
+    wait_until(lambda: converged([a, b, c, d]) and d.plan_source == "plan", 15)
+    after = doc(zk, paths)
+    concerned = {n for n in after["nodes"] if after["nodes"][n] != before["nodes"].get(n)}
+    assert "d" in concerned and {"b", "c"} - concerned, concerned  # someone is left alone
+    changed = {n for n in versions if zk.exists(paths.plan(n)).version != versions[n]}
+    assert changed == concerned - {"d"}
+    untouched = {n.client for n in (b, c) if n.name not in concerned}
+    assert [name for name, client in reads if client in untouched] == []
+    for name in {"b", "c"} - concerned:
+        assert plan(zk, paths, name)["generation"] < after["generation"]
+
+
+def test_a_plan_not_written_by_the_elected_leader_is_not_applied(
+        zk: KazooClient, zk_root, trio) -> None:
+    a, b, _ = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: b.plan_source == "plan", 10)
+    mine = running(b)
+    everything = {"generation": 10**6, "leader": "n-0000999999", "node": "b",
+                  "slots": {"r": list(range(6))}, "tasks": plan(zk, paths, "b")["tasks"],
+                  "keys": {}}
+    zk.set(paths.plan("b"), dumps(everything))
+    wait_until(lambda: b.plan_source == "document", 10)
+    assert running(b) == mine and b.generation != 10**6
+    for garbage in (b"{{", b'{"generation": 3, "leader": "x", "node": "b", "slots": [1]}'):
+        zk.set(paths.plan("b"), garbage)
+        wait_until(lambda: any(c["kind"] == "plan" for c in b.node_view()["corrupt"]), 10)
+        assert b.plan_source == "document" and running(b) == mine
+    # The leader checks the plans now and then (it does not watch them) and rewrites the
+    # one changed behind its back; the follower then runs from it again.
+    a._plans_verified = 0.0
+    a._kick("test")
+    wait_until(lambda: b.plan_source == "plan" and not b.node_view()["corrupt"], 10)
+    assert plan(zk, paths, "b")["leader"] == a._member_child and running(b) == mine
+
+
+def test_a_new_leader_rewrites_every_plan_and_drops_the_departed(
+        zk: KazooClient, zk_root, trio) -> None:
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    a.stop()
+    wait_until(lambda: b.is_leader and converged([b, c]), 20)
+    wait_until(lambda: c.plan_source == "plan"
+               and plan(zk, paths, "c")["leader"] == b._member_child, 10)
+    wait_until(lambda: sorted(zk.get_children(paths.plans)) == ["b", "c"], 10)
+    assert c.assigned() == plan_slots(doc(zk, paths), "c")
