@@ -13,6 +13,7 @@ from kazoo.protocol.serialization import Connect
 from kazoo.security import make_acl, make_digest_acl
 
 from .errors import ZooKeeperUnavailable
+from .zkhandler import PollingThreadingHandler
 
 
 class SessionInfo:
@@ -70,17 +71,20 @@ def security_options(zk: Any) -> dict[str, Any]:
 CONNECT_REPLY_SHARE = 1 / 3
 
 
-def make_client(hosts: str, session_timeout: float, *, zk: Any = None
+def make_client(hosts: str, session_timeout: float, *, zk: Any = None, handler: Any = None
                 ) -> tuple[KazooClient, SessionInfo]:
     """A client that reconnects fast after an outage and reports the granted session timeout.
 
     `zk` is the `[zookeeper]` config section, for auth and TLS. A connection attempt that gets
     no reply to its Connect request is dropped after `CONNECT_REPLY_SHARE` of the session
-    timeout, so a server restart cannot cost the session (see the constant).
+    timeout, so a server restart cannot cost the session (see the constant). The kazoo
+    handler is `PollingThreadingHandler` (no epoll instance per select, see
+    xconsumer/zkhandler.py) unless `handler` is given.
     """
     client = KazooClient(
         hosts=hosts,
         timeout=session_timeout,
+        handler=handler if handler is not None else PollingThreadingHandler(),
         # max_tries=-1: with a dict, kazoo's default is one retry, after which the client
         # would stop reconnecting for good.
         connection_retry={"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 0.2},
