@@ -172,11 +172,11 @@ def sync_plans(client: KazooClient, paths: Paths, *, my_child: str, doc: dict[st
         return False
     refused = commit_fenced(client, paths.node(my_child), None, paths, changes, TX_BUDGET)
     if refused is not None:
-        plans.reset()
+        plans.refused()
         logger.warning("plans of generation {} refused ({}); will re-read", doc.get(
             "generation"), ", ".join(type(f).__name__ for f in refused[1]))
         return False
-    plans.written(changes)
+    plans.written(client, paths, changes)
     plans.collect(client, paths, changes)
     if changes.writes:
         logger.info("wrote {} plan(s) of generation {}", len(changes.writes),
@@ -261,7 +261,7 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     refused = commit_fenced(client, paths.node(my_child), write_doc, paths, changes,
                             TX_BUDGET - len(data))
     if refused is not None and plans is not None:
-        plans.reset()  # list plans/ again next time: one may have been made or deleted
+        plans.refused()  # look at plans/ again before the next write
     if refused is not None and refused[0] == 0:
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))
@@ -270,7 +270,7 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         logger.warning("plans of generation {} partly written ({}); written again next pass",
                        generation, ", ".join(type(f).__name__ for f in refused[1]))
     elif plans is not None:
-        plans.written(changes)
+        plans.written(client, paths, changes)
         plans.collect(client, paths, changes)
     moved = moved_between((previous or {}).get("nodes", {}), doc["nodes"])
     seconds = time.monotonic() - started

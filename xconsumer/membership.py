@@ -153,7 +153,8 @@ def dedupe_by_name(records: list[MemberRecord]) -> list[MemberRecord]:
 
 
 def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
-             wait_for_name: float) -> tuple[str, int]:
+             wait_for_name: float, cache: dict[str, MemberRecord | None] | None = None
+             ) -> tuple[str, int]:
     """Join the group; returns (child name, session id).
 
     A node restarted under the same name right after a crash finds its old ephemeral still
@@ -165,7 +166,9 @@ def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
     session = client.client_id[0] if client.client_id else 0
     deadline = time.monotonic() + wait_for_name
     announced = False
-    seen: dict[str, MemberRecord | None] = {}  # the second read below only reads new ones
+    # The second read below only reads new members; with the node's own `cache`, so does
+    # its first pass after joining (a joining node reads every member once, not three times).
+    seen: dict[str, MemberRecord | None] = {} if cache is None else cache
     while True:
         twins = [r for r in read_members(client, paths, cache=seen)
                  if r.corrupt is None and r.name == name and r.session != session]

@@ -11,6 +11,7 @@ import contextlib
 import enum
 import os
 import queue
+import random
 import socket
 import threading
 import time
@@ -55,7 +56,7 @@ from .overrides import (
     with_paused,
 )
 from .paths import Paths
-from .plans import PlanBook, read_plan
+from .plans import PlanBook, plan_mzxid, read_plan
 from .runtime import Runtime
 from .stability import Damper
 from .strategies import is_container_task
@@ -163,7 +164,9 @@ class Node:
         self._assigned: dict[Slot, TaskConfig] = {}  # what the plan or document gives us
         self.plan_source: str | None = None  # "plan" or "document": where _assigned is from
         self._leader_child: str | None = None  # the elected leader's member znode
+        self._plan_mzxid: int | None = None  # of our plan when we last read it
         self._last_full = 0.0  # monotonic time of the last full pass
+        self._jitter = 1.0
         self._plans_verified = 0.0  # monotonic time the leader last checked plans/
         self._member_names: list[str] = []
         self._member_cache: dict[str, Any] = {}
@@ -347,7 +350,8 @@ class Node:
             with contextlib.suppress(NoNodeError):
                 self.client.delete(self.paths.left_marker(self.name))
             child, session = register(self.client, self.paths, self.member_data(),
-                                      wait_for_name=self.session.timeout + 2.0)
+                                      wait_for_name=self.session.timeout + 2.0,
+                                      cache=self._member_cache)
             self._member_child, self._member_session = child, session
             self._member_version = 0
             self.lease.member = self.paths.node(child)
@@ -435,6 +439,7 @@ class Node:
         if self._light_pass(set(reasons)):
             return
         self._last_full = time.monotonic()
+        self._jitter = random.uniform(0.8, 1.2)  # nodes' full passes do not fall together
         if self._member_child is None or self._member_session != self._session_id():
             self._member_child = None
             self._register()
@@ -464,6 +469,10 @@ class Node:
         pos = children.index(self._member_child)
         if pos > 0:  # the election: watch only our predecessor
             self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
+        if pos > 1:
+            # And the leader, whose plans we trust: when it goes, a full pass learns who
+            # leads now even if the new leader writes no plan (an older xconsumer).
+            self.client.exists(self.paths.node(children[0]), watch=self._on_watch)
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
@@ -492,7 +501,7 @@ class Node:
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
             self.publish_error = self.strategy_error = None
-        if self.is_leader or not self._take_plan(read_plan(
+        if self.is_leader or not self._take_plan(*read_plan(
                 self.client, self.paths, self.name, watch=self._on_watch)):
             self.plan_source = "document"
             self._read_document()
@@ -501,19 +510,19 @@ class Node:
     def _read_document(self) -> None:
         """Run from the whole document: the leader, and a follower without a plan it can
         trust (none yet, corrupt, or written by another leader than the one elected)."""
+        self._doc_current = True  # before the read: a change meanwhile marks it stale again
         published, _ = read_assignment(self.client, self.paths, watch=self._on_doc_watch)
         self.corruption.update(("assignment",), [published]
                                if isinstance(published, Corrupt) else [])
         if not isinstance(published, Corrupt):
             # A corrupt document is not "no assignment": keep running the last valid plan
             # until the leader repairs it (it republishes at once; see publish()).
-            self._doc_current = True
             self._note_assignment(published)
 
-    def _take_plan(self, plan: dict[str, Any] | Corrupt | None) -> bool:
+    def _take_plan(self, plan: dict[str, Any] | Corrupt | None, mzxid: int | None) -> bool:
         """Run from our plan if it is one the elected leader wrote for us; False: read the
-        document instead (a corrupt plan is reported, and the leader rewrites it when its
-        content next changes)."""
+        document instead (a corrupt plan is reported; the leader's check rewrites it)."""
+        self._plan_mzxid = mzxid
         self.corruption.update(("plan",), [plan] if isinstance(plan, Corrupt) else [])
         if (plan is None or isinstance(plan, Corrupt) or plan["node"] != self.name
                 or plan["leader"] != self._leader_child):
@@ -541,9 +550,12 @@ class Node:
         if (self.is_leader or self.plan_source != "plan" or not reasons
                 or not reasons <= {plan_wake, "slot", "periodic"}
                 or self._member_child is None or self._member_session != self._session_id()
-                or time.monotonic() - self._last_full > FULL_PASS_EVERY):
+                or time.monotonic() - self._last_full > FULL_PASS_EVERY * self._jitter):
             return False
-        if plan_wake in reasons and not self._take_plan(read_plan(
+        if plan_wake not in reasons and "periodic" in reasons and plan_mzxid(
+                self.client, self.paths, self.name) != self._plan_mzxid:
+            reasons.add(plan_wake)  # changed, and no watch told us
+        if plan_wake in reasons and not self._take_plan(*read_plan(
                 self.client, self.paths, self.name, watch=self._on_watch)):
             return False
         self._apply()
@@ -661,8 +673,8 @@ class Node:
         if time.monotonic() - self._plans_verified > FULL_PASS_EVERY:
             self._plans_verified = time.monotonic()
             if not self.plans.verify(self.client, self.paths):
-                logger.warning("a plan under {} was changed by someone else: writing it "
-                               "again", self.paths.plans)
+                logger.warning("a plan under {} was changed by someone else, or refused: "
+                               "writing it again", self.paths.plans)
         rebalance = int(overrides.get("rebalance", 0))
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
         self._seen_rebalance = rebalance

@@ -24,13 +24,26 @@ the document.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import (
+    AuthFailedError,
+    BadArgumentsError,
+    InvalidACLError,
+    KazooException,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+    UnimplementedError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import ZnodeStat
+from loguru import logger
 
 from .codecs import Corrupt, decode_plan
 from .paths import Paths
@@ -67,17 +80,36 @@ def task_index(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_plan(client: KazooClient, paths: Paths, node: str, watch: Any = None
-              ) -> dict[str, Any] | Corrupt | None:
-    """This node's plan (decoded, or Corrupt), None when there is none; with `watch`, set
-    whether it exists or not, so the leader's first write wakes us."""
+              ) -> tuple[dict[str, Any] | Corrupt | None, int | None]:
+    """This node's plan (decoded, or Corrupt; None when there is none) and the mzxid it was
+    read at (None: no plan). With `watch`, set whether it exists or not, so the leader's
+    first write wakes us."""
     path = paths.plan(node)
     try:
-        raw, _ = client.get(path, watch=watch)
+        raw, stat = client.get(path, watch=watch)
     except NoNodeError:
         if watch is not None and client.exists(path, watch=watch) is not None:
             return read_plan(client, paths, node, watch)  # created between the two calls
-        return None
-    return decode_plan(raw, path)
+        return None, None
+    except _UNREADABLE as exc:
+        # A plan we may not read (its ACL changed by hand) is as good as a corrupt one: the
+        # node runs from the whole document. A lost connection is not: the pass is retried.
+        stat = client.exists(path, watch=watch)
+        return (Corrupt("plan", path, f"cannot be read ({type(exc).__name__})"),
+                stat.mzxid if stat is not None else None)
+    return decode_plan(raw, path), stat.mzxid
+
+
+def plan_mzxid(client: KazooClient, paths: Paths, node: str) -> int | None:
+    """The plan's mzxid (None: no plan), by a stat: no data, and no READ permission needed.
+    A follower compares it on its periodic pass with the one it read, in case a watch
+    never came (one lost, or one ZooKeeper did not deliver)."""
+    stat = client.exists(paths.plan(node))
+    return stat.mzxid if stat is not None else None
+
+
+_UNREADABLE = (NoAuthError, AuthFailedError, InvalidACLError, UnimplementedError,
+               BadArgumentsError)
 
 
 @dataclass
@@ -88,11 +120,8 @@ class PlanWrites:
     writes: list[tuple[str, bytes, bool]] = field(default_factory=list)  # name, data, exists
     wanted: dict[str, dict[str, Any]] = field(default_factory=dict)
     gone: list[str] = field(default_factory=list)
-    versions: dict[str, int] = field(default_factory=dict)  # data version each write made
-
-    @property
-    def size(self) -> int:
-        return sum(len(data) for _, data, _ in self.writes)
+    landed: dict[str, int] = field(default_factory=dict)  # name -> mzxid of our write
+    refused: dict[str, str] = field(default_factory=dict)  # name -> why ZooKeeper said no
 
 
 class PlanBook:
@@ -100,35 +129,48 @@ class PlanBook:
 
     Valid for one leadership (one member znode of ours): a new leader starts with nothing
     known and lists `plans/` once, then writes every plan (each names its writer, so all
-    change). Any refused transaction forgets everything: the next publish lists again, so
-    a plan deleted or created by hand cannot make every later publish fail."""
+    change). Each plan is known with the mzxid of our write (a plan deleted and created
+    again by hand has another one, even at the same version). A refused transaction makes
+    the next publish list `plans/` again and check every known plan by one stat each (no
+    write, no wake-up), so what someone did there cannot make every later publish fail,
+    nor make the leader rewrite (and wake) every node."""
 
     def __init__(self) -> None:
         self.leader_child: str | None = None
         self.known: dict[str, dict[str, Any]] = {}
-        self.versions: dict[str, int] = {}  # data version of each plan as we wrote it
+        self.mzxids: dict[str, int] = {}  # mzxid of each plan as we wrote it
         self.existing: set[str] | None = None
         self.synced: int | None = None  # generation whose plans are all written
+        self.check_due = False  # verify before the next write
+        self.broken: dict[str, str] = {}  # plans ZooKeeper refuses to take: name -> why
 
     def reset(self) -> None:
-        self.known, self.versions, self.existing, self.synced = {}, {}, None, None
+        self.known, self.mzxids, self.existing, self.synced = {}, {}, None, None
+        self.check_due, self.broken = False, {}
+
+    def refused(self) -> None:
+        """A transaction was refused: look again before the next write."""
+        self.existing, self.synced, self.check_due = None, None, True
 
     def verify(self, client: KazooClient, paths: Paths, timeout: float = 10.0) -> bool:
         """Whether every plan we wrote still is as we wrote it (one pipelined stat each); a
-        plan edited or deleted by hand is forgotten, so the next sync writes it again. The
-        leader runs this now and then: it does not watch the plans (its own writes would
-        wake it once per node)."""
-        pending = {name: client.exists_async(paths.plan(name)) for name in self.versions}
-        changed = []
+        plan edited, deleted or created again by hand is forgotten, so the next sync writes
+        it again. The leader runs this now and then: it does not watch the plans (its own
+        writes would wake it once per node). Plans ZooKeeper refused are tried again."""
+        self.check_due = False
+        pending = {name: client.exists_async(paths.plan(name)) for name in self.mzxids}
+        changed = list(self.broken)
         for name, result in pending.items():
             stat = result.get(timeout=timeout)
-            if stat is None or stat.version != self.versions[name]:
+            if stat is None or stat.mzxid != self.mzxids[name]:
                 changed.append(name)
         for name in changed:
             self.known.pop(name, None)
-            self.versions.pop(name, None)
-        if changed:
-            self.existing, self.synced = None, None  # list again: some may be gone
+            self.mzxids.pop(name, None)
+        self.broken = {}
+        # List again and sync: some may be gone, and a departed node's plan that could not
+        # be deleted is tried again.
+        self.existing, self.synced = None, None
         return not changed
 
     def changes(self, client: KazooClient, paths: Paths, doc: Mapping[str, Any],
@@ -136,6 +178,8 @@ class PlanBook:
         if leader_child != self.leader_child:
             self.reset()
             self.leader_child = leader_child
+        if self.check_due:
+            self.verify(client, paths)
         if self.existing is None:
             try:
                 self.existing = set(client.get_children(paths.plans))
@@ -153,25 +197,51 @@ class PlanBook:
         out.gone = sorted(self.existing - out.wanted.keys())
         return out
 
-    def written(self, changes: PlanWrites) -> None:
-        """Every write of `changes` landed."""
+    def written(self, client: KazooClient, paths: Paths, changes: PlanWrites) -> None:
+        """The transactions landed (each plan ZooKeeper refused left out of them): record
+        what we wrote; a refused plan is deleted if it can be, so its node runs from the
+        whole document instead of an outdated plan, and is tried again at the next check."""
         assert self.existing is not None
         for name, _, _ in changes.writes:
-            self.known[name] = changes.wanted[name]
-            self.versions[name] = changes.versions.get(name, -1)
-            self.existing.add(name)
+            if name in changes.landed:
+                self.known[name] = changes.wanted[name]
+                self.mzxids[name] = changes.landed[name]
+                self.existing.add(name)
+        for name, why in changes.refused.items():
+            self.known.pop(name, None)
+            self.mzxids.pop(name, None)
+            if name not in self.broken:
+                logger.error("plan {} refused by ZooKeeper ({}): {}", paths.plan(name), why,
+                             "deleted it; that node runs from the whole assignment"
+                             if _delete(client, paths.plan(name)) else
+                             "it cannot be deleted either: that node may run an outdated "
+                             "plan until it is (check the znode's ACL)")
+            self.broken[name] = why
         self.synced = changes.generation
 
     def collect(self, client: KazooClient, paths: Paths, changes: PlanWrites) -> None:
         """Delete the plans of nodes no longer in the document, after the publish and never
-        in its transaction: a child put under one by hand must not fail the publish."""
+        in its transaction: a child put under one by hand must not fail the publish. One
+        that cannot be deleted now stays listed, so the next publish tries again."""
         for name in changes.gone:
-            with contextlib.suppress(NoNodeError):
-                client.delete(paths.plan(name), recursive=True)
+            if not _delete(client, paths.plan(name)):
+                continue
             self.known.pop(name, None)
-            self.versions.pop(name, None)
+            self.mzxids.pop(name, None)
             if self.existing is not None:
                 self.existing.discard(name)
+
+
+def _delete(client: KazooClient, path: str) -> bool:
+    """Delete with whatever is under it; False if ZooKeeper refused (it is still there)."""
+    try:
+        client.delete(path, recursive=True)
+    except NoNodeError:
+        return True
+    except (KazooException, KazooTimeoutError) as exc:
+        logger.warning("cannot delete {} now ({})", path, type(exc).__name__)
+        return False
+    return True
 
 
 def add_plan_ops(tx: Any, paths: Paths, writes: list[tuple[str, bytes, bool]]) -> None:
@@ -198,25 +268,59 @@ def chunks(writes: list[tuple[str, bytes, bool]], room: int
     return out
 
 
+_NOT_RUN = (RolledBackError, RuntimeInconsistency)  # ops before / after the one that failed
+
+
 def commit_fenced(client: KazooClient, member_path: str, first: Any, paths: Paths,
                   changes: PlanWrites, room: int) -> tuple[int, list[Exception]] | None:
     """The first transaction (`first(tx)` adds the document's op, if any) with as many plan
     writes as fit in `room`, then the rest, each behind the same member check. None when
-    all landed, else the index of the transaction that was refused (nothing after it is
-    sent; 0: the document was not written either) and its failures."""
+    all landed, else the index of the transaction whose fence or document was refused
+    (nothing after it is sent; 0: the document was not written either) and its failures.
+
+    A plan op ZooKeeper refuses (a znode made or deleted by hand, a foreign ACL) never
+    vetoes the document nor the other plans: the transaction is sent again without it,
+    and it is listed in `changes.refused`."""
+    flipped: set[str] = set()
     for i, part in enumerate(chunks(changes.writes, room)):
-        tx = client.transaction()
-        tx.check(member_path, -1)
-        if i == 0 and first is not None:
-            first(tx)
-        elif not part:
-            continue  # nothing beside the document fitted, or nothing to write at all
-        add_plan_ops(tx, paths, part)
-        results = tx.commit()
-        failures = [r for r in results if isinstance(r, Exception)]
-        if failures:
-            return i, failures
-        for (name, _, _), result in zip(part, results[len(results) - len(part):],
-                                        strict=True):
-            changes.versions[name] = getattr(result, "version", 0)  # a create answers a path
+        part = list(part)
+        while True:
+            tx = client.transaction()
+            tx.check(member_path, -1)
+            if i == 0 and first is not None:
+                first(tx)
+            elif not part:
+                break  # nothing beside the document fitted, or nothing to write at all
+            head = len(tx.operations)  # the fence (and the document): then the plans
+            add_plan_ops(tx, paths, part)
+            results = tx.commit()
+            failed = [k for k, r in enumerate(results)
+                      if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)]
+            if not failed and not any(isinstance(r, Exception) for r in results):
+                _landed(client, paths, changes, part, results)
+                break
+            if not failed or min(failed) < head:
+                return i, [r for r in results if isinstance(r, Exception)]
+            for k in sorted(failed, reverse=True):
+                name, data, exists = part[k - head]
+                error = results[k]
+                if name not in flipped and isinstance(error, NoNodeError | NodeExistsError):
+                    # Deleted or made by hand since we listed plans/: the other op, once.
+                    flipped.add(name)
+                    part[k - head] = (name, data, not exists)
+                    continue
+                part.pop(k - head)
+                changes.refused[name] = type(error).__name__
     return None
+
+
+def _landed(client: KazooClient, paths: Paths, changes: PlanWrites,
+            part: list[tuple[str, bytes, bool]], results: list[Any]) -> None:
+    """Record the mzxid of each plan written: every op of a transaction has the same one,
+    given by any set in it; a transaction of creates alone is asked for it afterwards."""
+    zxid = next((r.mzxid for r in results if isinstance(r, ZnodeStat)), None)
+    if zxid is None and part:
+        stat = client.exists(paths.plan(part[0][0]))
+        zxid = stat.mzxid if stat is not None else -1
+    for name, _, _ in part:
+        changes.landed[name] = zxid if zxid is not None else -1

@@ -16,8 +16,15 @@ import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import (
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
 from kazoo.handlers.threading import KazooTimeoutError
+from loguru import logger
 
 from .assignment import Slot
 from .callbacks import CALLBACK_TIMEOUT, STOP_MIN, BatchCallbacks
@@ -33,6 +40,9 @@ from .works import WorksRegistry
 __all__ = ["Runtime", "SlotContext", "SlotRunner", "SlotStatus", "restart_needed"]
 
 LOOP_STOP_MIN = 1.0  # seconds the event loop may take to stop, even past the deadline
+CLAIM_BATCH = 500  # owner znodes per claiming transaction (well under jute.maxbuffer)
+CLAIM_TIMEOUT = 10.0
+_NOT_RUN = (RolledBackError, RuntimeInconsistency)  # ops before / after the one that failed
 
 
 class Runtime:
@@ -68,6 +78,7 @@ class Runtime:
                                         loop=self.event_loop, timeout=callback_timeout)
         self._generation = 0
         self._stopping = False  # stop_all began: nothing starts any more
+        self._parents: set[str] = set()  # owners/<task> known to exist (see _claim)
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
         """Revoke before assign: stop what we lost, then start what we gained. The batch
@@ -115,11 +126,60 @@ class Runtime:
             revokes, assigns = self.callbacks.plan(
                 desired, self._running, {s: r.task for s, r in starting.items()}, generation)
         self.callbacks.dispatch(revokes, assigns)
+        self._claim(list(starting.values()))
         with self._lock:
             if self._stopping:
+                for runner in starting.values():
+                    if runner.may_hold_owner:  # claimed, never started: the orphan sweep
+                        self._orphans[runner.slot] = runner.owner_path
                 return  # their Assign was called: stop_all's final Revoke covers them
             for runner in starting.values():
                 runner.start()
+
+    def _claim(self, runners: list[SlotRunner]) -> None:
+        """Create the owner znodes of a generation's gained slots in one transaction per
+        CLAIM_BATCH, instead of one create per slot thread: a handover of many slots costs
+        a few requests, not one per slot. Only free slots are claimed: a slot whose
+        previous owner still holds its znode is left out of the transaction (ZooKeeper
+        names the op that failed), and its thread waits on a watch as always. Anything
+        unexpected (no connection, a lost reply, a refusal of another kind) leaves the
+        rest to the threads: a znode of ours they find is adopted (SlotRunner._acquire)."""
+        if len(runners) < 2 or not self._lease.valid():
+            return  # one create costs the same from the slot's own thread
+        for start in range(0, len(runners), CLAIM_BATCH):
+            try:
+                self._claim_batch(runners[start:start + CLAIM_BATCH])
+            except (KazooException, KazooTimeoutError) as exc:
+                logger.debug("batched claim left to the slot threads ({})",
+                             type(exc).__name__)
+                return
+
+    def _claim_batch(self, runners: list[SlotRunner]) -> None:
+        for parent in {self._paths.owner_task(r.slot.task) for r in runners} - self._parents:
+            self._client.ensure_path(parent)  # a transaction cannot make parents
+            self._parents.add(parent)
+        pending = list(runners)
+        while len(pending) > 1:
+            tx = self._client.transaction()
+            for runner in pending:
+                tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
+            results = tx.commit_async().get(timeout=CLAIM_TIMEOUT)
+            failed = {i for i, r in enumerate(results)
+                      if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)}
+            if not failed and not any(isinstance(r, Exception) for r in results):
+                break
+            if not failed or not all(isinstance(results[i], NodeExistsError) for i in failed):
+                if any(isinstance(results[i], NoNodeError) for i in failed):
+                    self._parents.clear()  # owners/<task> deleted meanwhile: ensure again
+                return
+            pending = [r for i, r in enumerate(pending) if i not in failed]
+        else:
+            return
+        stat = self._client.exists_async(pending[0].owner_path).get(timeout=CLAIM_TIMEOUT)
+        if stat is None or stat.ephemeralOwner != self._session_id():
+            return  # not what we created: the threads look for themselves
+        for runner in pending:  # one transaction: every znode it made has its czxid
+            runner.claimed(stat.czxid, 0)
 
     def _running(self, slot: Slot) -> bool:
         """A runner of `slot` still runs (the lock held)."""

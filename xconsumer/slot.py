@@ -240,6 +240,7 @@ class SlotRunner:
         self.exited = False
         self.blocked_by: str | None = None  # a persistent owner znode no node can release
         self.checkpoint: SlotCheckpoint | None = None
+        self._claimed: tuple[int, int] | None = None  # (fence, version) claimed for us
         # One watcher for the owner znode, registered again and again: kazoo keeps watchers
         # in a set, so the same callable never piles up while we wait (a fresh lambda per
         # wait would leak one per retry until the znode changes).
@@ -253,6 +254,13 @@ class SlotRunner:
     # -- control (any thread) -------------------------------------------------------------
     def start(self) -> None:
         self.thread.start()
+
+    def claimed(self, fence: int, version: int) -> None:
+        """Our owner znode was created for us (the runtime claims a generation's free slots
+        in one transaction, see Runtime._claim): the thread starts as its owner. Before
+        `start()` only."""
+        self.may_hold_owner = True
+        self._claimed = (fence, version)
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -305,7 +313,7 @@ class SlotRunner:
     def owner_path(self) -> str:
         return self._paths.slot_owner(self.slot.task, self.slot.index, self.task.slot_key)
 
-    def _owner_data(self) -> bytes:
+    def owner_data(self) -> bytes:
         data = {"node": self.node, "generation": self.generation,
                 "session": f"{self._session_id() or 0:x}", "started_at": time.time(),
                 "slot": self.slot.index}
@@ -324,6 +332,11 @@ class SlotRunner:
         self.state = "waiting"
         waited_for: str | None = None
         self.may_hold_owner = True  # from the first create attempt on, see Runtime.orphans
+        if self._claimed is not None:
+            if self.stop_event.is_set():
+                return False  # revoked before it ran: _release deletes the znode
+            self.fence, self.owner_version = self._claimed
+            return True
         while not self.stop_event.is_set():
             if not self._lease.valid():
                 self._wake.wait(0.05)
@@ -331,7 +344,7 @@ class SlotRunner:
                 continue
             try:
                 _, stat = self._call(self._client.create_async(
-                    path, self._owner_data(), ephemeral=True, makepath=True, include_data=True))
+                    path, self.owner_data(), ephemeral=True, makepath=True, include_data=True))
                 self.fence = stat.czxid
                 self.owner_version = stat.version
                 self.blocked_by = None
@@ -362,7 +375,7 @@ class SlotRunner:
                 # timed out: it is ours, adopt it. Rewriting it bumps its version, so a
                 # delete left queued with the old version can no longer remove it under us.
                 try:
-                    adopted = self._call(self._client.set_async(path, self._owner_data(),
+                    adopted = self._call(self._client.set_async(path, self.owner_data(),
                                                                 version=stat.version))
                 except _ZK_ERRORS:
                     continue

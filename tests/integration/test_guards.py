@@ -39,7 +39,7 @@ def _freeze_controller(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     a lost membership by itself, hiding the guard under test). Returns once a pass has run
     frozen: passes are sequential, so none of the old kind is still under way (one that
     was would otherwise go on to act, e.g. repair a corrupt assignment)."""
-    monkeypatch.setattr(node, "_sync", lambda: None)
+    monkeypatch.setattr(node, "_sync", lambda *_args: None)
     before = node.passes
     node._kick("freeze")
     wait_until(lambda: node.passes > before, 10)

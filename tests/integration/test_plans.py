@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.security import make_acl
 
 from tests.integration.test_node import make_config, running, start
 from tests.util import wait_until
@@ -126,3 +127,56 @@ def test_a_new_leader_rewrites_every_plan_and_drops_the_departed(
                and plan(zk, paths, "c")["leader"] == b._member_child, 10)
     wait_until(lambda: sorted(zk.get_children(paths.plans)) == ["b", "c"], 10)
     assert c.assigned() == plan_slots(doc(zk, paths), "c")
+
+
+def given(published: dict[str, Any], name: str) -> set[str]:
+    return {f"{t}/{i}" for t, idx in published["nodes"].get(name, {}).items() for i in idx}
+
+
+# Found by review: a plan ZooKeeper refuses to take (a foreign ACL) vetoed every publish.
+def test_a_plan_the_leader_may_not_write_never_stops_a_publish(
+        zk: KazooClient, zk_root, trio) -> None:
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: b.plan_source == c.plan_source == "plan", 10)
+    gen = doc(zk, paths)["generation"]
+    zk.set_acls(paths.plan("c"), [make_acl("world", "anyone", read=True)])
+    b.stop()  # b's slots move to a and c: c's plan must change, and cannot be written
+    wait_until(lambda: doc(zk, paths)["generation"] > gen and converged([a, c]), 15)
+    # c's outdated plan could not be rewritten: the leader deleted it (its parent is the
+    # leader's), so c runs from the whole document instead.
+    wait_until(lambda: c.plan_source == "document"
+               and running(c) == given(doc(zk, paths), "c"), 10)
+
+
+# Found by review: a plan deleted and created again by hand at the version the leader
+# wrote was taken for the leader's own.
+def test_a_plan_made_again_by_hand_is_rewritten(zk: KazooClient, zk_root, trio) -> None:
+    a, b, _ = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: b.plan_source == "plan", 10)
+    mine = running(b)
+    forged = {**plan(zk, paths, "b"), "slots": {}, "keys": {}}
+    version = zk.exists(paths.plan("b")).version
+    zk.delete(paths.plan("b"))
+    zk.create(paths.plan("b"), dumps(forged))
+    for _ in range(version):
+        zk.set(paths.plan("b"), dumps(forged))  # the version the leader last saw
+    wait_until(lambda: running(b) == set(), 10)
+    a._plans_verified = 0.0
+    a._kick("test")
+    wait_until(lambda: running(b) == mine and b.plan_source == "plan", 10)
+
+
+# Found by review: a plan its node may not read stopped that node's passes.
+def test_a_plan_its_node_may_not_read_means_the_document(
+        zk: KazooClient, zk_root, trio) -> None:
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: b.plan_source == "plan", 10)
+    zk.set_acls(paths.plan("b"), [make_acl("world", "anyone", write=True, delete=True,
+                                           create=True, admin=True)])  # no READ
+    c.stop()  # c's slots move to a and b
+    wait_until(lambda: "c" not in doc(zk, paths)["nodes"]
+               and running(b) == given(doc(zk, paths), "b") and converged([a, b]), 15)
+    assert any(x["kind"] == "plan" for x in b.node_view()["corrupt"])

@@ -35,9 +35,11 @@ MUTANTS: list[Mutant] = [
     # -- owner znodes: creation and release ------------------------------------------------
     Mutant(
         "owner-persistent", "xconsumer/slot.py",
-        "path, self._owner_data(), ephemeral=True, makepath=True, include_data=True",
-        "path, self._owner_data(), ephemeral=False, makepath=True, include_data=True",
-        [f"{N}::test_session_expiry_stops_slots_and_the_node_rejoins"],
+        "path, self.owner_data(), ephemeral=True, makepath=True, include_data=True",
+        "path, self.owner_data(), ephemeral=False, makepath=True, include_data=True",
+        [f"{N}::test_session_expiry_stops_slots_and_the_node_rejoins",
+         "tests/integration/test_claims.py::test_a_held_slot_is_left_out_of_the_claim_and_"
+         "waits_for_its_owner"],
         "a persistent owner znode outlives a dead node's session: the slot never moves"),
     Mutant(
         "owner-exists-taken-as-ours", "xconsumer/slot.py",
@@ -79,10 +81,17 @@ MUTANTS: list[Mutant] = [
         ".stop_event.is_set():\n                    continue",
         [f"{G}::test_a_reassigned_slot_restarts_only_after_its_old_run_ended"],
         "a slot given back while its old run still ends starts a second run beside it"),
+    Mutant(
+        "claim-persistent", "xconsumer/runtime.py",
+        "tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)",
+        "tx.create(runner.owner_path, runner.owner_data(), ephemeral=False)",
+        [f"{N}::test_session_expiry_stops_slots_and_the_node_rejoins",
+         "tests/integration/test_claims.py::test_free_slots_are_claimed_in_one_transaction"],
+        "a batched claim makes owner znodes that outlive a dead node's session"),
     # -- the leader's publish -------------------------------------------------------------
     Mutant(
         "publish-no-member-check", "xconsumer/plans.py",
-        "        tx.check(member_path, -1)\n",
+        "            tx.check(member_path, -1)\n",
         "",
         [f"{G}::test_a_deposed_leader_whose_session_lives_cannot_publish",
          f"{N}::test_publish_is_fenced_on_the_leaders_member_znode"],
@@ -262,10 +271,35 @@ MUTANTS: list[Mutant] = [
         "a follower applies a plan an earlier leader (or a hand edit) left, not the document"),
     Mutant(
         "plan-verify-sees-nothing", "xconsumer/plans.py",
-        "            if stat is None or stat.version != self.versions[name]:\n",
+        "            if stat is None or stat.mzxid != self.mzxids[name]:\n",
         "            if False:\n",
-        [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
+        [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied",
+         f"{PL}::test_a_plan_made_again_by_hand_is_rewritten"],
         "a plan changed by hand is never rewritten: its node reads the whole document for ever"),
+    Mutant(
+        "plan-checked-by-version", "xconsumer/plans.py",
+        "            if stat is None or stat.mzxid != self.mzxids[name]:\n",
+        "            if stat is None or stat.version != 0 and stat.mzxid != self.mzxids[name]:\n",
+        [f"{PL}::test_a_plan_made_again_by_hand_is_rewritten"],
+        "a plan deleted and made again by hand passes the leader's check"),
+    Mutant(
+        "plan-op-vetoes-publish", "xconsumer/plans.py",
+        "            if not failed or min(failed) < head:\n",
+        "            if True:\n",
+        [f"{PL}::test_a_plan_the_leader_may_not_write_never_stops_a_publish"],
+        "one plan ZooKeeper refuses stops every publish: slots of a departed node run nowhere"),
+    Mutant(
+        "unreadable-plan-raises", "xconsumer/plans.py",
+        "    except _UNREADABLE as exc:\n",
+        "    except ZeroDivisionError as exc:\n",
+        [f"{PL}::test_a_plan_its_node_may_not_read_means_the_document"],
+        "a plan its node may not read stops that node's passes"),
+    Mutant(
+        "no-periodic-plan-check", "xconsumer/node.py",
+        "        if plan_wake not in reasons and \"periodic\" in reasons and plan_mzxid(\n",
+        "        if plan_wake not in reasons and \"never\" in reasons and plan_mzxid(\n",
+        [f"{PL}::test_a_plan_its_node_may_not_read_means_the_document"],
+        "a plan change whose watch never came is not seen until the next full pass"),
     Mutant(
         "plans-all-rewritten", "xconsumer/plans.py",
         "            if self.known.get(name) != content:\n",
