@@ -71,7 +71,8 @@ class Runtime:
         # Slots whose runner ended without being able to delete its owner znode (the
         # connection was down). Left alone, the znode would live as long as our session and
         # keep the slot's next owner waiting.
-        self._orphans: dict[Slot, str] = {}  # slot -> the owner znode it may still hold
+        # slot -> (the owner znode it may still hold, the fence it held it with, if known)
+        self._orphans: dict[Slot, tuple[str, int | None]] = {}
         # No thread until a coroutine slot asks for it (see executors/coroutine.py).
         self.event_loop = EventLoopThread(metrics=metrics, events=events)
         self.callbacks = BatchCallbacks(node=node, registry=registry, events=events,
@@ -97,7 +98,7 @@ class Runtime:
                     settled = (runner.state in ("done", "failed") and spec is not None
                                and not restart_needed(runner.task, spec))
                     if not settled:
-                        del self._runners[slot]
+                        self._forget(runner)
                 elif spec is None:
                     runner.request_stop("revoked")
                 elif restart_needed(runner.task, spec):
@@ -128,13 +129,24 @@ class Runtime:
         self.callbacks.dispatch(revokes, assigns)
         self._claim(list(starting.values()))
         with self._lock:
-            if self._stopping:
-                for runner in starting.values():
-                    if runner.may_hold_owner:  # claimed, never started: the orphan sweep
-                        self._orphans[runner.slot] = runner.owner_path
-                return  # their Assign was called: stop_all's final Revoke covers them
             for runner in starting.values():
-                runner.start()
+                if self._stopping:
+                    # Their Assign was called: stop_all's final Revoke covers them.
+                    self._forget(runner)
+                    continue
+                try:
+                    runner.start()
+                except RuntimeError as exc:  # no thread to be had: the next pass tries again
+                    runner.log.error("cannot start the slot's thread: {}", exc)
+                    self._forget(runner)
+
+    def _forget(self, runner: SlotRunner) -> None:
+        """Drop a runner (the lock held); one that never started but holds a claimed owner
+        znode leaves it to the orphan sweep, or our session would keep it for ever."""
+        if self._runners.get(runner.slot) is runner:
+            del self._runners[runner.slot]
+        if runner.thread.ident is None and runner.may_hold_owner:
+            self._orphans[runner.slot] = (runner.owner_path, runner.claimed_fence)
 
     def _claim(self, runners: list[SlotRunner]) -> None:
         """Create the owner znodes of a generation's gained slots in one transaction per
@@ -144,7 +156,7 @@ class Runtime:
         names the op that failed), and its thread waits on a watch as always. Anything
         unexpected (no connection, a lost reply, a refusal of another kind) leaves the
         rest to the threads: a znode of ours they find is adopted (SlotRunner._acquire)."""
-        if len(runners) < 2 or not self._lease.valid():
+        if len(runners) < 2 or not self._lease.valid() or not self._client.connected:
             return  # one create costs the same from the slot's own thread
         for start in range(0, len(runners), CLAIM_BATCH):
             try:
@@ -156,23 +168,31 @@ class Runtime:
 
     def _claim_batch(self, runners: list[SlotRunner]) -> None:
         for parent in {self._paths.owner_task(r.slot.task) for r in runners} - self._parents:
-            self._client.ensure_path(parent)  # a transaction cannot make parents
+            # A transaction cannot make parents.
+            self._client.ensure_path_async(parent).get(timeout=CLAIM_TIMEOUT)
             self._parents.add(parent)
         pending = list(runners)
-        while len(pending) > 1:
+        for attempt in range(2):
+            if len(pending) < 2:
+                return
             tx = self._client.transaction()
             for runner in pending:
                 tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
             results = tx.commit_async().get(timeout=CLAIM_TIMEOUT)
-            failed = {i for i, r in enumerate(results)
-                      if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)}
-            if not failed and not any(isinstance(r, Exception) for r in results):
+            failed = [r for r in results
+                      if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)]
+            if not any(isinstance(r, Exception) for r in results):
                 break
-            if not failed or not all(isinstance(results[i], NodeExistsError) for i in failed):
-                if any(isinstance(results[i], NoNodeError) for i in failed):
+            if attempt or not all(isinstance(r, NodeExistsError) for r in failed):
+                if any(isinstance(r, NoNodeError) for r in failed):
                     self._parents.clear()  # owners/<task> deleted meanwhile: ensure again
                 return
-            pending = [r for i, r in enumerate(pending) if i not in failed]
+            # ZooKeeper names only the first held slot: ask for them all at once (one
+            # round of stats) and claim the free ones; a second refusal leaves the rest
+            # to the threads.
+            stats = [self._client.exists_async(r.owner_path) for r in pending]
+            pending = [r for r, st in zip(pending, stats, strict=True)
+                       if st.get(timeout=CLAIM_TIMEOUT) is None]
         else:
             return
         stat = self._client.exists_async(pending[0].owner_path).get(timeout=CLAIM_TIMEOUT)
@@ -195,15 +215,21 @@ class Runtime:
         Runs on the controller thread, like `apply()`, so no runner can be started for the
         slot between the check and the delete; the version check covers the rest."""
         session = self._session_id()
-        for slot, path in sorted(self._orphans.items()):
+        for slot, (path, fence) in sorted(self._orphans.items()):
             with self._lock:
                 runner = self._runners.get(slot)
                 if runner is not None and runner.alive:
                     self._orphans.pop(slot, None)  # it adopts or releases the znode itself
                     continue
+                # A keyed slot's znode is its key's: a runner of that key under another
+                # index may have adopted it. It is that runner's now.
+                if any(r.alive and r.owner_path == path for r in self._runners.values()):
+                    self._orphans.pop(slot, None)
+                    continue
             try:
                 stat = self._client.exists_async(path).get(timeout=5.0)
-                if stat is not None and session is not None and stat.ephemeralOwner == session:
+                if (stat is not None and session is not None and stat.ephemeralOwner == session
+                        and (fence is None or stat.czxid == fence)):
                     self._client.delete_async(path, version=stat.version).get(timeout=5.0)
                 self._orphans.pop(slot, None)
             except NoNodeError:
@@ -214,7 +240,7 @@ class Runtime:
     def _runner_exited(self, runner: SlotRunner) -> None:
         if runner.may_hold_owner:
             with self._lock:
-                self._orphans[runner.slot] = runner.owner_path
+                self._orphans[runner.slot] = (runner.owner_path, runner.held_fence)
         if runner.stuck_reported:
             runner.log.warning("stuck slot finally stopped after {:.1f}s",
                                time.monotonic() - (runner.stop_requested_at or 0.0))
@@ -224,7 +250,7 @@ class Runtime:
         with self._lock:
             runners = list(self._runners.values())
         for runner in runners:
-            if runner.alive:
+            if runner.alive or runner.thread.ident is None:  # not started yet: never starts
                 runner.request_stop(reason)
 
     def check_stuck(self) -> list[SlotRunner]:

@@ -241,6 +241,8 @@ class SlotRunner:
         self.blocked_by: str | None = None  # a persistent owner znode no node can release
         self.checkpoint: SlotCheckpoint | None = None
         self._claimed: tuple[int, int] | None = None  # (fence, version) claimed for us
+        self.held_fence: int | None = None  # fence of the znode a failed release left
+        self.claimed_fence: int | None = None  # fence the runtime claimed for us, if it did
         # One watcher for the owner znode, registered again and again: kazoo keeps watchers
         # in a set, so the same callable never piles up while we wait (a fresh lambda per
         # wait would leak one per retry until the znode changes).
@@ -261,6 +263,7 @@ class SlotRunner:
         `start()` only."""
         self.may_hold_owner = True
         self._claimed = (fence, version)
+        self.claimed_fence = fence
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -333,10 +336,15 @@ class SlotRunner:
         waited_for: str | None = None
         self.may_hold_owner = True  # from the first create attempt on, see Runtime.orphans
         if self._claimed is not None:
+            self.fence, self.owner_version = self._claimed
+            self._claimed = None
             if self.stop_event.is_set():
                 return False  # revoked before it ran: _release deletes the znode
-            self.fence, self.owner_version = self._claimed
-            return True
+            if self._lease.valid():
+                return True
+            # The lease ended since the claim: wait for it as any claim does below (the
+            # znode, if our session still holds it, is adopted then).
+            self.fence = self.owner_version = None
         while not self.stop_event.is_set():
             if not self._lease.valid():
                 self._wake.wait(0.05)
@@ -552,6 +560,7 @@ class SlotRunner:
         (connection suspended), `may_hold_owner` stays set and the runtime retries."""
         if not self.may_hold_owner:
             return
+        self.held_fence = self.fence  # for the runtime's retry: delete only that znode
         if not self._client.connected:
             self.fence = None
             self.owner_version = None

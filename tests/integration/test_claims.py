@@ -4,12 +4,22 @@ it as always. Real ZooKeeper, a real in-process node."""
 
 from __future__ import annotations
 
-from kazoo.client import KazooClient
+import time
+from dataclasses import replace
 
+from kazoo.client import KazooClient, TransactionRequest
+
+from tests.cluster import RECORD_WORKS
 from tests.conftest import _client
 from tests.integration.test_node import make_config, running, start
 from tests.util import wait_until
+from xconsumer.assignment import Slot
+from xconsumer.config import TaskConfig
+from xconsumer.lease import Lease
 from xconsumer.paths import Paths
+from xconsumer.runtime import Runtime
+from xconsumer.slot import SlotRunner
+from xconsumer.works import discover
 from xconsumer.zk import dumps
 
 TASK = '[[task]]\nname = "r"\nworkName = "record"\nworkerNum = 6\nstop_timeout = 2\n'
@@ -51,3 +61,99 @@ def test_a_held_slot_is_left_out_of_the_claim_and_waits_for_its_owner(
     stat = zk.exists(paths.owner("r", 2))  # made by the slot's own thread, once free
     assert held["r/2"] == stat.czxid != held["r/0"]
     assert stat.ephemeralOwner == a._session_id()
+
+
+def _runtime(zk: KazooClient, root: str) -> Runtime:
+    lease = Lease(lambda: 600.0)
+    lease.renew(lease.now())
+    return Runtime(node="a", client=zk, paths=Paths(root, "it"), lease=lease,
+                   registry=discover(RECORD_WORKS), session_id=lambda: zk.client_id[0],
+                   on_change=lambda: None)
+
+
+# Found by review: ZooKeeper names one held slot per refused transaction, so dropping one
+# and sending the rest again cost one transaction per held slot (N^2 creates).
+def test_held_slots_cost_at_most_two_claiming_transactions(zk: KazooClient, zk_hosts,
+                                                           zk_root, record,
+                                                           monkeypatch) -> None:
+    n = 60
+    paths = Paths(zk_root, "it")
+    other = _client(zk_hosts)
+    other.start()
+    for i in range(2, n):  # held by their previous owner: only r/0 and r/1 are free
+        other.create(paths.owner("r", i), b"{}", ephemeral=True, makepath=True)
+    commits: list[int] = []
+    real = TransactionRequest.commit_async
+
+    def counting(self):
+        commits.append(len(self.operations))
+        return real(self)
+    monkeypatch.setattr(TransactionRequest, "commit_async", counting)
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=n)
+    try:
+        rt.apply({Slot("r", i): task for i in range(n)}, 1)
+        assert commits == [n, 2]
+        wait_until(lambda: {s.index for s in rt.running_slots()} >= {0, 1}, 10)
+        assert len({r.fence for r in rt.runners() if r.slot.index < 2}) == 1
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+        other.stop()
+        other.close()
+
+
+# Found by review: a runner whose thread could not start kept its claimed znode for ever.
+def test_a_claimed_runner_that_never_starts_gives_its_znode_back(
+        zk: KazooClient, zk_root, record, monkeypatch) -> None:
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=3)
+    real = SlotRunner.start
+
+    def start(self):
+        if self.slot.index == 2:
+            raise RuntimeError("can't start new thread")
+        real(self)
+    monkeypatch.setattr(SlotRunner, "start", start)
+    try:
+        rt.apply({Slot("r", i): task for i in range(3)}, 1)
+        assert zk.exists(paths.owner("r", 2)) is not None  # claimed in the transaction
+        monkeypatch.setattr(SlotRunner, "start", real)
+        rt.apply({Slot("r", i): task for i in range(2)}, 2)  # r/2 moved to another node
+        assert zk.exists(paths.owner("r", 2)) is None
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+
+
+# Found by review (older than the claims): orphans are kept by slot but a keyed slot's
+# znode is its key's; the sweep deleted the znode the key's runner under another index held.
+def test_the_orphan_sweep_spares_a_keyed_znode_another_runner_holds(
+        zk: KazooClient, zk_root, record, monkeypatch) -> None:
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    base = TaskConfig(name="k", work_name="record", worker_num=2, keys="shards")
+    rt.apply({Slot("k", 0): replace(base, slot_key="a"),
+              Slot("k", 1): replace(base, slot_key="b")}, 1)
+    try:
+        wait_until(lambda: len(rt.running_slots()) == 2
+                   and all(r.fence for r in rt.runners()), 10)
+        r0 = rt._runners[Slot("k", 0)]
+
+        def disconnected_release(self=r0):  # what _release does with no connection
+            self.fence = None
+            self.owner_version = None
+        monkeypatch.setattr(r0, "_release", disconnected_release)
+        desired = {Slot("k", 1): replace(base, worker_num=1, slot_key="a")}  # a: 0 -> 1
+        rt.apply(desired, 2)
+        wait_until(lambda: not r0.alive and Slot("k", 0) in rt._orphans, 10)
+        wait_until(lambda: Slot("k", 1) not in rt.running_slots(), 10)
+        real = rt.release_orphans
+        monkeypatch.setattr(rt, "release_orphans", lambda: None)  # the sweep fails too
+        rt.apply(desired, 2)
+        wait_until(lambda: rt._runners.get(Slot("k", 1)) is not None
+                   and rt._runners[Slot("k", 1)].state == "running", 10)
+        monkeypatch.setattr(rt, "release_orphans", real)
+        rt.apply(desired, 2)  # the connection is back: the sweep runs
+        assert zk.exists(paths.slot_owner("k", 1, "a")) is not None
+    finally:
+        rt.stop_all(time.monotonic() + 5)

@@ -218,7 +218,7 @@ def test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them(
         runtime = _runtime(zk, zk_root)
         zk.create(paths.owner("r", 0), b"", ephemeral=True, makepath=True)
         other.create(paths.owner("r", 1), b"", ephemeral=True, makepath=True)
-        runtime._orphans |= {Slot("r", i): paths.owner("r", i) for i in (0, 1)}
+        runtime._orphans |= {Slot("r", i): (paths.owner("r", i), None) for i in (0, 1)}
         runtime.release_orphans()
         assert zk.exists(paths.owner("r", 0)) is None
         stat = zk.exists(paths.owner("r", 1))

@@ -55,8 +55,8 @@ MUTANTS: list[Mutant] = [
         "a runner that never got the slot deletes the owner znode of the node running it"),
     Mutant(
         "orphans-delete-foreign", "xconsumer/runtime.py",
-        "if stat is not None and session is not None and stat.ephemeralOwner == session:",
-        "if stat is not None:",
+        "if (stat is not None and session is not None and stat.ephemeralOwner == session\n",
+        "if (stat is not None\n",
         [f"{G}::test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them"],
         "an orphan retry deletes the next owner's znode after our session expired"),
     Mutant(
@@ -88,6 +88,21 @@ MUTANTS: list[Mutant] = [
         [f"{N}::test_session_expiry_stops_slots_and_the_node_rejoins",
          "tests/integration/test_claims.py::test_free_slots_are_claimed_in_one_transaction"],
         "a batched claim makes owner znodes that outlive a dead node's session"),
+    Mutant(
+        "claimed-never-started-kept", "xconsumer/runtime.py",
+        "        if runner.thread.ident is None and runner.may_hold_owner:\n",
+        "        if False:\n",
+        ["tests/integration/test_claims.py::test_a_claimed_runner_that_never_starts_gives_its_"
+         "znode_back"],
+        "a slot claimed but never started keeps its owner znode as long as our session"),
+    Mutant(
+        "orphan-sweep-deletes-a-held-key", "xconsumer/runtime.py",
+        "                if any(r.alive and r.owner_path == path for r in "
+        "self._runners.values()):\n",
+        "                if False:\n",
+        ["tests/integration/test_claims.py::test_the_orphan_sweep_spares_a_keyed_znode_another_"
+         "runner_holds"],
+        "the orphan sweep deletes the znode a keyed slot's runner under another index holds"),
     # -- the leader's publish -------------------------------------------------------------
     Mutant(
         "publish-no-member-check", "xconsumer/plans.py",
