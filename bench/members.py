@@ -666,6 +666,7 @@ def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000
     hostport = _hostport(hosts_or_server)
     own_tmp = tmp is None
     tmp = Path(tempfile.mkdtemp(prefix="xc-members-")) if tmp is None else tmp
+    tmp.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"settings": {
         "task": f"one task '{TASK}', one no-op slot (RunBench) per member",
         "strategy": "product default", "reconcile_interval": "product default (5 s)",

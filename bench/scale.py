@@ -8,9 +8,11 @@ run the strategy, build the document, compare, encode, count moves) and a follow
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
@@ -33,6 +35,7 @@ from xconsumer.leader import build_doc, doc_plan, plan_slots, publish
 from xconsumer.membership import MemberRecord, read_members
 from xconsumer.overrides import EffectiveTask, with_paused
 from xconsumer.paths import Paths
+from xconsumer.plans import PlanBook
 from xconsumer.zk import ZNODE_LIMIT, dumps, encode, loads
 
 JUTE_MAXBUFFER = 0xFFFFF  # ZooKeeper's default jute.maxbuffer: 1,048,575 bytes
@@ -47,35 +50,50 @@ class _FakeTx:
     def __init__(self, zk: FakeZK) -> None:
         self.zk = zk
         self.data: bytes | None = None
+        self.operations: list[str] = []
 
     def check(self, path: str, version: int) -> None:
-        pass
+        self.operations.append("check")
 
     def create(self, path: str, data: bytes) -> None:
-        self.data = data
+        self.operations.append("create")
+        if "/plans/" in path:
+            self.zk.children.add(path.rsplit("/", 1)[1])
+        else:
+            self.data = data
 
-    def set_data(self, path: str, data: bytes, version: int) -> None:
-        self.data = data
+    def set_data(self, path: str, data: bytes, version: int = -1) -> None:
+        self.operations.append("set")
+        if "/plans/" not in path:
+            self.data = data
 
     def commit(self) -> list[bool]:
-        self.zk.raw, self.zk.version = self.data, self.zk.version + 1
-        return [True, True]
+        if self.data is not None:  # a transaction of plans alone leaves the document be
+            self.zk.raw, self.zk.version = self.data, self.zk.version + 1
+        return [True] * len(self.operations)
 
 
 class FakeZK:
     """Just enough of KazooClient for `publish()`: one znode, transactions always succeed."""
 
-    def __init__(self, raw: bytes | None = None) -> None:
+    def __init__(self, raw: bytes | None = None, plans: set[str] | None = None) -> None:
         self.raw = raw
         self.version = 0 if raw is not None else -1
+        self.children: set[str] = set(plans or ())  # plans/ (per-node plans, plans.py)
+
+    def get_children(self, path: str) -> list[str]:
+        return sorted(self.children)
+
+    def ensure_path(self, path: str) -> None:
+        pass
 
     def get(self, path: str, watch: Any = None) -> tuple[bytes, _Stat]:
         if self.raw is None:
             raise NoNodeError(path)
         return self.raw, _Stat(self.version)
 
-    def exists(self, path: str, watch: Any = None) -> None:
-        return None
+    def exists(self, path: str, watch: Any = None) -> Any:
+        return SimpleNamespace(mzxid=1, czxid=1, version=0) if "/plans/" in path else None
 
     def transaction(self) -> _FakeTx:
         return _FakeTx(self)
@@ -95,10 +113,10 @@ def _tasks(slots: int, ntasks: int = 10) -> list[EffectiveTask]:
 
 
 def _publish(zk: FakeZK, records: list[MemberRecord], tasks: list[EffectiveTask],
-             strategy: str) -> Any:
+             strategy: str, plans: PlanBook | None = None) -> Any:
     return publish(zk, Paths("/bench", "scale"), my_child=records[0].child,  # type: ignore[arg-type]
                    leader=records[0].name, members=records, tasks=tasks, strategy=strategy,
-                   leader_works=True, seed=[t.task for t in tasks])
+                   leader_works=True, seed=[t.task for t in tasks], plans=plans)
 
 
 def assignment_cost(nodes: int, slots: int, strategy: str, reps: int,
@@ -114,18 +132,22 @@ def assignment_cost(nodes: int, slots: int, strategy: str, reps: int,
            previous=None)
         if i:
             scratch.append(time.perf_counter() - t)
-    # The leader's whole CPU path for a join (the previous plan has one node fewer).
+    # The leader's whole CPU path for a join (the previous plan has one node fewer), the
+    # per-node plans included: it knows the plans it wrote for the previous document and
+    # writes those that change.
     zk = FakeZK()
-    _publish(zk, records[:-1], tasks, strategy)
-    prev_raw = zk.raw
+    book = PlanBook()
+    _publish(zk, records[:-1], tasks, strategy, book)
+    prev_raw, prev_plans = zk.raw, set(zk.children)
     passes = []
     node_passes = []
     size_raw = size_enc = 0
     refused = False
     for _ in range(reps):
-        zk = FakeZK(prev_raw)
+        zk = FakeZK(prev_raw, prev_plans)
+        known = copy.deepcopy(book)
         t = time.perf_counter()
-        res = _publish(zk, records, tasks, strategy)
+        res = _publish(zk, records, tasks, strategy, known)
         passes.append(time.perf_counter() - t)
         if res is None:
             refused = True

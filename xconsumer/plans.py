@@ -122,6 +122,7 @@ class PlanWrites:
     gone: list[str] = field(default_factory=list)
     landed: dict[str, int] = field(default_factory=dict)  # name -> mzxid of our write
     refused: dict[str, str] = field(default_factory=dict)  # name -> why ZooKeeper said no
+    table: tuple[Any, Any] = (None, None)  # the document's tasks and keys
 
 
 class PlanBook:
@@ -143,10 +144,11 @@ class PlanBook:
         self.synced: int | None = None  # generation whose plans are all written
         self.check_due = False  # verify before the next write
         self.broken: dict[str, str] = {}  # plans ZooKeeper refuses to take: name -> why
+        self._table: tuple[Any, Any] = (None, None)  # tasks and keys of the last plans written
 
     def reset(self) -> None:
         self.known, self.mzxids, self.existing, self.synced = {}, {}, None, None
-        self.check_due, self.broken = False, {}
+        self.check_due, self.broken, self._table = False, {}, (None, None)
 
     def refused(self) -> None:
         """A transaction was refused: look again before the next write."""
@@ -188,13 +190,21 @@ class PlanBook:
                 self.existing = set()
         tasks = task_index(doc)
         out = PlanWrites(int(doc["generation"]))
-        for name in doc.get("nodes", {}):
+        # With the same task table and keys as the last time, a plan whose slots did not
+        # change did not change: a join at 1,000 nodes builds ~100 plans, not 1,000.
+        same_table = (doc.get("tasks"), doc.get("keys")) == self._table
+        for name, groups in doc.get("nodes", {}).items():
+            known = self.known.get(name)
+            if same_table and known is not None and known["slots"] == groups:
+                out.wanted[name] = known
+                continue
             content = node_plan(doc, name, leader_child, tasks)
             out.wanted[name] = content
-            if self.known.get(name) != content:
+            if known != content:
                 out.writes.append((name, encode({**content, "generation": out.generation}),
                                    name in self.existing))
         out.gone = sorted(self.existing - out.wanted.keys())
+        out.table = (doc.get("tasks"), doc.get("keys"))
         return out
 
     def written(self, client: KazooClient, paths: Paths, changes: PlanWrites) -> None:
@@ -218,6 +228,7 @@ class PlanBook:
                              "plan until it is (check the znode's ACL)")
             self.broken[name] = why
         self.synced = changes.generation
+        self._table = changes.table
 
     def collect(self, client: KazooClient, paths: Paths, changes: PlanWrites) -> None:
         """Delete the plans of nodes no longer in the document, after the publish and never
