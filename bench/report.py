@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.commits import print_commits
 from bench.common import REPO, md_table, ms
 from bench.handover import KINDS, LABELS, _cores
+from bench.members import print_members
 from bench.run import headline, targets
 
 
@@ -42,7 +44,7 @@ def render(r: dict[str, Any]) -> str:
         h, rows = headline(r)
         out.append("\n### Headline\n")
         out.append(md_table(h, rows))
-    tr = r.get("targets") or targets(r)
+    tr = targets(r)  # recomputed: the verdict rules may be newer than the run
     if tr:
         out.append("\n### Targets\n")
         out.append(md_table(["target", "measured", "verdict"], tr))
@@ -201,6 +203,12 @@ def render(r: dict[str, Any]) -> str:
                          f"{s['downtime_slot_s']['median']:.1f}"])
         out.append(md_table(["event", "n", "p50 ms", "p95 ms", "partitions restarted",
                              "downtime (slot-seconds)"], rows))
+    if r.get("commits"):
+        out.append("\n### Checkpoint commits\n\n```text\n" + print_commits(r["commits"]).strip()
+                   + "\n```")
+    if r.get("members_scale"):
+        out.append("\n### Members at scale\n\n```text\n"
+                   + print_members(r["members_scale"]).strip() + "\n```")
     return "\n".join(out) + "\n"
 
 

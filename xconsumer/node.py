@@ -165,6 +165,7 @@ class Node:
         self.plan_source: str | None = None  # "plan" or "document": where _assigned is from
         self._leader_child: str | None = None  # the elected leader's member znode
         self._plan_mzxid: int | None = None  # of our plan when we last read it
+        self._doc_mzxid: int | None = None  # of the document a plan-less node last read
         self._last_full = 0.0  # monotonic time of the last full pass
         self._jitter = 1.0
         self._plans_verified = 0.0  # monotonic time the leader last checked plans/
@@ -501,10 +502,14 @@ class Node:
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
             self.publish_error = self.strategy_error = None
-        if self.is_leader or not self._take_plan(*read_plan(
-                self.client, self.paths, self.name, watch=self._on_watch)):
+        plan, mzxid = (None, None) if self.is_leader else read_plan(
+            self.client, self.paths, self.name, watch=self._on_watch)
+        if self.is_leader or not self._take_plan(plan, mzxid):
             self.plan_source = "document"
-            self._read_document()
+            if self.is_leader or plan is not None:
+                self._read_document()
+            else:
+                self._peek_document()
         self._apply()
 
     def _read_document(self) -> None:
@@ -518,6 +523,29 @@ class Node:
             # A corrupt document is not "no assignment": keep running the last valid plan
             # until the leader repairs it (it republishes at once; see publish()).
             self._note_assignment(published)
+
+    def _peek_document(self) -> None:
+        """A follower with no plan at all: one that just joined, not dealt in yet. The
+        leader writes its plan in the publish that first names it, and the watch set on the
+        plan wakes it then; watching the document meanwhile made every joining node of a
+        forming cluster read the whole document on every publish (the herd that kept 1,000
+        members from forming). It reads the document only when its mzxid changed (one stat
+        per pass), and watches it only if it names this node: a leader of an older
+        xconsumer, which writes no plans."""
+        stat = self.client.exists(self.paths.assignment)
+        if stat is None or stat.mzxid == self._doc_mzxid:
+            return
+        published, _ = read_assignment(self.client, self.paths)
+        self._doc_mzxid = stat.mzxid
+        self._doc_current = False  # no watch tells us it changed: the API reads it afresh
+        self.corruption.update(("assignment",), [published]
+                               if isinstance(published, Corrupt) else [])
+        if isinstance(published, Corrupt):
+            return
+        self._note_assignment(published)
+        if published is not None and self.name in published.get("nodes", {}):
+            self.client.exists(self.paths.assignment, watch=self._on_doc_watch)
+            self._doc_mzxid = None  # and read it on every pass from now on
 
     def _take_plan(self, plan: dict[str, Any] | Corrupt | None, mzxid: int | None) -> bool:
         """Run from our plan if it is one the elected leader wrote for us; False: read the

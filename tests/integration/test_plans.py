@@ -180,3 +180,37 @@ def test_a_plan_its_node_may_not_read_means_the_document(
     wait_until(lambda: "c" not in doc(zk, paths)["nodes"]
                and running(b) == given(doc(zk, paths), "b") and converged([a, b]), 15)
     assert any(x["kind"] == "plan" for x in b.node_view()["corrupt"])
+
+
+def test_a_node_without_a_plan_is_not_woken_by_every_publish(
+        zk: KazooClient, zk_hosts, zk_root, nodes, trio, monkeypatch) -> None:
+    """A node that just joined has no plan until a publish names it. It must not watch the
+    document meanwhile (at 1,000 members every joining node then read the whole document
+    on every publish of the forming cluster), yet it must still run from a document that
+    names it when the leader writes no plans (an older xconsumer)."""
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    monkeypatch.setattr(a, "_sync", lambda *_args: None)  # the leader publishes no more
+    before = a.passes
+    a._kick("freeze")
+    wait_until(lambda: a.passes > before, 10)
+    d = start(nodes, make_config(zk_hosts, zk_root, TASK), "d")
+    wait_until(lambda: d.plan_source == "document" and d.passes >= 2, 10)
+    published = doc(zk, paths)
+    reasons: list[str] = []
+    real_kick = d._kick
+    monkeypatch.setattr(d, "_kick", lambda r: (reasons.append(r), real_kick(r)))
+    for i in range(1, 21):  # twenty publishes that do not name d
+        zk.set(paths.assignment, dumps({**published, "generation": published["generation"] + i}))
+    # ZooKeeper delivers a client's notifications in order: once the one for its plan
+    # (made here) is in, any for the document would be in too.
+    zk.create(paths.plan("d"), b"{}")
+    wait_until(lambda: f"watch:{paths.plan('d')}" in reasons, 10)
+    assert f"watch:{paths.assignment}" not in reasons
+    zk.delete(paths.plan("d"))
+    # An older leader's document names d (and writes no plan): d runs from it.
+    tasks = [{**t, "workerNum": 7} for t in published["tasks"]]  # a seventh slot, for d
+    older = {**published, "generation": published["generation"] + 30, "tasks": tasks,
+             "nodes": {**published["nodes"], "d": {"r": [6]}}}
+    zk.set(paths.assignment, dumps(older))
+    wait_until(lambda: "r/6" in running(d), 10)

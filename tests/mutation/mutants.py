@@ -279,6 +279,12 @@ MUTANTS: list[Mutant] = [
         "a keyed slot whose key moved runs beside the runner still finishing that key"),
     # -- per-node plans -----------------------------------------------------------------
     Mutant(
+        "planless-node-watches-the-document", "xconsumer/node.py",
+        "                self._peek_document()\n",
+        "                self._read_document()\n",
+        [f"{PL}::test_a_node_without_a_plan_is_not_woken_by_every_publish"],
+        "every joining node reads the whole document on every publish of a forming cluster"),
+    Mutant(
         "plan-from-any-leader", "xconsumer/node.py",
         "                or plan[\"leader\"] != self._leader_child):\n",
         "                ):\n",
@@ -317,7 +323,14 @@ MUTANTS: list[Mutant] = [
         "a plan change whose watch never came is not seen until the next full pass"),
     Mutant(
         "plans-all-rewritten", "xconsumer/plans.py",
-        "            if self.known.get(name) != content:\n",
+        "            if same_table and known is not None and known[\"slots\"] == groups:\n"
+        "                out.wanted[name] = known\n"
+        "                continue\n"
+        "            content = node_plan(doc, name, leader_child, tasks)\n"
+        "            out.wanted[name] = content\n"
+        "            if known != content:\n",
+        "            content = node_plan(doc, name, leader_child, tasks)\n"
+        "            out.wanted[name] = content\n"
         "            if True:\n",
         [f"{PL}::test_a_join_rewrites_and_wakes_only_the_nodes_it_concerns"],
         "every publish rewrites (and wakes) every node's plan: the herd is back"),
