@@ -170,14 +170,11 @@ def sync_plans(client: KazooClient, paths: Paths, *, my_child: str, doc: dict[st
     except ValueError as exc:
         logger.error("plans not written: {}", exc)
         return False
-    refused = commit_fenced(client, paths.node(my_child), None, paths, changes, TX_BUDGET)
+    refused = plans.commit(client, paths, paths.node(my_child), changes)
     if refused is not None:
-        plans.refused()
         logger.warning("plans of generation {} refused ({}); will re-read", doc.get(
             "generation"), ", ".join(type(f).__name__ for f in refused[1]))
         return False
-    plans.written(client, paths, changes)
-    plans.collect(client, paths, changes)
     if changes.writes:
         logger.info("wrote {} plan(s) of generation {}", len(changes.writes),
                     changes.generation)
@@ -256,12 +253,11 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         else:
             tx.set_data(paths.assignment, data, version=version)
 
-    if changes is None:
-        changes = PlanWrites(generation)
-    refused = commit_fenced(client, paths.node(my_child), write_doc, paths, changes,
-                            TX_BUDGET - len(data))
-    if refused is not None and plans is not None:
-        plans.refused()  # look at plans/ again before the next write
+    room = TX_BUDGET - len(data)
+    refused = (plans.commit(client, paths, paths.node(my_child), changes, write_doc, room)
+               if plans is not None and changes is not None else
+               commit_fenced(client, paths.node(my_child), write_doc, paths,
+                             PlanWrites(generation), room))
     if refused is not None and refused[0] == 0:
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))
@@ -269,9 +265,6 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     if refused is not None:
         logger.warning("plans of generation {} partly written ({}); written again next pass",
                        generation, ", ".join(type(f).__name__ for f in refused[1]))
-    elif plans is not None:
-        plans.written(client, paths, changes)
-        plans.collect(client, paths, changes)
     moved = moved_between((previous or {}).get("nodes", {}), doc["nodes"])
     seconds = time.monotonic() - started
     logger.info("published assignment generation {}: {} slots on {} nodes, {} moved, "

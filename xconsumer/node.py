@@ -516,13 +516,19 @@ class Node:
         """Run from the whole document: the leader, and a follower without a plan it can
         trust (none yet, corrupt, or written by another leader than the one elected)."""
         self._doc_current = True  # before the read: a change meanwhile marks it stale again
-        published, _ = read_assignment(self.client, self.paths, watch=self._on_doc_watch)
+        self._take_document(read_assignment(self.client, self.paths,
+                                            watch=self._on_doc_watch)[0])
+
+    def _take_document(self, published: dict[str, Any] | Corrupt | None) -> bool:
+        """Run from a document just read; False (and reported) if it is corrupt: a corrupt
+        document is not "no assignment", the last valid plan runs on until the leader
+        repairs it (it republishes at once; see publish())."""
         self.corruption.update(("assignment",), [published]
                                if isinstance(published, Corrupt) else [])
-        if not isinstance(published, Corrupt):
-            # A corrupt document is not "no assignment": keep running the last valid plan
-            # until the leader repairs it (it republishes at once; see publish()).
-            self._note_assignment(published)
+        if isinstance(published, Corrupt):
+            return False
+        self._note_assignment(published)
+        return True
 
     def _peek_document(self) -> None:
         """A follower with no plan at all: one that just joined, not dealt in yet. The
@@ -538,11 +544,8 @@ class Node:
         published, _ = read_assignment(self.client, self.paths)
         self._doc_mzxid = stat.mzxid
         self._doc_current = False  # no watch tells us it changed: the API reads it afresh
-        self.corruption.update(("assignment",), [published]
-                               if isinstance(published, Corrupt) else [])
-        if isinstance(published, Corrupt):
+        if not self._take_document(published):
             return
-        self._note_assignment(published)
         if published is not None and self.name in published.get("nodes", {}):
             self.client.exists(self.paths.assignment, watch=self._on_doc_watch)
             self._doc_mzxid = None  # and read it on every pass from now on

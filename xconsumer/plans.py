@@ -37,8 +37,6 @@ from kazoo.exceptions import (
     NoAuthError,
     NodeExistsError,
     NoNodeError,
-    RolledBackError,
-    RuntimeInconsistency,
     UnimplementedError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
@@ -47,7 +45,7 @@ from loguru import logger
 
 from .codecs import Corrupt, decode_plan
 from .paths import Paths
-from .zk import ZNODE_LIMIT, encode
+from .zk import ZNODE_LIMIT, encode, refused_ops
 
 # What one transaction may carry (the document included); jute.maxbuffer is 1 MiB - 1 by
 # default and the request adds a few bytes per op.
@@ -230,6 +228,19 @@ class PlanBook:
         self.synced = changes.generation
         self._table = changes.table
 
+    def commit(self, client: KazooClient, paths: Paths, member_path: str,
+               changes: PlanWrites, first: Any = None, room: int = TX_BUDGET
+               ) -> tuple[int, list[Exception]] | None:
+        """Write `changes` (after `first`, the document's op, if any) with `commit_fenced`
+        and record the outcome: what landed, or look again before the next write."""
+        refused = commit_fenced(client, member_path, first, paths, changes, room)
+        if refused is not None:
+            self.refused()
+        else:
+            self.written(client, paths, changes)
+            self.collect(client, paths, changes)
+        return refused
+
     def collect(self, client: KazooClient, paths: Paths, changes: PlanWrites) -> None:
         """Delete the plans of nodes no longer in the document, after the publish and never
         in its transaction: a child put under one by hand must not fail the publish. One
@@ -279,9 +290,6 @@ def chunks(writes: list[tuple[str, bytes, bool]], room: int
     return out
 
 
-_NOT_RUN = (RolledBackError, RuntimeInconsistency)  # ops before / after the one that failed
-
-
 def commit_fenced(client: KazooClient, member_path: str, first: Any, paths: Paths,
                   changes: PlanWrites, room: int) -> tuple[int, list[Exception]] | None:
     """The first transaction (`first(tx)` adds the document's op, if any) with as many plan
@@ -305,8 +313,7 @@ def commit_fenced(client: KazooClient, member_path: str, first: Any, paths: Path
             head = len(tx.operations)  # the fence (and the document): then the plans
             add_plan_ops(tx, paths, part)
             results = tx.commit()
-            failed = [k for k, r in enumerate(results)
-                      if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)]
+            failed = refused_ops(results)
             if not failed and not any(isinstance(r, Exception) for r in results):
                 _landed(client, paths, changes, part, results)
                 break

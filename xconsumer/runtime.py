@@ -16,13 +16,7 @@ import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import (
-    KazooException,
-    NodeExistsError,
-    NoNodeError,
-    RolledBackError,
-    RuntimeInconsistency,
-)
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from loguru import logger
 
@@ -36,13 +30,13 @@ from .metrics import Metrics
 from .paths import Paths
 from .slot import SlotContext, SlotRunner, SlotStatus, restart_needed
 from .works import WorksRegistry
+from .zk import refused_ops
 
 __all__ = ["Runtime", "SlotContext", "SlotRunner", "SlotStatus", "restart_needed"]
 
 LOOP_STOP_MIN = 1.0  # seconds the event loop may take to stop, even past the deadline
 CLAIM_BATCH = 500  # owner znodes per claiming transaction (well under jute.maxbuffer)
 CLAIM_TIMEOUT = 10.0
-_NOT_RUN = (RolledBackError, RuntimeInconsistency)  # ops before / after the one that failed
 
 
 class Runtime:
@@ -179,8 +173,7 @@ class Runtime:
             for runner in pending:
                 tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
             results = tx.commit_async().get(timeout=CLAIM_TIMEOUT)
-            failed = [r for r in results
-                      if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)]
+            failed = [results[i] for i in refused_ops(results)]
             if not any(isinstance(r, Exception) for r in results):
                 break
             if attempt or not all(isinstance(r, NodeExistsError) for r in failed):
@@ -199,7 +192,7 @@ class Runtime:
         if stat is None or stat.ephemeralOwner != self._session_id():
             return  # not what we created: the threads look for themselves
         for runner in pending:  # one transaction: every znode it made has its czxid
-            runner.claimed(stat.czxid, 0)
+            runner.claimed(stat.czxid)
 
     def _running(self, slot: Slot) -> bool:
         """A runner of `slot` still runs (the lock held)."""

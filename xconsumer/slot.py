@@ -240,7 +240,6 @@ class SlotRunner:
         self.exited = False
         self.blocked_by: str | None = None  # a persistent owner znode no node can release
         self.checkpoint: SlotCheckpoint | None = None
-        self._claimed: tuple[int, int] | None = None  # (fence, version) claimed for us
         self.held_fence: int | None = None  # fence of the znode a failed release left
         self.claimed_fence: int | None = None  # fence the runtime claimed for us, if it did
         # One watcher for the owner znode, registered again and again: kazoo keeps watchers
@@ -257,13 +256,12 @@ class SlotRunner:
     def start(self) -> None:
         self.thread.start()
 
-    def claimed(self, fence: int, version: int) -> None:
+    def claimed(self, fence: int) -> None:
         """Our owner znode was created for us (the runtime claims a generation's free slots
         in one transaction, see Runtime._claim): the thread starts as its owner. Before
         `start()` only."""
         self.may_hold_owner = True
-        self._claimed = (fence, version)
-        self.claimed_fence = fence
+        self.claimed_fence = fence  # a created znode is at version 0
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -335,9 +333,8 @@ class SlotRunner:
         self.state = "waiting"
         waited_for: str | None = None
         self.may_hold_owner = True  # from the first create attempt on, see Runtime.orphans
-        if self._claimed is not None:
-            self.fence, self.owner_version = self._claimed
-            self._claimed = None
+        if self.claimed_fence is not None:
+            self.fence, self.owner_version = self.claimed_fence, 0
             if self.stop_event.is_set():
                 return False  # revoked before it ran: _release deletes the znode
             if self._lease.valid():

@@ -8,6 +8,7 @@ import zlib
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import RolledBackError, RuntimeInconsistency
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import Connect
 from kazoo.security import make_acl, make_digest_acl
@@ -161,6 +162,17 @@ def loads(raw: bytes | None, *, where: str) -> Any:
         return json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError, zlib.error) as exc:
         raise ValueError(f"znode {where} holds data that is not valid JSON: {exc}") from exc
+
+
+def refused_ops(results: list[Any]) -> list[int]:
+    """Indices of the ops a refused multi-op transaction failed on: ZooKeeper answers the
+    ops before the failing one with RolledBackError and those after it with
+    RuntimeInconsistency, so the rest name what was wrong."""
+    return [i for i, r in enumerate(results)
+            if isinstance(r, Exception) and not isinstance(r, _NOT_RUN)]
+
+
+_NOT_RUN = (RolledBackError, RuntimeInconsistency)
 
 
 def stop_client(client: KazooClient) -> None:

@@ -192,9 +192,8 @@ MUTANTS: list[Mutant] = [
     # -- corrupt assignment -------------------------------------------------------------------
     Mutant(
         "corrupt-assignment-applied-as-empty", "xconsumer/node.py",
-        "        if not isinstance(published, Corrupt):\n",
-        "        if isinstance(published, Corrupt):\n            self._note_assignment(None)\n"
-        "        else:\n",
+        "        if isinstance(published, Corrupt):\n            return False\n",
+        "        if isinstance(published, Corrupt):\n            published = None\n",
         [f"{G}::test_a_follower_runs_its_last_valid_plan_pass_after_pass_while_the_"
          "assignment_is_corrupt"],
         "a follower stops every slot when the assignment is unreadable"),
