@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import ZnodeStat
 from loguru import logger
 
 from bench.cluster import XCluster
@@ -31,7 +32,7 @@ from bench.common import (
 from bench.moves import available_strategies
 from xconsumer.assignment import get_strategy, moved_slots
 from xconsumer.config import TaskConfig
-from xconsumer.leader import build_doc, doc_plan, plan_slots, publish
+from xconsumer.leader import DocMemo, build_doc, doc_plan, plan_slots, publish
 from xconsumer.membership import MemberRecord, read_members
 from xconsumer.overrides import EffectiveTask, with_paused
 from xconsumer.paths import Paths
@@ -44,6 +45,14 @@ JUTE_MAXBUFFER = 0xFFFFF  # ZooKeeper's default jute.maxbuffer: 1,048,575 bytes
 @dataclass
 class _Stat:
     version: int
+    mzxid: int = 0
+
+
+def _written(zk: FakeZK) -> ZnodeStat:
+    """The stat a set in a transaction returns (what the leader remembers its write by)."""
+    return ZnodeStat(czxid=1, mzxid=zk.zxid, ctime=0, mtime=0, version=zk.version,
+                     cversion=0, aversion=0, ephemeralOwner=0, dataLength=len(zk.raw or b""),
+                     numChildren=0, pzxid=1)
 
 
 class _FakeTx:
@@ -67,18 +76,24 @@ class _FakeTx:
         if "/plans/" not in path:
             self.data = data
 
-    def commit(self) -> list[bool]:
+    def commit(self) -> list[Any]:
+        out: list[Any] = [True] * len(self.operations)
         if self.data is not None:  # a transaction of plans alone leaves the document be
             self.zk.raw, self.zk.version = self.data, self.zk.version + 1
-        return [True] * len(self.operations)
+            self.zk.zxid += 1
+            if self.operations[1] == "set":  # the fence, then the document
+                out[1] = _written(self.zk)
+        return out
 
 
 class FakeZK:
     """Just enough of KazooClient for `publish()`: one znode, transactions always succeed."""
 
-    def __init__(self, raw: bytes | None = None, plans: set[str] | None = None) -> None:
+    def __init__(self, raw: bytes | None = None, plans: set[str] | None = None,
+                 zxid: int = 1) -> None:
         self.raw = raw
         self.version = 0 if raw is not None else -1
+        self.zxid = zxid  # the document's mzxid
         self.children: set[str] = set(plans or ())  # plans/ (per-node plans, plans.py)
 
     def get_children(self, path: str) -> list[str]:
@@ -90,10 +105,12 @@ class FakeZK:
     def get(self, path: str, watch: Any = None) -> tuple[bytes, _Stat]:
         if self.raw is None:
             raise NoNodeError(path)
-        return self.raw, _Stat(self.version)
+        return self.raw, _Stat(self.version, self.zxid)
 
     def exists(self, path: str, watch: Any = None) -> Any:
-        return SimpleNamespace(mzxid=1, czxid=1, version=0) if "/plans/" in path else None
+        if "/plans/" in path:
+            return SimpleNamespace(mzxid=1, czxid=1, version=0)
+        return None if self.raw is None else _Stat(self.version, self.zxid)
 
     def transaction(self) -> _FakeTx:
         return _FakeTx(self)
@@ -113,10 +130,10 @@ def _tasks(slots: int, ntasks: int = 10) -> list[EffectiveTask]:
 
 
 def _publish(zk: FakeZK, records: list[MemberRecord], tasks: list[EffectiveTask],
-             strategy: str, plans: PlanBook | None = None) -> Any:
+             strategy: str, plans: PlanBook | None = None, memo: DocMemo | None = None) -> Any:
     return publish(zk, Paths("/bench", "scale"), my_child=records[0].child,  # type: ignore[arg-type]
                    leader=records[0].name, members=records, tasks=tasks, strategy=strategy,
-                   leader_works=True, seed=[t.task for t in tasks], plans=plans)
+                   leader_works=True, seed=[t.task for t in tasks], plans=plans, memo=memo)
 
 
 def assignment_cost(nodes: int, slots: int, strategy: str, reps: int,
@@ -134,20 +151,24 @@ def assignment_cost(nodes: int, slots: int, strategy: str, reps: int,
             scratch.append(time.perf_counter() - t)
     # The leader's whole CPU path for a join (the previous plan has one node fewer), the
     # per-node plans included: it knows the plans it wrote for the previous document and
-    # writes those that change.
+    # writes those that change, and it knows that document (it wrote it: a stat shows it
+    # unchanged, see leader.DocMemo).
     zk = FakeZK()
     book = PlanBook()
-    _publish(zk, records[:-1], tasks, strategy, book)
-    prev_raw, prev_plans = zk.raw, set(zk.children)
+    memo = DocMemo()
+    # The previous document is a join too (a set, after the first publish's create).
+    _publish(zk, records[:-2], tasks, strategy, book)
+    _publish(zk, records[:-1], tasks, strategy, book, memo)
+    prev_raw, prev_plans, prev_zxid = zk.raw, set(zk.children), zk.zxid
     passes = []
     node_passes = []
     size_raw = size_enc = 0
     refused = False
     for _ in range(reps):
-        zk = FakeZK(prev_raw, prev_plans)
-        known = copy.deepcopy(book)
+        zk = FakeZK(prev_raw, prev_plans, prev_zxid)
+        known, mine = copy.deepcopy(book), copy.deepcopy(memo)
         t = time.perf_counter()
-        res = _publish(zk, records, tasks, strategy, known)
+        res = _publish(zk, records, tasks, strategy, known, mine)
         passes.append(time.perf_counter() - t)
         if res is None:
             refused = True

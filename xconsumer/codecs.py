@@ -27,6 +27,7 @@ from .assignment import Slot
 from .config import MAX_WORKER_NUM, TASK_KEYS, TaskConfig
 from .errors import ConfigError
 from .paths import slot_index  # noqa: F401 - re-exported: the views import it from here
+from .strategies.base import slots_of
 
 # Mirrors config's node-name rule: a member id is a node name.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -254,7 +255,8 @@ def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
     """node -> slots of a decoded assignment."""
     if not doc:
         return {}
-    return {n: [Slot(t, i) for t, idx in g.items() for i in idx]
+    return {n: [s for t, idx in g.items() for s in slots_of(t, idx)] if len(g) > 1
+            else slots_of(*next(iter(g.items()))) if g else []
             for n, g in doc.get("nodes", {}).items()}
 
 

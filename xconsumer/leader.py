@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import ZnodeStat
 from loguru import logger
 
 from .assignment import Plan, Slot
@@ -29,6 +32,7 @@ from .codecs import (
     plan_slots,
 )
 from .config import TaskConfig
+from .gcpause import without_gc
 from .membership import MemberRecord
 from .overrides import EffectiveTask, with_paused
 from .paths import Paths
@@ -36,21 +40,83 @@ from .plans import TX_BUDGET, PlanBook, PlanWrites, commit_fenced
 from .strategies.guard import FALLBACK, StrategyRunner, run_strategy
 from .zk import encode
 
-__all__ = ["Published", "build_doc", "doc_plan", "doc_tasks", "doc_unassigned",
+__all__ = ["DocMemo", "Published", "build_doc", "doc_plan", "doc_tasks", "doc_unassigned",
            "lenient_task", "next_generation", "plan_slots", "publish", "read_assignment",
            "valid_doc"]
 
 
-def read_assignment(client: KazooClient, paths: Paths, watch: Any = None
+@dataclass
+class DocMemo:
+    """The last assignment document this node read or wrote, known by its mzxid.
+
+    The leader reads the document on every pass (to publish against its version), and
+    most passes find the one it wrote itself: a stat with the same mzxid (a write names
+    one creation and one change, so equal mzxids are equal bytes) stands for the read,
+    which at 100,000 slots saves the transfer, the decoding and the Slot objects of the
+    previous plan. Whoever else writes the znode changes its mzxid: then it is read."""
+
+    mzxid: int | None = None
+    doc: dict[str, Any] | Corrupt | None = None
+    _plan: dict[str, list[Slot]] | None = field(default=None, repr=False)
+    _source: Plan | None = field(default=None, repr=False)  # the plan `doc` was built from
+
+    def remember(self, mzxid: int, doc: dict[str, Any] | Corrupt,
+                 source: Plan | None = None) -> None:
+        self.mzxid, self.doc, self._plan, self._source = mzxid, doc, None, source
+
+    def plan_of(self, doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
+        """`doc_plan(doc)`, built once for the remembered document (from the Slot objects
+        of the plan it was built from, when this node wrote it)."""
+        if doc is None or doc is not self.doc:
+            return doc_plan(doc)
+        if self._plan is None:
+            self._plan = (doc_plan(doc) if self._source is None
+                          else _grouped_plan(self._source))
+            self._source = None
+        return self._plan
+
+
+@without_gc
+def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
+                    memo: DocMemo | None = None
                     ) -> tuple[dict[str, Any] | Corrupt | None, int]:
-    """The published assignment (decoded, or Corrupt) and its znode version (-1: none yet)."""
+    """The published assignment (decoded, or Corrupt) and its znode version (-1: none yet).
+
+    With `memo`, a stat first: an unchanged document is not read again (see DocMemo)."""
+    if memo is not None:
+        stat = client.exists(paths.assignment, watch=watch)
+        if stat is None:
+            return None, -1
+        if stat.mzxid == memo.mzxid:
+            return memo.doc, stat.version
     try:
         raw, stat = client.get(paths.assignment, watch=watch)
     except NoNodeError:
         if watch is not None:
             client.exists(paths.assignment, watch=watch)
         return None, -1
-    return decode_assignment(raw, paths.assignment), stat.version
+    doc = decode_assignment(raw, paths.assignment)
+    if memo is not None:
+        memo.remember(stat.mzxid, doc)
+    return doc, stat.version
+
+
+def _grouped_plan(plan: Plan) -> dict[str, list[Slot]]:
+    """`doc_plan` of the document built from `plan`, from its own Slot objects: a node's
+    slots grouped by task in order of first appearance, as the document lists them (the
+    strategies already deal them so; the check runs in C)."""
+    out: dict[str, list[Slot]] = {}
+    task = itemgetter(0)
+    for node, slots in plan.nodes.items():
+        runs = [(name, list(run)) for name, run in groupby(slots, task)]
+        if len(runs) == len({name for name, _ in runs}):
+            out[node] = list(slots)
+            continue
+        groups: dict[str, list[Slot]] = {}
+        for name, run in runs:
+            groups.setdefault(name, []).extend(run)
+        out[node] = [s for group in groups.values() for s in group]
+    return out
 
 
 def valid_doc(doc: dict[str, Any] | Corrupt | None) -> dict[str, Any] | None:
@@ -158,6 +224,7 @@ class PublishFailed(Exception):
     """The leader computed a plan it could not write (too large, refused by ZooKeeper)."""
 
 
+@without_gc
 def sync_plans(client: KazooClient, paths: Paths, *, my_child: str, doc: dict[str, Any],
                plans: PlanBook) -> bool:
     """Bring `plans/` in line with the published `doc` when it is not (a new leader, a
@@ -197,6 +264,7 @@ def next_generation(current: dict[str, Any] | Corrupt | None, version: int,
     return min(max(generation, version + 1, seen) + 1, MAX_GENERATION)
 
 
+@without_gc
 def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             members: Sequence[MemberRecord], tasks: Sequence[EffectiveTask], strategy: str,
             leader_works: bool, drained: Collection[str] = (),
@@ -204,7 +272,7 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             last_valid: dict[str, Any] | None = None, seen_generation: int = 0,
             max_slots: int | None = None, runner: StrategyRunner | None = None,
             keys: Mapping[str, list[str]] | None = None,
-            plans: PlanBook | None = None) -> Published | None:
+            plans: PlanBook | None = None, memo: DocMemo | None = None) -> Published | None:
     """Recompute and, if anything changed, publish. Returns None if unchanged or if the fenced
     write was refused (we are no longer the leader, or lost a race); raises PublishFailed
     when the plan cannot be written at all.
@@ -216,11 +284,12 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     failed user strategy's slots are planned by round robin, named in the document.
     `keys` are the keyed tasks' keys in slot order (see keys.py): one slot per key.
     `plans` is the leader's record of the per-node plans (plans.py): the plans that change
-    are written in the same fenced transaction as the document.
+    are written in the same fenced transaction as the document. `memo` is the document
+    this node last read or wrote: unchanged, it is not read again (see DocMemo).
     """
     started = time.monotonic()
     tasks, keys = with_keys(tasks, keys or {})
-    current, version = read_assignment(client, paths)
+    current, version = read_assignment(client, paths, memo=memo)
     if isinstance(current, Corrupt):
         logger.error("{}; repairing it", current)
     previous = valid_doc(current) or last_valid
@@ -229,7 +298,9 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     scheduled, over = clamp_slots(with_paused(tasks), max_slots)
     plan, failure = run_strategy(strategy, scheduled, people, leader=leader,
                                  leader_works=leader_works, runner=runner,
-                                 previous=None if fresh else doc_plan(previous))
+                                 previous=None if fresh else (
+                                     doc_plan(previous) if memo is None
+                                     else memo.plan_of(previous)))
     strategy = strategy if failure is None else FALLBACK
     generation = next_generation(current, version, seen_generation)
     doc = build_doc(plan=plan, tasks=tasks, leader=leader, strategy=strategy, members=members,
@@ -254,10 +325,12 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
             tx.set_data(paths.assignment, data, version=version)
 
     room = TX_BUDGET - len(data)
-    refused = (plans.commit(client, paths, paths.node(my_child), changes, write_doc, room)
-               if plans is not None and changes is not None else
-               commit_fenced(client, paths.node(my_child), write_doc, paths,
-                             PlanWrites(generation), room))
+    writes = changes if changes is not None else PlanWrites(generation)
+    refused = (plans.commit(client, paths, paths.node(my_child), writes, write_doc, room)
+               if plans is not None else
+               commit_fenced(client, paths.node(my_child), write_doc, paths, writes, room))
+    if memo is not None and isinstance(writes.first, ZnodeStat):
+        memo.remember(writes.first.mzxid, doc, plan)  # a set names our write; a create not
     if refused is not None and refused[0] == 0:
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))

@@ -34,6 +34,7 @@ from .events import EventLog
 from .formation import FormationWindow
 from .keys import KeysTracker
 from .leader import (
+    DocMemo,
     PublishFailed,
     clamp_slots,
     doc_tasks,
@@ -161,6 +162,7 @@ class Node:
         self._doc: dict[str, Any] | None = None
         self._doc_current = False  # False once a watch says the document changed
         self.plans = PlanBook()  # what we wrote under plans/ while leading
+        self._memo = DocMemo()  # the document the leader last read or wrote
         self._assigned: dict[Slot, TaskConfig] = {}  # what the plan or document gives us
         self.plan_source: str | None = None  # "plan" or "document": where _assigned is from
         self._leader_child: str | None = None  # the elected leader's member znode
@@ -517,7 +519,7 @@ class Node:
         trust (none yet, corrupt, or written by another leader than the one elected)."""
         self._doc_current = True  # before the read: a change meanwhile marks it stale again
         self._take_document(read_assignment(self.client, self.paths,
-                                            watch=self._on_doc_watch)[0])
+                                            watch=self._on_doc_watch, memo=self._leader_memo)[0])
 
     def _take_document(self, published: dict[str, Any] | Corrupt | None) -> bool:
         """Run from a document just read; False (and reported) if it is corrupt: a corrupt
@@ -606,13 +608,20 @@ class Node:
         if not self._doc_current and self.client.connected:
             self._doc_current = True  # before the read: a change meanwhile marks it again
             try:
-                doc, _ = read_assignment(self.client, self.paths, watch=self._doc_changed)
+                doc, _ = read_assignment(self.client, self.paths, watch=self._doc_changed,
+                                         memo=self._leader_memo)
             except _ZK_ERRORS:
                 self._doc_current = False
                 return self._doc
             if not isinstance(doc, Corrupt):
                 self._doc = doc
         return self._doc
+
+    @property
+    def _leader_memo(self) -> DocMemo | None:
+        """The leader reads the document on every pass, mostly the one it wrote: a stat
+        stands for the read then. A follower reads it rarely, and in one request."""
+        return self._memo if self.is_leader else None
 
     def _doc_changed(self, _event: Any) -> None:
         self._doc_current = False
@@ -717,7 +726,8 @@ class Node:
                              drained=drained, fresh=fresh, seed=self.config.tasks,
                              last_valid=self._doc, seen_generation=self._max_generation,
                              max_slots=self.config.assignment.max_slots,
-                             runner=self.strategies, keys=keys, plans=self.plans)
+                             runner=self.strategies, keys=keys, plans=self.plans,
+                             memo=self._memo)
         except PublishFailed as exc:
             self._publish_failed(str(exc))
             return

@@ -121,6 +121,7 @@ class PlanWrites:
     landed: dict[str, int] = field(default_factory=dict)  # name -> mzxid of our write
     refused: dict[str, str] = field(default_factory=dict)  # name -> why ZooKeeper said no
     table: tuple[Any, Any] = (None, None)  # the document's tasks and keys
+    first: Any = None  # what the first transaction's own op (the document's) returned
 
 
 class PlanBook:
@@ -315,6 +316,8 @@ def commit_fenced(client: KazooClient, member_path: str, first: Any, paths: Path
             results = tx.commit()
             failed = refused_ops(results)
             if not failed and not any(isinstance(r, Exception) for r in results):
+                if i == 0 and first is not None:
+                    changes.first = results[1]
                 _landed(client, paths, changes, part, results)
                 break
             if not failed or min(failed) < head:

@@ -20,7 +20,7 @@ from tests.integration import test_node
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import observe_until, wait_until
 from xconsumer.assignment import Slot
-from xconsumer.leader import publish, read_assignment
+from xconsumer.leader import DocMemo, publish, read_assignment
 from xconsumer.lease import LEASE_FRACTION, Lease
 from xconsumer.membership import read_members
 from xconsumer.node import Node
@@ -332,10 +332,12 @@ def test_a_follower_runs_its_last_valid_plan_pass_after_pass_while_the_assignmen
 
 # -- the leader's publish ------------------------------------------------------------------
 
+@pytest.mark.parametrize("memo", [False, True], ids=["read", "remembered"])
 def test_a_publish_based_on_a_stale_read_is_refused(zk: KazooClient, zk_hosts, zk_root, nodes,
-                                                    record, monkeypatch) -> None:
+                                                    record, monkeypatch, memo: bool) -> None:
     """Two writers must not interleave silently: another write between the leader's read
-    and its publish makes the publish fail (and re-read), never overwrite."""
+    and its publish makes the publish fail (and re-read), never overwrite. The same when
+    the leader's read was a stat of the document it remembers (leader.DocMemo)."""
     config = make_config(zk_hosts, zk_root, RECORD_TASK)
     node = start(nodes, config, "a")
     wait_until(lambda: running(node) == SLOTS, 15)
@@ -345,17 +347,21 @@ def test_a_publish_based_on_a_stale_read_is_refused(zk: KazooClient, zk_hosts, z
 
     real_read = leader_module.read_assignment
 
-    def read_then_someone_writes(client, paths_, watch=None):
-        seen = real_read(client, paths_, watch=watch)
+    def read_then_someone_writes(client, paths_, watch=None, memo=None):
+        seen = real_read(client, paths_, watch=watch, memo=memo)
         raw, _ = zk.get(paths.assignment)
         zk.set(paths.assignment, raw)  # the other writer: same bytes, next version
         return seen
 
     monkeypatch.setattr(leader_module, "read_assignment", read_then_someone_writes)
+    remembered = DocMemo()
+    if memo:
+        real_read(zk, paths, memo=remembered)  # as if this node had read it last
     _, version = read_assignment(zk, paths)
     result = publish(node.client, paths, my_child=node._member_child or "", leader="a2",
                      members=read_members(zk, paths), tasks=effective_tasks(config.tasks, {}),
-                     strategy="round_robin", leader_works=True)
+                     strategy="round_robin", leader_works=True,
+                     memo=remembered if memo else None)
     assert result is None
     assert zk.exists(paths.assignment).version == version + 1  # only the other write
 

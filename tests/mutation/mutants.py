@@ -30,6 +30,7 @@ ISO = "tests/integration/test_isolation.py"
 CK = "tests/integration/test_checkpoints.py"
 LEASE_UNIT = "tests/unit/test_lease.py"
 PL = "tests/integration/test_plans.py"
+DM = "tests/integration/test_doc_memo.py"
 
 MUTANTS: list[Mutant] = [
     # -- owner znodes: creation and release ------------------------------------------------
@@ -333,4 +334,11 @@ MUTANTS: list[Mutant] = [
         "            if True:\n",
         [f"{PL}::test_a_join_rewrites_and_wakes_only_the_nodes_it_concerns"],
         "every publish rewrites (and wakes) every node's plan: the herd is back"),
+    Mutant(
+        "document-memo-trusted-blindly", "xconsumer/leader.py",
+        "        if stat.mzxid == memo.mzxid:\n",
+        "        if memo.mzxid is not None:\n",
+        [f"{DM}::test_a_document_written_by_someone_else_is_read_and_repaired"],
+        "the leader trusts its copy of the document whoever wrote it since: a forged or "
+        "corrupt document stays published"),
 ]

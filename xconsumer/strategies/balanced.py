@@ -39,6 +39,7 @@ import copy
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 
+from ..gcpause import without_gc
 from .base import (
     Layout,
     Member,
@@ -257,6 +258,7 @@ def _same_layout(previous: Mapping[str, Sequence[Slot]], plan: Plan) -> bool:
     return all(set(previous.get(name, ())) == set(slots) for name, slots in plan.nodes.items())
 
 
+@without_gc
 def balanced(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader: str | None,
              leader_works: bool = True, previous: Layout | None = None) -> Plan:
     """Round robin's deal when nothing can stay; else sticky's moves plus the leader rule.

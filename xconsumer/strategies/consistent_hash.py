@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from hashlib import blake2b
 
+from ..gcpause import without_gc
 from .base import (
     Layout,
     Member,
@@ -73,6 +74,7 @@ class ConsistentHash:
 
     load_factor: float = DEFAULT_LOAD_FACTOR
 
+    @without_gc
     def __call__(self, tasks: Sequence[TaskLike], members: Sequence[Member], *,
                  leader: str | None, leader_works: bool = True,
                  previous: Layout | None = None) -> Plan:

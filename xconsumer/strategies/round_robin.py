@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
+from ..gcpause import without_gc
 from .base import (
     MAX_TURNS,
     Layout,
@@ -21,6 +22,7 @@ from .base import (
     _limit,
     _weight,
     dealing_order,
+    slots_of,
 )
 
 
@@ -39,6 +41,7 @@ def _ring(order: Sequence[Member]) -> list[int]:
     return [p for k in range(max(turns)) for p in range(len(order)) if turns[p] > k]
 
 
+@without_gc
 def round_robin(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader: str | None,
                 leader_works: bool = True, previous: Layout | None = None) -> Plan:
     """Deal slots like cards: one pointer over the dealing ring, continuing across tasks.
@@ -60,10 +63,16 @@ def round_robin(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader:
     ring = _ring(order)
     able = _eligible(order, tasks)
     pointer = 0
+    # One turn each (the ring is the dealing order) and one entry per name: a node's slots
+    # are then one slice of each task's (see _deal).
+    equal = len(ring) == len(order) == len(result)
     for task in tasks:
         ok = set(able[_able_key(task)])
         turns = [i for i, p in enumerate(ring) if p in ok]
         limit = _limit(task)
+        if equal and limit is None and turns:
+            pointer = _deal(task, turns, pointer, order, result)
+            continue
         given = [0] * len(order)
         for index in range(task.worker_num):
             slot = Slot(task.name, index)
@@ -83,3 +92,22 @@ def round_robin(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader:
             pointer = (turns[i] + 1) % len(ring)
     return Plan({k: tuple(v) for k, v in result.items()}, tuple(unassigned))
 
+
+
+def _deal(task: TaskLike, turns: list[int], pointer: int, order: Sequence[Member],
+          result: dict[str, list[Slot]]) -> int:
+    """The deal of one task when every eligible node has one turn and no limit: slot i
+    goes to the (first + i)-th eligible turn, so each node's slots are one slice of them
+    (taken in C), in index order as the card-by-card deal gives them. Returns the pointer
+    after the task's last slot."""
+    size = task.worker_num
+    if size <= 0:
+        return pointer
+    k = len(turns)
+    first = bisect_left(turns, pointer)
+    if first == k:
+        first = 0
+    slots = slots_of(task.name, range(size))
+    for j in range(min(k, size)):
+        result[order[turns[(first + j) % k]].name].extend(slots[j::k])
+    return (turns[(first + size - 1) % k] + 1) % len(order)

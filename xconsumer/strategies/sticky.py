@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter
+from bisect import bisect_right
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import chain
+from typing import Any
 
+from ..gcpause import without_gc
 from .base import (
     Layout,
     Member,
@@ -23,6 +25,7 @@ from .base import (
     _limit,
     _weight,
     dealing_order,
+    slots_of,
 )
 
 # How many hand-overs the sticky repair inspects looking for a chain that keeps every slot in
@@ -47,6 +50,9 @@ class _Quota:
     fraction: list[float]
     extra: int
     whole: int = 0  # sum of base: 0 when no node gets a whole slot
+    # Equal fractions: `fractional` is the list of the task's eligible nodes, one object
+    # shared by every task of the same workName (see _Extras.choose).
+    uniform: bool = False
 
 
 def _shares(tasks: Sequence[TaskLike], able: Mapping[str, list[int]],
@@ -96,7 +102,7 @@ def _equal_share(name: str, size: int, nodes: list[int],
     shares = dict.fromkeys(nodes, base)
     if not extra:
         return _Quota(name, size, shares, [], [], 0, base * k), Fraction(0)
-    return (_Quota(name, size, shares, nodes, [extra / k] * k, extra, base * k),
+    return (_Quota(name, size, shares, nodes, [extra / k] * k, extra, base * k, True),
             Fraction(extra, k))
 
 
@@ -177,6 +183,98 @@ def _held(previous: Layout | None, position: Mapping[str, int], tasks: Sequence[
     return out
 
 
+class _Shared:
+    """`choose`'s running tallies per node: how far behind its fair share it is (the sum of
+    its fractions over the tasks so far) and how many extras it may still get.
+
+    Kept per node, that is one update per eligible node per task: 2,000,000 for 1,000
+    tasks on 1,000 nodes. But with equal weights every task of a workName gives the same
+    fraction to the same list of nodes, so a node eligible for that workName alone (the
+    usual case) is tracked by its group's tally: one update per task. Its sum is the same
+    float, added in the same order, as its own tally would be. Nodes in several groups,
+    or with weighted fractions, keep their own tallies, updated per task as before.
+    """
+
+    def __init__(self, quotas: Sequence[_Quota], n: int) -> None:
+        self.quotas = quotas
+        self.group_of_task: list[int] = []
+        lists: dict[int, int] = {}  # id(fractional list) -> group
+        members: list[list[int]] = []
+        tasks_in: list[int] = []  # group -> its tasks
+        seen = [0] * n  # groups and weighted tasks each node takes part in
+        own = [0] * n  # a node's own chances (weighted tasks, and its groups' if eager)
+        for q in quotas:
+            g = -1
+            if q.uniform and q.fractional:
+                g = lists.setdefault(id(q.fractional), len(members))
+                if g == len(members):
+                    members.append(q.fractional)
+                    tasks_in.append(0)
+                    for p in q.fractional:
+                        seen[p] += 1
+                tasks_in[g] += 1
+            else:
+                for p in q.fractional:
+                    seen[p] += 1
+                    own[p] += 1
+            self.group_of_task.append(g)
+        self.off = [0.0] * len(members)  # a group's running sum of fractions
+        self.left = tasks_in  # a group's tasks not yet passed
+        self.group = [-1] * n  # p -> the group that tracks it, -1: its own tallies
+        self.eager: list[list[int]] = []  # per group: its nodes with their own tallies
+        for g, nodes in enumerate(members):
+            eager = []
+            for p in nodes:
+                if seen[p] == 1:
+                    self.group[p] = g
+                else:
+                    eager.append(p)
+                    own[p] += tasks_in[g]
+            self.eager.append(eager)
+        self.own_behind = [0.0] * n
+        self.own_chances = own
+        self.behind = _Tally(self.own_behind, self.group, self.off)
+        self.chances = _Tally(self.own_chances, self.group, self.left)
+
+    def reach(self, t: int) -> None:
+        """Task t's fractions are added (before its extras are chosen)."""
+        q, g = self.quotas[t], self.group_of_task[t]
+        behind = self.own_behind
+        if g < 0:
+            for p, f in zip(q.fractional, q.fraction, strict=True):
+                behind[p] += f
+            return
+        f = q.fraction[0]
+        self.off[g] += f
+        for p in self.eager[g]:
+            behind[p] += f
+
+    def passed(self, t: int) -> None:
+        """Task t's chance is used up (after its extras are chosen)."""
+        q, g = self.quotas[t], self.group_of_task[t]
+        chances = self.own_chances
+        if g < 0:
+            for p in q.fractional:
+                chances[p] -= 1
+            return
+        self.left[g] -= 1
+        for p in self.eager[g]:
+            chances[p] -= 1
+
+
+class _Tally:
+    """A per-node view of `_Shared`'s tallies: the group's for a node tracked by it."""
+
+    __slots__ = ("own", "group", "of_group")
+
+    def __init__(self, own: list[Any], group: list[int], of_group: list[Any]) -> None:
+        self.own, self.group, self.of_group = own, group, of_group
+
+    def __getitem__(self, p: int) -> Any:
+        g = self.group[p]
+        return self.own[p] if g < 0 else self.of_group[g]
+
+
 class _Extras:
     """Which nodes get the one-more slot of each task, and the repair of node totals.
 
@@ -202,17 +300,44 @@ class _Extras:
                         for q, h in zip(quotas, held, strict=True)]
         self.tasks_of: list[set[int]] = [set() for _ in range(n)]  # p -> tasks with an extra
         self._open_to: list[list[int]] | None = None
+        self._gains_of: list[list[int]] | None = None
 
     @property
     def open_to(self) -> list[list[int]]:
         """p -> the tasks it may get an extra of. Only the repair needs it, and most plans
         need no repair, so it is built on first use."""
         if self._open_to is None:
-            self._open_to = [[] for _ in range(self.n)]
+            # Tasks sharing one list of nodes (equal weights, one workName) are listed once
+            # for all those nodes: a node in one such group shares the group's list (read
+            # only), instead of 1,000 tasks x 1,000 nodes appends.
+            groups: dict[int, tuple[list[int], list[int]]] = {}
             for t, q in enumerate(self.quotas):
-                for p in q.fractional:
-                    self._open_to[p].append(t)
+                if q.fractional:
+                    groups.setdefault(id(q.fractional), (q.fractional, []))[1].append(t)
+            per: list[list[list[int]]] = [[] for _ in range(self.n)]
+            for nodes, tasks in groups.values():
+                for p in nodes:
+                    per[p].append(tasks)
+            self._open_to = [lists[0] if len(lists) == 1 else sorted(chain(*lists))
+                             for lists in per]
         return self._open_to
+
+    @property
+    def gains_of(self) -> list[list[int]]:
+        """p -> the tasks (ascending) of `open_to[p]` it held an extra of; built on first
+        use, like `open_to`."""
+        if self._gains_of is None:
+            self._gains_of = [[] for _ in range(self.n)]
+            for t, (q, gainers) in enumerate(zip(self.quotas, self.gainers, strict=True)):
+                if not gainers or not q.fractional:
+                    continue
+                # Every eligible node has a fraction (equal weights): no set to build.
+                fractional = (None if len(q.fractional) == len(q.base)
+                              else set(q.fractional))
+                for p in gainers:
+                    if fractional is None or p in fractional:
+                        self._gains_of[p].append(t)
+        return self._gains_of
 
     def choose(self) -> None:
         """Greedy pass in task order. For each task's extras, in order of preference:
@@ -223,31 +348,29 @@ class _Extras:
         4. the dealing order from a pointer that continues across tasks, as round robin's
            does, so without `previous` the result is round robin's deal.
         """
-        behind = [0.0] * self.n
-        chances = [0] * self.n  # extras each node may still get, this task's included
-        for p, times in Counter(chain.from_iterable(q.fractional for q in self.quotas)).items():
-            chances[p] = times
+        shared = _Shared(self.quotas, self.n)
+        behind, chances = shared.behind, shared.chances
         count, n = self.count, self.n
         pointer = 0
         for t, q in enumerate(self.quotas):
             self.starts.append(pointer)
             start = pointer
-            for p, f in zip(q.fractional, q.fraction, strict=True):
-                behind[p] += f
+            shared.reach(t)
             gainers = self.gainers[t]
             if q.extra >= len(q.fractional):
                 pick = list(q.fractional)
-            elif gainers and len(gainers) <= q.extra and gainers.issubset(q.fractional):
+            elif gainers and len(gainers) <= q.extra and (
+                    len(q.fractional) == len(q.base) or gainers.issubset(q.fractional)):
                 # The common sticky case, decided without ranking every node: all previous
-                # holders keep their extra, and only the rest (if any) is ranked.
+                # holders keep their extra, and only the rest (if any) is ranked. (A gainer
+                # is an eligible node: when all of them have a fraction, no check.)
                 pick = sorted(gainers)
                 if len(pick) < q.extra:
                     pick += self._rank([p for p in q.fractional if p not in gainers],
                                        q.extra - len(pick), behind, chances, start)
             else:
                 pick = self._rank(q.fractional, q.extra, behind, chances, start, gainers)
-            for p in q.fractional:
-                chances[p] -= 1
+            shared.passed(t)
             for p in pick:
                 count[p] += 1
                 self.tasks_of[p].add(t)
@@ -350,9 +473,27 @@ class _Extras:
                 if able:
                     best = (cost, t, min(able))
                     break
+            if best is not None and best[0] == 0:
+                # Only a task the taker held an extra of can still do better (-1): look at
+                # those alone, not at every later task (a node that joined held none).
+                better = self._gain_from(taker, t)
+                if better is not None:
+                    best = better
+                break
             if best is not None and best[0] == -1:
                 break
         return None if best is None else (best[0], [(best[1], best[2], taker)])
+
+    def _gain_from(self, taker: int, after: int) -> tuple[int, int, int] | None:
+        """The first task after `after` whose extra the taker held and can take back from a
+        node that did not hold it (cost -1), with that node; None if there is none."""
+        for t in self.gains_of[taker][bisect_right(self.gains_of[taker], after):]:
+            if taker in self.chosen[t]:
+                continue
+            able = [v for v in self.loose[t] if self.count[v] > self.low[v]]
+            if able:
+                return (-1, t, min(able))
+        return None
 
     def _chain(self, origin: int, *, push: bool,
                free_only: bool) -> list[tuple[int, int, int]] | None:
@@ -416,6 +557,7 @@ class _Extras:
         return path
 
 
+@without_gc
 def sticky(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader: str | None,
            leader_works: bool = True, previous: Layout | None = None) -> Plan:
     """Balanced like round robin, but slots stay where `previous` had them when they can.
@@ -508,6 +650,6 @@ def _place(q: _Quota, chosen: set[int], held: _Held, start: int,
         if p in kept:
             placed[p].extend([reuse.get(i) or Slot(name, i) for i in sorted(kept[p] + indices)])
         else:  # dealt in ascending order, and none of them was this node's before
-            placed[p].extend([Slot(name, i) for i in indices])
-    return [Slot(name, i) for i in free[k:]]
+            placed[p].extend(slots_of(name, indices))
+    return slots_of(name, free[k:])
 
