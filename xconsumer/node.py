@@ -171,6 +171,10 @@ class Node:
         self._last_full = 0.0  # monotonic time of the last full pass
         self._jitter = 1.0
         self._plans_verified = 0.0  # monotonic time the leader last checked plans/
+        # The leader's housekeeping of this pass (see _housekeep), done once the pass has
+        # applied our own slots: a slot this node gives up is not kept waiting for it.
+        self._chores: tuple[list[Any], set[str] | None, Collection[str]] | None = None
+        self._planless = False  # a follower whose last full pass found no plan for it
         self._member_names: list[str] = []
         self._member_cache: dict[str, Any] = {}
         self._seen_rebalance: int | None = None
@@ -498,6 +502,9 @@ class Node:
                 self.keys.reset()
                 self._doc_current = False  # read it afresh: we ran from our plan so far
                 self._leading = True
+                # A new leader writes every plan anyway (PlanBook starts empty): checking
+                # them first would only delay its first publish.
+                self._plans_verified = time.monotonic()
             self._lead([m for m in members if m.child in children])
         else:
             self._leading = False
@@ -506,6 +513,7 @@ class Node:
             self.publish_error = self.strategy_error = None
         plan, mzxid = (None, None) if self.is_leader else read_plan(
             self.client, self.paths, self.name, watch=self._on_watch)
+        self._planless = not self.is_leader and plan is None
         if self.is_leader or not self._take_plan(plan, mzxid):
             self.plan_source = "document"
             if self.is_leader or plan is not None:
@@ -513,6 +521,9 @@ class Node:
             else:
                 self._peek_document()
         self._apply()
+        if self._chores is not None:
+            chores, self._chores = self._chores, None
+            self._housekeep(*chores)
 
     def _read_document(self) -> None:
         """Run from the whole document: the leader, and a follower without a plan it can
@@ -580,7 +591,10 @@ class Node:
         keeps a publish from costing every node a member listing (no herd at 1,000 nodes).
         False: do the full pass (anything else woke us, or the plan is not one to trust)."""
         plan_wake = f"watch:{self.paths.plan(self.name)}"
-        if (self.is_leader or self.plan_source != "plan" or not reasons
+        # A node still without a plan (it just joined) takes its first one the same way:
+        # the full pass that registered it found the leader it trusts.
+        first = self._planless and plan_wake in reasons
+        if (self.is_leader or (self.plan_source != "plan" and not first) or not reasons
                 or not reasons <= {plan_wake, "slot", "periodic"}
                 or self._member_child is None or self._member_session != self._session_id()
                 or time.monotonic() - self._last_full > FULL_PASS_EVERY * self._jitter):
@@ -689,7 +703,7 @@ class Node:
     def _lead(self, live: list[Any]) -> None:
         members, self._wake_at = self.damper.plan_members(live, self._left_gracefully)
         if members is None:
-            self._housekeep(live, None)
+            self._chores = (live, None, ())
             return  # debouncing: look again at _wake_at
         overrides, _ = self.overrides.read(watch=self._on_watch)
         self.corruption.update(("overrides",), [self.overrides.corrupt]
@@ -708,7 +722,7 @@ class Node:
         if wait > 0:
             wake = time.monotonic() + wait
             self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
-            self._housekeep(live, None)
+            self._chores = (live, None, ())
             return
         if time.monotonic() - self._plans_verified > FULL_PASS_EVERY:
             self._plans_verified = time.monotonic()
@@ -750,7 +764,7 @@ class Node:
             self.metrics.rebalances.inc()
             self.metrics.rebalance_seconds.observe(result.seconds)
             self.metrics.moved.inc(result.moved)
-        self._housekeep(live, {t.task.name for t in tasks} if result is not None else None,
+        self._chores = (live, {t.task.name for t in tasks} if result is not None else None,
                         overrides.get("purge", ()))
 
     def _housekeep(self, live: list[Any], tasks: set[str] | None,

@@ -181,11 +181,20 @@ class Runtime:
                     self._parents.clear()  # owners/<task> deleted meanwhile: ensure again
                 return
             # ZooKeeper names only the first held slot: ask for them all at once (one
-            # round of stats) and claim the free ones; a second refusal leaves the rest
-            # to the threads.
-            stats = [self._client.exists_async(r.owner_path) for r in pending]
-            pending = [r for r, st in zip(pending, stats, strict=True)
-                       if st.get(timeout=CLAIM_TIMEOUT) is None]
+            # round of stats, each setting the slot's own watch) and claim the free ones;
+            # a second refusal leaves the rest to the threads. A slot another session
+            # holds waits on that watch (a create and a stat of its thread saved).
+            stats = [self._client.exists_async(r.owner_path, watch=r.owner_watch)
+                     for r in pending]
+            session = self._session_id()
+            free = []
+            for runner, result in zip(pending, stats, strict=True):
+                stat = result.get(timeout=CLAIM_TIMEOUT)
+                if stat is None:
+                    free.append(runner)
+                elif stat.ephemeralOwner not in (0, session):
+                    runner.wait_for_owner(stat.ephemeralOwner)
+            pending = free
         else:
             return
         stat = self._client.exists_async(pending[0].owner_path).get(timeout=CLAIM_TIMEOUT)

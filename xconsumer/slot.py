@@ -242,6 +242,9 @@ class SlotRunner:
         self.checkpoint: SlotCheckpoint | None = None
         self.held_fence: int | None = None  # fence of the znode a failed release left
         self.claimed_fence: int | None = None  # fence the runtime claimed for us, if it did
+        # Session of the previous owner whose znode the runtime found in its batched claim,
+        # with our watch set on it then: the thread waits for it instead of asking again.
+        self.held_by: int | None = None
         # One watcher for the owner znode, registered again and again: kazoo keeps watchers
         # in a set, so the same callable never piles up while we wait (a fresh lambda per
         # wait would leak one per retry until the znode changes).
@@ -255,6 +258,17 @@ class SlotRunner:
     # -- control (any thread) -------------------------------------------------------------
     def start(self) -> None:
         self.thread.start()
+
+    @property
+    def owner_watch(self) -> Callable[[Any], None]:
+        """The watcher that wakes this runner when its owner znode changes."""
+        return self._owner_watch
+
+    def wait_for_owner(self, session: int) -> None:
+        """Our owner znode is held by `session` and `owner_watch` is set on it (the runtime's
+        batched claim asked for every held slot at once): the thread starts by waiting for
+        it to go, instead of a create and a stat of its own. Before `start()` only."""
+        self.held_by = session
 
     def claimed(self, fence: int) -> None:
         """Our owner znode was created for us (the runtime claims a generation's free slots
@@ -342,6 +356,11 @@ class SlotRunner:
             # The lease ended since the claim: wait for it as any claim does below (the
             # znode, if our session still holds it, is adopted then).
             self.fence = self.owner_version = None
+        if self.held_by is not None and not self.stop_event.is_set():
+            waited_for = f"{self.held_by:x}"
+            self.log.info("waiting for the previous owner (session {}) to release", waited_for)
+            self._wake.wait(self._retry_wait * 5)  # the watch wakes us; bounded all the same
+            self._wake.clear()
         while not self.stop_event.is_set():
             if not self._lease.valid():
                 self._wake.wait(0.05)

@@ -157,3 +157,44 @@ def test_the_orphan_sweep_spares_a_keyed_znode_another_runner_holds(
         assert zk.exists(paths.slot_owner("k", 1, "a")) is not None
     finally:
         rt.stop_all(time.monotonic() + 5)
+
+
+def test_held_slots_wait_on_the_watch_the_claim_set(zk: KazooClient, zk_hosts, zk_root,
+                                                     record, monkeypatch) -> None:
+    """The claim's round of stats sets each held slot's watch: its thread makes no create
+    of its own while the previous owner holds it, and starts when it is gone, woken by
+    that watch (the threads' own look again is put a minute away)."""
+    paths = Paths(zk_root, "it")
+    other = _client(zk_hosts)
+    other.start()
+    for i in range(2, 6):
+        other.create(paths.owner("r", i), b"{}", ephemeral=True, makepath=True)
+    creates: list[str] = []
+    real = zk.create_async
+
+    def counting(path, *args, **kwargs):
+        creates.append(path)
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(zk, "create_async", counting)
+    real_init = SlotRunner.__init__
+
+    def patient(self, *args, **kwargs):
+        real_init(self, *args, **{**kwargs, "retry_wait": 12.0})
+    monkeypatch.setattr(SlotRunner, "__init__", patient)
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=6)
+    try:
+        rt.apply({Slot("r", i): task for i in range(6)}, 1)
+        held = [r for r in rt.runners() if r.slot.index >= 2]
+        assert {r.held_by for r in held} == {other.client_id[0]}
+        wait_until(lambda: {r.slot.index for r in rt.runners() if r.state == "running"}
+                   == {0, 1} and all(r.state == "waiting" for r in held), 10)
+        assert creates == []  # the threads wait on the claim's watches
+        other.stop()
+        other.close()
+        wait_until(lambda: all(r.state == "running" for r in rt.runners()), 10)
+        assert sorted(creates) == sorted(paths.owner("r", i) for i in range(2, 6))
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+        other.stop()
+        other.close()
