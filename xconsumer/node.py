@@ -162,6 +162,7 @@ class Node:
         self._doc: dict[str, Any] | None = None
         self._doc_current = False  # False once a watch says the document changed
         self.plans = PlanBook()  # what we wrote under plans/ while leading
+        self.plans.defer_collect = True  # departed nodes' plans go with the housekeeping
         self._memo = DocMemo()  # the document the leader last read or wrote
         self._assigned: dict[Slot, TaskConfig] = {}  # what the plan or document gives us
         self.plan_source: str | None = None  # "plan" or "document": where _assigned is from
@@ -773,6 +774,7 @@ class Node:
         publish, and never allowed to stop it: whatever someone left under these
         containers, housekeeping only reports."""
         try:
+            self.plans.collect_deferred(self.client, self.paths)
             self._sweep_left_markers({m.name for m in live} | set(self.damper.ghosts))
             if tasks is not None:
                 self._collect_garbage(tasks)

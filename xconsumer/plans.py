@@ -37,6 +37,7 @@ from kazoo.exceptions import (
     NoAuthError,
     NodeExistsError,
     NoNodeError,
+    NotEmptyError,
     UnimplementedError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
@@ -144,8 +145,13 @@ class PlanBook:
         self.check_due = False  # verify before the next write
         self.broken: dict[str, str] = {}  # plans ZooKeeper refuses to take: name -> why
         self._table: tuple[Any, Any] = (None, None)  # tasks and keys of the last plans written
+        # A node's leader defers the deletes of departed nodes' plans to its housekeeping
+        # (collect_deferred); without it (a script, the benchmark) commit deletes them.
+        self.defer_collect = False
+        self.gone: set[str] = set()  # departed nodes whose plans wait for collect_deferred
 
     def reset(self) -> None:
+        self.gone = set()
         self.known, self.mzxids, self.existing, self.synced = {}, {}, None, None
         self.check_due, self.broken, self._table = False, {}, (None, None)
 
@@ -216,6 +222,7 @@ class PlanBook:
                 self.known[name] = changes.wanted[name]
                 self.mzxids[name] = changes.landed[name]
                 self.existing.add(name)
+                self.gone.discard(name)  # back before its deferred delete: keep it
         for name, why in changes.refused.items():
             self.known.pop(name, None)
             self.mzxids.pop(name, None)
@@ -239,8 +246,19 @@ class PlanBook:
             self.refused()
         else:
             self.written(client, paths, changes)
-            self.collect(client, paths, changes)
+            if self.defer_collect:
+                self.gone.update(changes.gone)
+            else:
+                self.collect(client, paths, changes)
         return refused
+
+    def collect_deferred(self, client: KazooClient, paths: Paths) -> None:
+        """`collect` the departed nodes' plans that commits left for later (see
+        `defer_collect`): the leader does it with its housekeeping, after applying its own
+        slots, so a publish that removes a node keeps no slot waiting for those deletes."""
+        if self.gone:
+            gone, self.gone = sorted(self.gone), set()
+            self.collect(client, paths, PlanWrites(self.synced or 0, gone=gone))
 
     def collect(self, client: KazooClient, paths: Paths, changes: PlanWrites) -> None:
         """Delete the plans of nodes no longer in the document, after the publish and never
@@ -256,9 +274,14 @@ class PlanBook:
 
 
 def _delete(client: KazooClient, path: str) -> bool:
-    """Delete with whatever is under it; False if ZooKeeper refused (it is still there)."""
+    """Delete with whatever is under it; False if ZooKeeper refused (it is still there).
+    One request for a plan as the leader writes it; the listing of a recursive delete only
+    for one that someone put a child under."""
     try:
-        client.delete(path, recursive=True)
+        try:
+            client.delete(path)
+        except NotEmptyError:
+            client.delete(path, recursive=True)
     except NoNodeError:
         return True
     except (KazooException, KazooTimeoutError) as exc:

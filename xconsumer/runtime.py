@@ -172,7 +172,12 @@ class Runtime:
             tx = self._client.transaction()
             for runner in pending:
                 tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
-            results = tx.commit_async().get(timeout=CLAIM_TIMEOUT)
+            committed = tx.commit_async()
+            # Sent behind the transaction on the same session, so ZooKeeper answers it after
+            # applying it (requests of one session are served in order): the czxid of what
+            # it created, without a round trip of its own.
+            probe = self._client.exists_async(pending[0].owner_path)
+            results = committed.get(timeout=CLAIM_TIMEOUT)
             failed = [results[i] for i in refused_ops(results)]
             if not any(isinstance(r, Exception) for r in results):
                 break
@@ -197,7 +202,7 @@ class Runtime:
             pending = free
         else:
             return
-        stat = self._client.exists_async(pending[0].owner_path).get(timeout=CLAIM_TIMEOUT)
+        stat = probe.get(timeout=CLAIM_TIMEOUT)
         if stat is None or stat.ephemeralOwner != self._session_id():
             return  # not what we created: the threads look for themselves
         for runner in pending:  # one transaction: every znode it made has its czxid
