@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -45,7 +45,6 @@ __all__ = ["DocMemo", "Published", "build_doc", "doc_plan", "doc_tasks", "doc_un
            "valid_doc"]
 
 
-@dataclass
 class DocMemo:
     """The last assignment document this node read or wrote, known by its mzxid.
 
@@ -53,27 +52,47 @@ class DocMemo:
     most passes find the one it wrote itself: a stat with the same mzxid (a write names
     one creation and one change, so equal mzxids are equal bytes) stands for the read,
     which at 100,000 slots saves the transfer, the decoding and the Slot objects of the
-    previous plan. Whoever else writes the znode changes its mzxid: then it is read."""
+    previous plan. Whoever else writes the znode changes its mzxid: then it is read.
 
-    mzxid: int | None = None
-    doc: dict[str, Any] | Corrupt | None = None
-    _plan: dict[str, list[Slot]] | None = field(default=None, repr=False)
-    _source: Plan | None = field(default=None, repr=False)  # the plan `doc` was built from
+    The controller and the API thread both read through it: what it holds is one tuple,
+    replaced whole, so a reader never pairs one document's mzxid with another's data."""
+
+    def __init__(self) -> None:
+        # (mzxid, decoded document or Corrupt, the Plan it was built from when we wrote it)
+        self._entry: tuple[int | None, dict[str, Any] | Corrupt | None, Plan | None] = (
+            None, None, None)
+        self._plan: tuple[Any, dict[str, list[Slot]]] | None = None  # (document, its plan)
+
+    @property
+    def mzxid(self) -> int | None:
+        return self._entry[0]
+
+    @property
+    def doc(self) -> dict[str, Any] | Corrupt | None:
+        return self._entry[1]
 
     def remember(self, mzxid: int, doc: dict[str, Any] | Corrupt,
                  source: Plan | None = None) -> None:
-        self.mzxid, self.doc, self._plan, self._source = mzxid, doc, None, source
+        self._entry = (mzxid, doc, source)
+
+    def lookup(self, mzxid: int) -> tuple[bool, dict[str, Any] | Corrupt | None]:
+        """(True, the document) if the one remembered has this mzxid."""
+        known, doc, _ = self._entry
+        return known == mzxid, doc
 
     def plan_of(self, doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
         """`doc_plan(doc)`, built once for the remembered document (from the Slot objects
-        of the plan it was built from, when this node wrote it)."""
-        if doc is None or doc is not self.doc:
+        of the plan it was built from, when this node wrote it). Callers must not change
+        it: the strategy guard gives user code copies."""
+        _, remembered, source = self._entry
+        if doc is None or doc is not remembered:
             return doc_plan(doc)
-        if self._plan is None:
-            self._plan = (doc_plan(doc) if self._source is None
-                          else _grouped_plan(self._source))
-            self._source = None
-        return self._plan
+        cached = self._plan
+        if cached is not None and cached[0] is doc:
+            return cached[1]
+        plan = doc_plan(doc) if source is None else _grouped_plan(source)
+        self._plan = (doc, plan)
+        return plan
 
 
 @without_gc
@@ -87,8 +106,9 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
         stat = client.exists(paths.assignment, watch=watch)
         if stat is None:
             return None, -1
-        if stat.mzxid == memo.mzxid:
-            return memo.doc, stat.version
+        hit, doc = memo.lookup(stat.mzxid)
+        if hit:
+            return doc, stat.version
     try:
         raw, stat = client.get(paths.assignment, watch=watch)
     except NoNodeError:
@@ -102,20 +122,22 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
 
 
 def _grouped_plan(plan: Plan) -> dict[str, list[Slot]]:
-    """`doc_plan` of the document built from `plan`, from its own Slot objects: a node's
-    slots grouped by task in order of first appearance, as the document lists them (the
-    strategies already deal them so; the check runs in C)."""
+    """`doc_plan` of the document built from `plan` as ZooKeeper stores it, from the plan's
+    own Slot objects: nodes in name order, a node's slots grouped by task in name order
+    (the encoding sorts keys), each task's in the order dealt. The strategies deal a
+    node's slots already so; the check runs in C."""
     out: dict[str, list[Slot]] = {}
     task = itemgetter(0)
-    for node, slots in plan.nodes.items():
+    for node in sorted(plan.nodes):
+        slots = plan.nodes[node]
         runs = [(name, list(run)) for name, run in groupby(slots, task)]
-        if len(runs) == len({name for name, _ in runs}):
+        if all(a[0] < b[0] for a, b in zip(runs, runs[1:], strict=False)):
             out[node] = list(slots)
             continue
         groups: dict[str, list[Slot]] = {}
         for name, run in runs:
             groups.setdefault(name, []).extend(run)
-        out[node] = [s for group in groups.values() for s in group]
+        out[node] = [s for name in sorted(groups) for s in groups[name]]
     return out
 
 

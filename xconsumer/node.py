@@ -448,8 +448,10 @@ class Node:
             return
         self._last_full = time.monotonic()
         self._jitter = random.uniform(0.8, 1.2)  # nodes' full passes do not fall together
+        self._chores = None  # only this pass's own, by a leader (an earlier pass may have failed)
         if self._member_child is None or self._member_session != self._session_id():
             self._member_child = None
+            self._memo = DocMemo()  # a new session: whatever we remembered is read again
             self._register()
             if self._member_child is None:
                 return  # leaving

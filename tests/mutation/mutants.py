@@ -336,8 +336,8 @@ MUTANTS: list[Mutant] = [
         "every publish rewrites (and wakes) every node's plan: the herd is back"),
     Mutant(
         "document-memo-trusted-blindly", "xconsumer/leader.py",
-        "        if stat.mzxid == memo.mzxid:\n",
-        "        if memo.mzxid is not None:\n",
+        "        return known == mzxid, doc\n",
+        "        return known is not None, doc\n",
         [f"{DM}::test_a_document_written_by_someone_else_is_read_and_repaired"],
         "the leader trusts its copy of the document whoever wrote it since: a forged or "
         "corrupt document stays published"),
@@ -348,4 +348,13 @@ MUTANTS: list[Mutant] = [
         ["tests/integration/test_claims.py::test_held_slots_wait_on_the_watch_the_claim_set"],
         "a slot found held in the batched claim waits without a watch: it starts only at its "
         "thread's next look, seconds after its previous owner let it go"),
+    Mutant(
+        "stale-housekeeping-runs-later", "xconsumer/node.py",
+        "        self._chores = None  # only this pass's own, by a leader (an earlier pass may "
+        "have failed)\n",
+        "",
+        ["tests/integration/test_leader_chores.py::test_housekeeping_left_by_a_failed_pass_"
+         "never_runs_later"],
+        "housekeeping left by a pass that failed runs later, on a follower, with an old task "
+        "table: a newer once-task's done marker is deleted and the task runs again"),
 ]

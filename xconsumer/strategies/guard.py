@@ -26,7 +26,7 @@ from typing import Any
 
 from loguru import logger
 
-from .base import Layout, Member, Plan, Strategy, TaskLike, dealing_order
+from .base import Layout, Member, Plan, Strategy, TaskLike, _layout, dealing_order
 from .round_robin import round_robin
 from .validate import summary, validate_plan
 
@@ -69,9 +69,12 @@ class StrategyRunner:
             plan, error = strategy(tasks, members, leader=leader, leader_works=leader_works,
                                    previous=previous), None
         else:
+            # The previous plan may be the leader's remembered one (leader.DocMemo), used
+            # again next pass: user code gets lists of its own.
             plan, error = self._guarded(name, strategy, tuple(tasks), tuple(members),
                                         leader=leader, leader_works=leader_works,
-                                        previous=previous)
+                                        previous=None if previous is None else {
+                                            n: list(s) for n, s in _layout(previous).items()})
         if error is not None:
             error = f"{error}; using {FALLBACK} instead"
             plan = round_robin(tasks, members, leader=leader, leader_works=leader_works)

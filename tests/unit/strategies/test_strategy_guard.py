@@ -117,6 +117,27 @@ def test_the_strategy_gets_copies_it_cannot_spoil():
     assert tasks == TASKS and plan == RR and "AttributeError" in (error or "")
 
 
+def test_the_previous_plan_a_strategy_gets_is_its_own():
+    """The leader hands the same remembered previous plan to every pass while the document
+    is unchanged (leader.DocMemo): a strategy that consumes its lists must not empty it
+    for the next pass (found by review)."""
+    seen: list[dict[str, list[Slot]]] = []
+
+    class Consumes(Strategy):
+        def __call__(self, tasks, members, *, leader, leader_works=True, previous=None):
+            seen.append({n: list(s) for n, s in (previous or {}).items()})
+            for slots in (previous or {}).values():
+                slots.clear()
+            return GOOD
+
+    previous = {n: list(s) for n, s in GOOD.nodes.items()}
+    r, _ = runner(Consumes())
+    for _ in range(2):
+        plan, error = r.run("mine", TASKS, MEMBERS, leader="L", previous=previous)
+        assert error is None and plan == GOOD
+    assert seen == [previous, previous] and previous == {n: list(s) for n, s in GOOD.nodes.items()}
+
+
 def test_builtins_run_directly_and_unknown_names_fall_back():
     plan, error = run_strategy("sticky", TASKS, MEMBERS, leader="L")
     assert error is None and plan == sticky(TASKS, MEMBERS, leader="L")
