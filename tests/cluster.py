@@ -164,6 +164,10 @@ class Cluster:
         doc = valid_doc(read_assignment(self.client, self.paths)[0])
         if doc is None or set(doc.get("members", [])) != names:
             return None
+        if view.get("generation") != doc.get("generation"):
+            # The view read the document before a publish that this read sees: its
+            # assignment is the older one (seen once the leader got faster to publish).
+            return None
         assigned = {f"{s['task']}/{s['slot']}": node
                     for node, slots in view["assignment"].items() for s in slots}
         if set(assigned) != self.expected_slots() or not set(assigned.values()) <= names:

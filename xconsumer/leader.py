@@ -101,8 +101,9 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
                     ) -> tuple[dict[str, Any] | Corrupt | None, int]:
     """The published assignment (decoded, or Corrupt) and its znode version (-1: none yet).
 
-    With `memo`, a stat first: an unchanged document is not read again (see DocMemo)."""
-    if memo is not None:
+    With `memo`, a stat first: an unchanged document is not read again (see DocMemo); with
+    nothing remembered yet (a new leader, a new session) it is read at once."""
+    if memo is not None and memo.mzxid is not None:
         stat = client.exists(paths.assignment, watch=watch)
         if stat is None:
             return None, -1
