@@ -67,10 +67,6 @@ class DocMemo:
     def mzxid(self) -> int | None:
         return self._entry[0]
 
-    @property
-    def doc(self) -> dict[str, Any] | Corrupt | None:
-        return self._entry[1]
-
     def remember(self, mzxid: int, doc: dict[str, Any] | Corrupt,
                  source: Plan | None = None) -> None:
         self._entry = (mzxid, doc, source)

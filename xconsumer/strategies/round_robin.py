@@ -93,7 +93,6 @@ def round_robin(tasks: Sequence[TaskLike], members: Sequence[Member], *, leader:
     return Plan({k: tuple(v) for k, v in result.items()}, tuple(unassigned))
 
 
-
 def _deal(task: TaskLike, turns: list[int], pointer: int, order: Sequence[Member],
           result: dict[str, list[Slot]]) -> int:
     """The deal of one task when every eligible node has one turn and no limit: slot i

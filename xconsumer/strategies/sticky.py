@@ -329,15 +329,9 @@ class _Extras:
         use, like `open_to`."""
         if self._gains_of is None:
             self._gains_of = [[] for _ in range(self.n)]
-            for t, (q, gainers) in enumerate(zip(self.quotas, self.gainers, strict=True)):
-                if not gainers or not q.fractional:
-                    continue
-                # Every eligible node has a fraction (equal weights): no set to build.
-                fractional = (None if len(q.fractional) == len(q.base)
-                              else set(q.fractional))
-                for p in gainers:
-                    if fractional is None or p in fractional:
-                        self._gains_of[p].append(t)
+            for t in range(len(self.quotas)):
+                for p in self._held_fractional(t):
+                    self._gains_of[p].append(t)
         return self._gains_of
 
     def choose(self) -> None:
@@ -360,12 +354,12 @@ class _Extras:
             gainers = self.gainers[t]
             if q.extra >= len(q.fractional):
                 pick = list(q.fractional)
-            elif gainers and len(gainers) <= q.extra and (
-                    len(q.fractional) == len(q.base) or gainers.issubset(q.fractional)):
+            elif gainers and len(gainers) <= q.extra and len(
+                    held := self._held_fractional(t)) == len(gainers):
                 # The common sticky case, decided without ranking every node: all previous
-                # holders keep their extra, and only the rest (if any) is ranked. (A gainer
-                # is an eligible node: when all of them have a fraction, no check.)
-                pick = sorted(gainers)
+                # holders (each with a fraction) keep their extra, and only the rest (if
+                # any) is ranked.
+                pick = list(held)
                 if len(pick) < q.extra:
                     pick += self._rank([p for p in q.fractional if p not in gainers],
                                        q.extra - len(pick), behind, chances, start)
@@ -550,7 +544,8 @@ class _Extras:
 
     def _held_fractional(self, t: int) -> list[int]:
         """Task t's gainers that have a fraction, ascending like `fractional` (which lists
-        nodes in dealing order); built once per task."""
+        nodes in dealing order); built once per task. When every eligible node has one
+        (equal weights), no set is built: a gainer is an eligible node."""
         cached = self._held_of.get(t)
         if cached is None:
             q = self.quotas[t]
