@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
 from loguru import logger
 
 from .assignment import Member
@@ -41,6 +46,7 @@ class MemberRecord:
     data: dict[str, Any] = field(default_factory=dict)
     session: int = 0
     corrupt: Corrupt | None = None  # data that does not decode: in the election, no slots
+    known: bool = True  # False: a follower's listing that did not read this member's data
 
     @property
     def name(self) -> str:
@@ -69,33 +75,61 @@ READ_TIMEOUT = 30.0  # a member's data read, bounded like every call (a dead con
 def read_members(client: KazooClient, paths: Paths,
                  watch: Callable[[Any], None] | None = None,
                  cache: dict[str, MemberRecord | None] | None = None,
-                 corrupt: list[Corrupt] | None = None) -> list[MemberRecord]:
+                 corrupt: list[Corrupt] | None = None,
+                 focus: str | None = None) -> list[MemberRecord]:
     """Every election candidate in sequence order (corrupt ones flagged); a member that
     vanished mid-read is skipped. Problems found are appended to `corrupt`.
 
     A member znode's data is written once, at creation (its own node rewrites it if it was
     edited), so with a `cache` (child name -> record, None for a child that is no member)
     only new children are read: one read per join instead of one per member on every pass.
+
+    With `focus` (a follower's own child) only the data the election needs is read: the
+    front of the list up to the first member whose data decodes (the leader, unless a
+    corrupt one is ahead of it) and `focus` itself. The others come back `known=False`,
+    with no data: a follower deals no slots, and reading every member cost each of N nodes
+    N reads when a cluster formed (N^2/2 in all, what kept 1,000 members from forming).
+    The election's outcome is the same as with every member read: it follows names alone,
+    and a corrupt member is skipped only at the front, where its data was read.
     """
     try:
         children = client.get_children(paths.nodes, watch=watch)
     except NoNodeError:
         return []
     ordered = sorted(children, key=node_seq)
+    members = [child for child in ordered if is_member_child(child)]
+    wanted = (members if focus is None
+              else [c for c in (members[:1] + [focus]) if c in children])
     # Every read goes out before the first answer is awaited: one round trip for a join of
     # many (a registering node reads every member), not one per member.
-    pending = {child: client.get_async(paths.node(child)) for child in ordered
-               if is_member_child(child) and (cache is None or child not in cache)}
+    pending = {child: client.get_async(paths.node(child)) for child in wanted
+               if cache is None or not _known(cache.get(child, _UNREAD))}
+    front = focus is not None  # still looking for the first member whose data decodes
     records = []
     for child in ordered:
-        if cache is not None and child in cache:
-            rec = cache[child]
-        else:
+        rec = _UNREAD if cache is None else cache.get(child, _UNREAD)
+        if rec is not _UNREAD and not _known(rec) and (focus is None or front
+                                                       or child == focus):
+            rec = _UNREAD  # a follower's placeholder, and now its data is needed
+        if rec is _UNREAD:
+            if focus is not None and not front and child != focus:
+                if not is_member_child(child):
+                    continue
+                # Kept in the cache too: a follower's pass builds no record per member.
+                rec = MemberRecord(child, node_seq(child), known=False)
+                if cache is not None:
+                    cache[child] = rec
+                records.append(rec)
+                continue
+            if child not in pending and is_member_child(child):
+                pending[child] = client.get_async(paths.node(child))  # behind a corrupt one
             rec = _read_member(paths, child, pending.get(child))
             if rec is False:
                 continue  # vanished between the listing and the read
             if cache is not None and not (rec is not None and rec.corrupt):
                 cache[child] = rec  # corrupt data is read again until its node repairs it
+        if front and isinstance(rec, MemberRecord) and rec.corrupt is None:
+            front = False
         if rec is None:
             if corrupt is not None:
                 corrupt.append(Corrupt("member", paths.node(child),
@@ -109,6 +143,14 @@ def read_members(client: KazooClient, paths: Paths,
         for gone in set(cache) - set(children):
             del cache[gone]
     return records
+
+
+_UNREAD: Any = object()  # no record cached for a child
+
+
+def _known(rec: Any) -> bool:
+    """A cached record that stands for a read: a member's, or None (no member at all)."""
+    return rec is not _UNREAD and (rec is None or rec.known)
 
 
 def _read_member(paths: Paths, child: str, pending: Any) -> MemberRecord | None | bool:
@@ -153,48 +195,79 @@ def dedupe_by_name(records: list[MemberRecord]) -> list[MemberRecord]:
 
 
 def register(client: KazooClient, paths: Paths, data: dict[str, Any], *,
-             wait_for_name: float, cache: dict[str, MemberRecord | None] | None = None
-             ) -> tuple[str, int]:
+             wait_for_name: float) -> tuple[str, int]:
     """Join the group; returns (child name, session id).
 
-    A node restarted under the same name right after a crash finds its old ephemeral still
-    there until the old session expires. We wait for it (up to `wait_for_name`) instead of
-    joining twice under one name; a genuinely different live process with our name is an
-    error the user must fix.
+    The member znode is created in one transaction with an ephemeral claim on the node's
+    name (`names/<name>`): a second live process under our name holds it, so the name check
+    costs one request instead of a read of every member (which made a forming cluster of N
+    members read N^2/2 of them). A node restarted under the same name right after a crash
+    finds its old claim still there until the old session expires; we wait for it (up to
+    `wait_for_name`) instead of joining twice under one name; a genuinely different live
+    process with our name is an error the user must fix.
     """
     name = data["id"]
     session = client.client_id[0] if client.client_id else 0
+    claim = paths.name_claim(name)
     deadline = time.monotonic() + wait_for_name
     announced = False
-    # The second read below only reads new members; with the node's own `cache`, so does
-    # its first pass after joining (a joining node reads every member once, not three times).
-    seen: dict[str, MemberRecord | None] = {} if cache is None else cache
     while True:
-        twins = [r for r in read_members(client, paths, cache=seen)
-                 if r.corrupt is None and r.name == name and r.session != session]
-        if not twins:
-            break
-        twin = twins[0]
+        tx = client.transaction()
+        tx.create(claim, dumps(data), ephemeral=True)
+        tx.create(paths.node_prefix, dumps(data), ephemeral=True, sequence=True)
+        results = tx.commit()
+        if not any(isinstance(r, Exception) for r in results):
+            return str(results[1]).rsplit("/", 1)[1], session
+        if isinstance(results[0], NoNodeError) or isinstance(results[1], NoNodeError):
+            client.ensure_path(paths.names)  # deleted by hand
+            client.ensure_path(paths.nodes)
+            continue
+        if not isinstance(results[0], NodeExistsError):
+            raise next(r for r in results if isinstance(r, Exception) and not isinstance(
+                r, RolledBackError))
+        gone = threading.Event()
+        try:
+            raw, stat = client.get(claim, watch=lambda _e, ev=gone: ev.set())
+        except NoNodeError:
+            continue
+        if stat.ephemeralOwner in (session, 0):
+            # Ours (an earlier attempt on this session was applied after its reply was lost,
+            # or our member znode was deleted by hand) or made by hand (no live node's): it
+            # goes, and so does any member znode of ours it was created with (it would
+            # shadow the new one).
+            _drop_claim(client, paths, claim, stat, session)
+            continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            twin = decode_member(raw, claim)
+            where = ("" if isinstance(twin, Corrupt)
+                     else f", host {twin.get('host')}, pid {twin.get('pid')}")
             raise NodeNameInUse(
-                f"node name {name!r} is already used by a live node ({paths.node(twin.child)}, "
-                f"host {twin.data.get('host')}, pid {twin.data.get('pid')}); "
+                f"node name {name!r} is already used by a live node ({claim}{where}); "
                 "give this node another name with --name or XCONSUMER_NAME")
         if not announced:
-            logger.info("node name {} still held by {} (an earlier session?); waiting up to "
-                        "{:.1f}s for it to expire", name, twin.child, remaining)
+            logger.info("node name {} still held by another session (an earlier one?); "
+                        "waiting up to {:.1f}s for it to expire", name, remaining)
             announced = True
-        gone = threading.Event()
-        if client.exists(paths.node(twin.child), watch=lambda _e, ev=gone: ev.set()) is not None:
-            gone.wait(min(remaining, 1.0))
-    path, stat = client.create(paths.node_prefix, dumps(data), ephemeral=True, sequence=True,
-                               makepath=True, include_data=True)
-    child, session = path.rsplit("/", 1)[1], stat.ephemeralOwner
-    # An earlier attempt on this same session may have been applied after its reply was lost
-    # (the connection dropped): that twin is ours and must go, or it would shadow this one.
-    for rec in read_members(client, paths, cache=seen):
-        if rec.session == session and rec.child != child and (rec.corrupt or rec.name == name):
-            with contextlib.suppress(NoNodeError):
-                client.delete(paths.node(rec.child))
-    return child, session
+        gone.wait(min(remaining, 1.0))
+
+
+def _drop_claim(client: KazooClient, paths: Paths, claim: str, stat: Any,
+                session: int) -> None:
+    """Delete a claim that is no live node's but ours (and our stray member znodes), or one
+    made by hand. Rare: it reads the stat of every member, once."""
+    if session and stat.ephemeralOwner == session:
+        children = client.get_children(paths.nodes)
+        stats = {c: client.exists_async(paths.node(c)) for c in children if is_member_child(c)}
+        for child, pending in stats.items():
+            try:
+                st = pending.get(timeout=READ_TIMEOUT)
+            except NoNodeError:
+                continue
+            if st is not None and st.ephemeralOwner == session:
+                with contextlib.suppress(NoNodeError):
+                    client.delete(paths.node(child))
+    else:
+        logger.warning("{} was not made by a node (not ephemeral): deleted", claim)
+    with contextlib.suppress(NoNodeError, BadVersionError):
+        client.delete(claim, version=stat.version)

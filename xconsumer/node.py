@@ -70,6 +70,9 @@ _ZK_ERRORS = (KazooException, KazooTimeoutError)
 # A follower re-lists the members (and checks the election) at least this often even when
 # only its plan or its slots woke it; a wake-up that concerns neither goes the full way.
 FULL_PASS_EVERY = 30.0
+# Wake-ups a follower running from its plan answers without listing the members: they
+# change what it may run (its lease, its slots' state), not who is in the cluster.
+LIGHT_REASONS = frozenset({"slot", "periodic", "lease ended", "lease renewed"})
 
 
 class RunState(enum.Enum):
@@ -176,7 +179,8 @@ class Node:
         # applied our own slots: a slot this node gives up is not kept waiting for it.
         self._chores: tuple[list[Any], set[str] | None, Collection[str]] | None = None
         self._planless = False  # a follower whose last full pass found no plan for it
-        self._member_names: list[str] = []
+        self._member_names: list[str] = []  # the members' names this node knows
+        self._member_seen: dict[str, str | None] = {}  # member child -> name (None: not read)
         self._member_cache: dict[str, Any] = {}
         self._seen_rebalance: int | None = None
         self.damper = Damper(rejoin_grace=config.assignment.rejoin_grace,
@@ -358,8 +362,7 @@ class Node:
             with contextlib.suppress(NoNodeError):
                 self.client.delete(self.paths.left_marker(self.name))
             child, session = register(self.client, self.paths, self.member_data(),
-                                      wait_for_name=self.session.timeout + 2.0,
-                                      cache=self._member_cache)
+                                      wait_for_name=self.session.timeout + 2.0)
             self._member_child, self._member_session = child, session
             self._member_version = 0
             self.lease.member = self.paths.node(child)
@@ -455,28 +458,35 @@ class Node:
             self._register()
             if self._member_child is None:
                 return  # leaving
-        corrupt: list[Corrupt] = []
-        # Only the leader watches the member list: a follower hears of its predecessor
-        # (election) and of the assignment, so a join or leave wakes the leader and one
-        # follower instead of every node twice (see the members benchmark).
-        watching = self.is_leader
-        candidates = self._candidates(read_members(
-            self.client, self.paths, watch=self._on_watch if watching else None,
-            cache=self._member_cache, corrupt=corrupt))
+        # Only the leader watches the member list and reads every member's data: a follower
+        # hears of its predecessor (election) and of the assignment, so a join or leave
+        # wakes the leader and one follower instead of every node twice, and it reads only
+        # the data the election needs (see read_members). A follower that finds itself
+        # first reads again as the leader: it deals from every member's data, and every
+        # join and leave must wake it from now on (the watch comes with that listing).
+        own = self._member_child
+        for full in dict.fromkeys((self.is_leader, True)):
+            corrupt: list[Corrupt] = []
+            candidates = self._candidates(read_members(
+                self.client, self.paths, watch=self._on_watch if full else None,
+                cache=self._member_cache, corrupt=corrupt,
+                focus=None if full else own))
+            children = [m.child for m in candidates]
+            if own not in children or children.index(own):
+                break
         self.corruption.update(("member",), corrupt)
         members = dedupe_by_name(candidates)
-        children = [m.child for m in candidates]
-        if self._member_child not in children:
+        if own not in children:
             if self._stop.is_set():
                 return  # we deleted it ourselves: leaving
-            logger.warning("our member znode {} is gone; rejoining", self._member_child)
+            logger.warning("our member znode {} is gone; rejoining", own)
             self.lease.invalidate()
             self.runtime.revoke_all("membership lost")
             self._member_child = None
             self._kick("rejoin")
             return
-        self._note_members([m.name for m in members])
-        pos = children.index(self._member_child)
+        self._note_members(members)
+        pos = children.index(own)
         if pos > 0:  # the election: watch only our predecessor
             self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
         if pos > 1:
@@ -486,13 +496,6 @@ class Node:
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
-        if pos == 0 and not watching:
-            # Leader from this pass on: every join and leave must wake us now. The watch
-            # comes with a fresh listing; one that changed since the read above is read
-            # again on the next pass.
-            listed = self.client.get_children(self.paths.nodes, watch=self._on_watch)
-            if set(listed) != {c.child for c in candidates}:
-                self._kick("members")
         leader = candidates[0].name
         self._leader_child = candidates[0].child
         if leader != self.leader:
@@ -589,27 +592,41 @@ class Node:
         return True
 
     def _light_pass(self, reasons: set[str]) -> bool:
-        """A follower woken only by its plan, its slots or the clock does not re-list the
-        members: it reads its plan (if that is what changed) and applies it. That is what
-        keeps a publish from costing every node a member listing (no herd at 1,000 nodes).
-        False: do the full pass (anything else woke us, or the plan is not one to trust)."""
+        """A follower woken only by its plan, its slots, its lease or the clock does not
+        re-list the members: it reads its plan (if that is what changed) and applies it.
+        That is what keeps a publish from costing every node a member listing (no herd at
+        1,000 nodes). False: do the full pass (anything else woke us, or the plan is not
+        one to trust)."""
         plan_wake = f"watch:{self.paths.plan(self.name)}"
-        # A node still without a plan (it just joined) takes its first one the same way:
-        # the full pass that registered it found the leader it trusts.
-        first = self._planless and plan_wake in reasons
-        if (self.is_leader or (self.plan_source != "plan" and not first) or not reasons
-                or not reasons <= {plan_wake, "slot", "periodic"}
+        # A node still without a plan (it just joined, or its cluster is still forming)
+        # waits for its first one the same way: the full pass that registered it found the
+        # leader it trusts, and its plan's watch wakes it. Listing the members on each of
+        # its periodic passes instead made a forming cluster of N nodes list N members N
+        # times every few seconds.
+        planless = self._planless and self.plan_source != "plan"
+        if (self.is_leader or (self.plan_source != "plan" and not planless) or not reasons
+                or not reasons <= {plan_wake, *LIGHT_REASONS}
                 or self._member_child is None or self._member_session != self._session_id()
                 or time.monotonic() - self._last_full > FULL_PASS_EVERY * self._jitter):
             return False
+        if planless and plan_wake not in reasons and self._doc_moved():
+            return False  # a leader of an older xconsumer (no plans) may have dealt us in
         if plan_wake not in reasons and "periodic" in reasons and plan_mzxid(
                 self.client, self.paths, self.name) != self._plan_mzxid:
             reasons.add(plan_wake)  # changed, and no watch told us
-        if plan_wake in reasons and not self._take_plan(*read_plan(
-                self.client, self.paths, self.name, watch=self._on_watch)):
-            return False
+        if plan_wake in reasons:
+            if not self._take_plan(*read_plan(self.client, self.paths, self.name,
+                                              watch=self._on_watch)):
+                return False
+            self._planless = False
         self._apply()
         return True
+
+    def _doc_moved(self) -> bool:
+        """Whether the document changed since a plan-less node last peeked at it (see
+        _peek_document): one stat."""
+        stat = self.client.exists(self.paths.assignment)
+        return stat is not None and stat.mzxid != self._doc_mzxid
 
     def _apply(self) -> None:
         desired = self._assigned if self.lease.valid() else {}
@@ -853,19 +870,28 @@ class Node:
                     continue
                 logger.info("removed {} (task {} is no longer in the table)", path, name)
 
-    def _note_members(self, names: list[str]) -> None:
-        before = set(self._member_names)
-        if self._member_names:
-            for name in sorted(set(names) - before):
+    def _note_members(self, members: list[Any]) -> None:
+        """Join and leave events, by member znode: a name is reported when this node knows
+        it (the leader reads every member; a follower the leader's and its own, see
+        read_members). A member first known later (a follower that took over) is no join."""
+        now = {m.child: m.name if m.known else None for m in members}
+        before = self._member_seen
+        if before:
+            names_before = {n for n in before.values() if n}
+            names_now = {n for n in now.values() if n}
+            for name in sorted({n for c, n in now.items() if c not in before and n}
+                               - names_before):
                 self.events.add("node_joined", f"{name} joined", node=name)
-            for name in sorted(before - set(names)):
+            for name in sorted({n for c, n in before.items() if c not in now and n}
+                               - names_now):
                 if self._left_gracefully(name):
                     self.events.add("node_left", f"{name} left gracefully", node=name)
                 else:
                     self.events.add("node_lost", f"{name} vanished without leaving (crash, "
                                     "kill or lost session)", node=name)
-        self._member_names = names
-        self.metrics.nodes.set(len(names))
+        self._member_seen = now
+        self._member_names = [n for n in now.values() if n]
+        self.metrics.nodes.set(len(now))
 
     def _note_assignment(self, doc: dict[str, Any] | None) -> None:
         generation = (doc or {}).get("generation")

@@ -81,6 +81,15 @@ class Paths:
         return f"{self.left}/{name}"
 
     @property
+    def names(self) -> str:
+        return f"{self.base}/names"
+
+    def name_claim(self, name: str) -> str:
+        """An ephemeral a node creates with its member znode, in one transaction: a second
+        live process under the same name finds it taken without reading every member."""
+        return f"{self.names}/{name}"
+
+    @property
     def checkpoints(self) -> str:
         return f"{self.base}/checkpoints"
 
@@ -98,7 +107,7 @@ class Paths:
 
     def all_persistent(self) -> tuple[str, ...]:
         """Containers every node makes sure exist before it joins."""
-        return (self.nodes, self.owners, self.done, self.left, self.plans)
+        return (self.nodes, self.owners, self.done, self.left, self.plans, self.names)
 
 
 _INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")

@@ -76,7 +76,7 @@ def vandalise(c: ChaosCluster, rng: random.Random) -> list[str]:
     done: list[str] = []
     for _ in range(VANDAL_STEPS):
         target = rng.choice(["assignment", "overrides", "member", "owner", "done", "left",
-                             "plan", "delete"])
+                             "plan", "name", "delete"])
         data = payload(rng)
         try:
             if target == "assignment":
@@ -104,12 +104,18 @@ def vandalise(c: ChaosCluster, rng: random.Random) -> list[str]:
                     zk.create(p.plan(name), data, makepath=True)
                 else:
                     zk.set(p.plan(name), data)
+            elif target == "name":  # a live node's claim, or one made by hand
+                name = rng.choice(["n1", "n2", "ghost"])
+                if zk.exists(p.name_claim(name)) is None:
+                    zk.create(p.name_claim(name), data, makepath=True)
+                else:
+                    zk.set(p.name_claim(name), data)
             elif target == "left":
                 zk.create(p.left_marker(rng.choice(["n1", "n2", "ghost"])), data[:1000],
                           makepath=True)
             else:
                 zk.delete(rng.choice([p.left, f"{p.done}/t0", p.owner_task("gone"), p.done,
-                                      p.plan("n2"), p.plans]),
+                                      p.plan("n2"), p.plans, p.names]),
                           recursive=rng.random() < 0.5)
         except KazooException as exc:
             done.append(f"{target}: {type(exc).__name__}")

@@ -31,6 +31,7 @@ CK = "tests/integration/test_checkpoints.py"
 LEASE_UNIT = "tests/unit/test_lease.py"
 PL = "tests/integration/test_plans.py"
 DM = "tests/integration/test_doc_memo.py"
+MR = "tests/integration/test_member_reads.py"
 
 MUTANTS: list[Mutant] = [
     # -- owner znodes: creation and release ------------------------------------------------
@@ -357,4 +358,33 @@ MUTANTS: list[Mutant] = [
          "never_runs_later"],
         "housekeeping left by a pass that failed runs later, on a follower, with an old task "
         "table: a newer once-task's done marker is deleted and the task runs again"),
+    # -- member reads and the name claim ---------------------------------------------------
+    Mutant(
+        "follower-read-stops-at-a-corrupt-front", "xconsumer/membership.py",
+        "        if front and isinstance(rec, MemberRecord) and rec.corrupt is None:\n",
+        "        if front:\n",
+        [f"{MR}::test_a_followers_read_agrees_with_a_full_read_on_the_election"],
+        "a follower stops reading at a corrupt member ahead of the leader: once that member "
+        "is taken as foreign, the follower elects one whose data it never read"),
+    Mutant(
+        "follower-leads-from-a-partial-read", "xconsumer/node.py",
+        "        for full in dict.fromkeys((self.is_leader, True)):\n",
+        "        for full in (self.is_leader,):\n",
+        [f"{MR}::test_a_follower_reads_only_the_leader_and_itself"],
+        "a follower that becomes leader deals from the few members it read, and no watch on "
+        "the member list wakes it on the next join"),
+    Mutant(
+        "live-twin-claim-taken", "xconsumer/membership.py",
+        "        if stat.ephemeralOwner in (session, 0):\n",
+        "        if True:\n",
+        [f"{MR}::test_a_live_twin_is_a_one_line_error_after_the_wait"],
+        "a second live process under a name deletes the first one's claim and joins: two "
+        "nodes under one name"),
+    Mutant(
+        "lost-reply-stray-member-kept", "xconsumer/membership.py",
+        "            if st is not None and st.ephemeralOwner == session:\n",
+        "            if False:\n",
+        [f"{MR}::test_an_earlier_attempt_whose_reply_was_lost_is_replaced"],
+        "a join retried after a lost reply leaves the first attempt's member znode: the node "
+        "is in the election twice"),
 ]

@@ -1,0 +1,182 @@
+"""What a node reads of the member list, and the name claim it joins with (real ZooKeeper).
+
+A follower reads only the data its election needs (the leader's, its own, and any corrupt
+member ahead of the leader); the leader reads every member. The name check is an ephemeral
+claim created with the member znode in one transaction, not a scan of every member.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kazoo.client import KazooClient
+
+from tests.conftest import _client
+from tests.integration.test_node import RECORD_TASK, make_config, running, start
+from tests.util import wait_until
+from xconsumer.errors import NodeNameInUse
+from xconsumer.membership import read_members, register
+from xconsumer.paths import Paths
+
+
+def member_data(name: str) -> dict:
+    return {"id": name, "host": "h", "pid": 1, "handlers": ["RunRecord"], "state": "active"}
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+def test_a_follower_reads_only_the_leader_and_itself(zk_hosts, zk_root, nodes, record):
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    a, b, c = (start(nodes, config, name) for name in ("a", "b", "c"))
+    wait_until(lambda: running(a) | running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
+    wait_until(lambda: set(a._member_cache) == {a._member_child, b._member_child,
+                                                c._member_child}, 10)
+    for follower in (b, c):
+        follower._kick("test")  # a full pass, after every join
+        wait_until(lambda f=follower: f._member_names == ["a", f.name]
+                   and f.metrics.nodes._value.get() == 3, 10)
+        read = {c for c, r in follower._member_cache.items() if r is None or r.known}
+        assert read == {a._member_child, follower._member_child}
+        assert follower.leader == "a" and not follower.is_leader
+    # The next in line takes over with every member's data (it deals the slots).
+    a.stop(timeout=5)
+    wait_until(lambda: b.is_leader and set(b._member_names) == {"b", "c"}, 15)
+    wait_until(lambda: running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
+    # Members it had not read before are no joins.
+    assert not [e for e in b.events.since(0) if e["kind"] == "node_joined"]
+
+
+# A member znode as a hand edit or an older version could leave it: (kind, data).
+ZNODE = st.sampled_from([
+    ("member", None), ("member", None), ("member", None),
+    ("corrupt", b"\x00not json{"), ("corrupt", b'{"id": 7}'), ("corrupt", b"[]"),
+    ("persistent", None),  # an n-<seq> child that is not ephemeral: no member at all
+    ("foreign-name", None),  # not named n-<seq>: no member at all
+])
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(znodes=st.lists(ZNODE, min_size=1, max_size=8), pick=st.integers(0, 7))
+def test_a_followers_read_agrees_with_a_full_read_on_the_election(
+        zk: KazooClient, zk_root, znodes, pick):
+    paths = Paths(f"{zk_root}/{uuid.uuid4().hex[:8]}", "p")
+    zk.ensure_path(paths.nodes)
+    mine = []
+    for i, (kind, raw) in enumerate(znodes):
+        if kind == "foreign-name":
+            zk.create(f"{paths.nodes}/x-{i}", b"{}", ephemeral=True)
+            continue
+        data = json.dumps(member_data(f"m{i}")).encode() if raw is None else raw
+        path = zk.create(paths.node_prefix, data, ephemeral=kind != "persistent",
+                         sequence=True)
+        if kind == "member":
+            mine.append(path.rsplit("/", 1)[1])
+    full = read_members(zk, paths)
+    focus = mine[pick % len(mine)] if mine else None
+    cache: dict = {}
+    part = read_members(zk, paths, focus=focus, cache=cache)
+    # The next pass answers from the cache, the same; as the leader it reads the rest.
+    assert read_members(zk, paths, focus=focus, cache=cache) == part
+    assert read_members(zk, paths, cache=cache) == full
+    lead = next((i for i, r in enumerate(full) if r.corrupt is None), len(full) - 1)
+    # The front, up to and with the leader, is read and equal: the election is the same.
+    assert part[:lead + 1] == full[:lead + 1]
+    by_child = {r.child: r for r in full}
+    for rec in part[lead + 1:]:
+        if rec.child == focus:
+            assert rec == by_child[focus]
+        else:
+            assert not rec.known and rec.data == {} and rec.corrupt is None
+    # Every member of the full read is there, in the same order.
+    children = [r.child for r in part]
+    assert [c for c in children if c in by_child] == [r.child for r in full]
+    zk.delete(paths.base, recursive=True)
+
+
+# -- name claims ---------------------------------------------------------------------------
+
+@pytest.fixture
+def paths(zk: KazooClient, zk_root) -> Paths:
+    p = Paths(zk_root, "claims")
+    for path in p.all_persistent():
+        zk.ensure_path(path)
+    return p
+
+
+def members_of(zk: KazooClient, paths: Paths) -> dict[str, int]:
+    return {c: zk.exists(paths.node(c)).ephemeralOwner for c in zk.get_children(paths.nodes)}
+
+
+def test_a_join_is_one_claim_and_one_member(zk: KazooClient, paths):
+    child, session = register(zk, paths, member_data("a"), wait_for_name=1.0)
+    assert members_of(zk, paths) == {child: session}
+    assert zk.exists(paths.name_claim("a")).ephemeralOwner == session
+
+
+def test_an_earlier_attempt_whose_reply_was_lost_is_replaced(zk: KazooClient, paths):
+    """The transaction was applied but its reply lost (the connection dropped): the next
+    attempt on the same session finds our claim, drops it and our stray member, joins once."""
+    session = zk.client_id[0]
+    zk.create(paths.name_claim("a"), b"{}", ephemeral=True)
+    stray = zk.create(paths.node_prefix, b"{}", ephemeral=True, sequence=True)
+    child, _ = register(zk, paths, member_data("a"), wait_for_name=1.0)
+    assert members_of(zk, paths) == {child: session}
+    assert paths.node(child) != stray
+
+
+def test_a_claim_made_by_hand_is_no_live_node_and_goes(zk: KazooClient, paths):
+    zk.create(paths.name_claim("a"), b"reserved by hand")
+    child, session = register(zk, paths, member_data("a"), wait_for_name=1.0)
+    assert zk.exists(paths.name_claim("a")).ephemeralOwner == session
+    assert list(members_of(zk, paths)) == [child]
+
+
+def test_a_deleted_names_container_is_made_again(zk: KazooClient, paths):
+    zk.delete(paths.names)
+    child, _ = register(zk, paths, member_data("a"), wait_for_name=1.0)
+    assert zk.exists(paths.name_claim("a")) is not None and child in members_of(zk, paths)
+
+
+@pytest.mark.parametrize("raw", [json.dumps(member_data("a")).encode(), b"\xff{garbage"])
+def test_a_live_twin_is_a_one_line_error_after_the_wait(zk: KazooClient, zk_hosts, paths,
+                                                         raw):
+    twin = _client(zk_hosts)
+    twin.start(timeout=10)
+    try:
+        twin.create(paths.name_claim("a"), raw, ephemeral=True)
+        with pytest.raises(NodeNameInUse) as err:
+            register(zk, paths, member_data("a"), wait_for_name=0.5)
+        message = str(err.value)
+        assert "\n" not in message and "'a'" in message and "--name" in message
+        assert ("pid 1" in message) == raw.startswith(b"{")
+        assert zk.get_children(paths.nodes) == []  # nothing joined
+    finally:
+        twin.stop()
+        twin.close()
+
+
+def test_a_twin_whose_session_ends_during_the_wait_lets_us_join(zk: KazooClient, zk_hosts,
+                                                                 paths):
+    twin = _client(zk_hosts)
+    twin.start(timeout=10)
+    twin.create(paths.name_claim("a"), b"{}", ephemeral=True)
+    ended = threading.Event()
+
+    def end_twin() -> None:
+        wait_until(lambda: zk.exists(paths.name_claim("a")) is not None, 5)
+        twin.stop()
+        twin.close()
+        ended.set()
+
+    ender = threading.Timer(0.3, end_twin)
+    ender.start()
+    child, session = register(zk, paths, member_data("a"), wait_for_name=10.0)
+    ender.join(10)
+    assert ended.is_set()
+    assert members_of(zk, paths) == {child: session}
