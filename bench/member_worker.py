@@ -145,6 +145,13 @@ def instrument(client: Any, traffic: Traffic, base: str) -> None:
     conn._read_watch_event = _read_watch_event
 
 
+def _reason(reason: str, base: str) -> str:
+    """A controller wake-up reason without the member's own names (`watch:plans/*`)."""
+    if reason.startswith("watch:"):
+        return "watch:" + znode_kind(reason[6:], base)
+    return reason
+
+
 class PassQueue(queue.Queue):  # type: ignore[type-arg]
     """The controller's queue: a blocking get that times out starts a periodic pass, one
     that returns a reason starts an event pass (read by `_source` on that thread)."""
@@ -174,7 +181,9 @@ class Worker:
         self.registry = discover(works)
         validate_works(self.config, self.registry)
         self.base = f"{self.config.zookeeper.root.rstrip('/')}/{self.config.cluster.name}"
-        self.traffic = Traffic()
+        # One counter per member: its requests are counted by its own connection thread, so
+        # one shared lock would make 250 members' connection threads queue on each other.
+        self.traffic: list[Traffic] = []
         self.nodes: dict[str, Node] = {}
         self.sessions: dict[str, dict[str, int]] = {}  # name -> kazoo state -> count
         self.passes = {"event": 0, "periodic": 0}
@@ -184,7 +193,7 @@ class Worker:
 
     def _count_pass(self, kind: str) -> None:
         with self.lock:
-            self.passes[kind] += 1
+            self.passes[kind] = self.passes.get(kind, 0) + 1
 
     def _on_state(self, name: str, node: Node) -> Callable[[KazooState], None]:
         def listener(state: KazooState) -> None:
@@ -201,7 +210,19 @@ class Worker:
                                                                         name=name))
         node = Node(cfg, self.registry)
         node._events = PassQueue(self._count_pass)
-        instrument(node.client, self.traffic, self.base)
+        light = node._light_pass
+
+        def counted(reasons: set[str]) -> bool:
+            if light(reasons):
+                return True
+            self._count_pass("full: " + ",".join(sorted({_reason(r, self.base)
+                                                          for r in reasons}) or ["periodic"]))
+            return False
+        node._light_pass = counted  # type: ignore[method-assign]
+        traffic = Traffic()
+        instrument(node.client, traffic, self.base)
+        with self.lock:
+            self.traffic.append(traffic)
         node.client.add_listener(self._on_state(name, node))
         t0 = time.time()
         try:
@@ -232,7 +253,14 @@ class Worker:
     def counters(self) -> dict[str, Any]:
         with self.lock:
             passes = dict(self.passes)
-        return {"traffic": self.traffic.snapshot(), "passes": passes, "t": time.time()}
+            counters = list(self.traffic)
+        total: dict[str, list[int]] = {}
+        for traffic in counters:
+            for tag, row in traffic.snapshot().items():
+                into = total.setdefault(tag, [0, 0, 0, 0])
+                for i, v in enumerate(row):
+                    into[i] += v
+        return {"traffic": total, "passes": passes, "t": time.time()}
 
     def status(self) -> dict[str, Any]:
         with self.lock:

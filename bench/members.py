@@ -204,14 +204,14 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     """Traffic between two snapshots: server counters, and the members' client-side rows
     (only workers alive at both ends: a killed worker's counters are gone with it)."""
     rows: dict[str, list[int]] = {}
-    passes = {"event": 0, "periodic": 0}
+    passes = {"event": 0, "periodic": 0}  # and "full: <reasons>": the passes not light
     for wid, end in b.workers.items():
         start = a.workers.get(wid)
         if start is None:
             continue
         _add(rows, _sub(end["traffic"], start["traffic"]))
-        for k in passes:
-            passes[k] += end["passes"].get(k, 0) - start["passes"].get(k, 0)
+        for k in set(passes) | set(end["passes"]):
+            passes[k] = passes.get(k, 0) + end["passes"].get(k, 0) - start["passes"].get(k, 0)
     obs = _sub(b.observer, a.observer)
     change = _sum(rows, lambda t: _source(t) in CHANGE)
     background = _sum(rows, lambda t: _source(t) in BACKGROUND)
