@@ -102,7 +102,13 @@ def test_a_plan_not_written_by_the_elected_leader_is_not_applied(
     everything = {"generation": 10**6, "leader": "n-0000999999", "node": "b",
                   "slots": {"r": list(range(6))}, "tasks": plan(zk, paths, "b")["tasks"],
                   "keys": {}}
-    zk.set(paths.plan("b"), dumps(everything))
+    forged = zk.set(paths.plan("b"), dumps(everything))
+    # Not applied: b runs on what it last trusted (the document has not changed since),
+    # and reads the document once that changes while its plan still names another leader.
+    wait_until(lambda: b._plan_mzxid == forged.mzxid and b._stale_doc is not None, 10)
+    assert running(b) == mine and b.generation != 10**6 and b.plan_source == "plan"
+    published = doc(zk, paths)
+    zk.set(paths.assignment, dumps({**published, "generation": published["generation"] + 1}))
     wait_until(lambda: b.plan_source == "document", 10)
     assert running(b) == mine and b.generation != 10**6
     for garbage in (b"{{", b'{"generation": 3, "leader": "x", "node": "b", "slots": [1]}'):
@@ -127,6 +133,31 @@ def test_a_new_leader_rewrites_every_plan_and_drops_the_departed(
                and plan(zk, paths, "c")["leader"] == b._member_child, 10)
     wait_until(lambda: sorted(zk.get_children(paths.plans)) == ["b", "c"], 10)
     assert c.assigned() == plan_slots(doc(zk, paths), "c")
+
+
+def test_a_leader_change_makes_no_follower_read_the_document(
+        zk: KazooClient, zk_root, trio, monkeypatch) -> None:
+    """Between a leader's death and its successor's first publish, a follower's plan names
+    the old leader: it runs on (the document has not changed), and takes the new leader's
+    plan when it comes. Reading the whole document there made every follower of a large
+    cluster read it at each leader change."""
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: c.plan_source == "plan", 10)
+    mine = running(c)
+    reads: list[Any] = []
+    real = node_module.read_assignment
+
+    def counting(client, *args, **kwargs):
+        reads.append(client)
+        return real(client, *args, **kwargs)
+    monkeypatch.setattr(node_module, "read_assignment", counting)
+    a.stop()
+    wait_until(lambda: b.is_leader and converged([b, c]), 20)
+    wait_until(lambda: plan(zk, paths, "c")["leader"] == b._member_child
+               and c.plan_source == "plan" and c._stale_doc is None, 10)
+    assert c.client not in reads
+    assert mine <= running(c)  # nothing of c's stopped on the way
 
 
 def given(published: dict[str, Any], name: str) -> set[str]:

@@ -387,4 +387,11 @@ MUTANTS: list[Mutant] = [
         [f"{MR}::test_an_earlier_attempt_whose_reply_was_lost_is_replaced"],
         "a join retried after a lost reply leaves the first attempt's member znode: the node "
         "is in the election twice"),
+    Mutant(
+        "plan-of-another-leader-kept-for-ever", "xconsumer/node.py",
+        "        return self._stale_doc == now\n",
+        "        return True\n",
+        [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
+        "a follower whose plan names another leader never reads the document again: under "
+        "a leader that writes no plans (an older xconsumer) it never gets a new assignment"),
 ]
