@@ -106,3 +106,17 @@ def missing_tool(reason: str) -> NoReturn:
         pytest.fail(f"{reason} (CI=true: a missing test tool fails the run instead of "
                     f"skipping the test)", pytrace=False)
     pytest.skip(reason)
+
+
+def first_args(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list:
+    """Replace `owner.name` with a wrapper that records each call's first argument (the
+    client, the path...) and calls through; returns the list it fills."""
+    calls: list = []
+    real = getattr(owner, name)
+
+    def recording(first, *args, **kwargs):
+        calls.append(first)
+        return real(first, *args, **kwargs)
+    monkeypatch.setattr(owner, name, recording)
+    return calls
+

@@ -12,7 +12,7 @@ from kazoo.client import KazooClient, TransactionRequest
 from tests.cluster import RECORD_WORKS
 from tests.conftest import _client
 from tests.integration.test_node import make_config, running, start
-from tests.util import wait_until
+from tests.util import first_args, wait_until
 from xconsumer.assignment import Slot
 from xconsumer.config import TaskConfig
 from xconsumer.lease import Lease
@@ -169,13 +169,7 @@ def test_held_slots_wait_on_the_watch_the_claim_set(zk: KazooClient, zk_hosts, z
     other.start()
     for i in range(2, 6):
         other.create(paths.owner("r", i), b"{}", ephemeral=True, makepath=True)
-    creates: list[str] = []
-    real = zk.create_async
-
-    def counting(path, *args, **kwargs):
-        creates.append(path)
-        return real(path, *args, **kwargs)
-    monkeypatch.setattr(zk, "create_async", counting)
+    creates = first_args(monkeypatch, zk, "create_async")
     real_init = SlotRunner.__init__
 
     def patient(self, *args, **kwargs):

@@ -12,7 +12,7 @@ from kazoo.client import KazooClient
 from kazoo.security import make_acl
 
 from tests.integration.test_node import make_config, running, start
-from tests.util import wait_until
+from tests.util import first_args, wait_until
 from xconsumer import node as node_module
 from xconsumer.codecs import decode_plan, plan_slots
 from xconsumer.leader import read_assignment, valid_doc
@@ -145,13 +145,7 @@ def test_a_leader_change_makes_no_follower_read_the_document(
     paths = Paths(zk_root, "it")
     wait_until(lambda: c.plan_source == "plan", 10)
     mine = running(c)
-    reads: list[Any] = []
-    real = node_module.read_assignment
-
-    def counting(client, *args, **kwargs):
-        reads.append(client)
-        return real(client, *args, **kwargs)
-    monkeypatch.setattr(node_module, "read_assignment", counting)
+    reads = first_args(monkeypatch, node_module, "read_assignment")
     a.stop()
     wait_until(lambda: b.is_leader and converged([b, c]), 20)
     wait_until(lambda: plan(zk, paths, "c")["leader"] == b._member_child
