@@ -178,11 +178,50 @@ def _moves(results: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _members(results: dict[str, Any], path: Path) -> Path | None:
+    """Time to converge and requests per membership change against the cluster's size."""
+    sizes = (results.get("members_scale") or {}).get("sizes") or {}
+    ns = sorted(int(n) for n, size in sizes.items() if size.get("summary"))
+    if not ns:
+        return None
+    series = (("join", "from_member_znode", "join (from the member znode)", "#1f77b4"),
+              ("leave", "converge", "graceful leave", "#2ca02c"),
+              ("crash", "after_expiry", "crash (after the session expiry)", "#d62728"))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for kind, key, label, color in series:
+        pts = [(n, ((sizes[str(n)]["summary"].get(kind) or {}).get(key) or {}).get("median"),
+                ((sizes[str(n)]["summary"].get(kind) or {}).get("requests") or {}).get("median"))
+               for n in ns]
+        t = [(n, v * 1000) for n, v, _ in pts if v is not None]
+        r = [(n, v) for n, _, v in pts if v is not None]
+        if t:
+            left.plot(*zip(*t, strict=True), marker="o", label=label, color=color)
+        if r:
+            right.plot(*zip(*r, strict=True), marker="o", label=label, color=color)
+    right.plot(ns, ns, linestyle=":", color=COLORS["minimum"], label="one request per member")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks(ns)
+        ax.set_xticklabels([f"{n:,}" for n in ns])
+        ax.set_xlabel("members")
+        ax.legend(fontsize=8)
+    right.set_yscale("log")
+    left.set_ylabel("ms to converge, p50")
+    right.set_ylabel("requests the members send, p50")
+    left.set_title("Time to converge after a change (1 slot moves)")
+    right.set_title("ZooKeeper requests per change")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def make_plots(results: dict[str, Any], img_dir: Path) -> list[str]:
     img_dir.mkdir(parents=True, exist_ok=True)
     made = []
     for name, fn in (("bench-handover.png", _handover), ("bench-leave-timeline.png", _timeline),
-                     ("bench-assignment.png", _assignment), ("bench-moved-slots.png", _moves)):
+                     ("bench-assignment.png", _assignment), ("bench-moved-slots.png", _moves),
+                     ("bench-members.png", _members)):
         out = fn(results, img_dir / name)
         if out is not None:
             # Recorded relative to the repository when possible: results.json is committed

@@ -175,8 +175,8 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         for kind, row in (size.get("summary") or {}).items():
             req = _median(row, "requests")
             if req is not None:
-                # A joining node reads every member once as it registers (the name check and
-                # the election): its own cost, counted apart; the herd is what the others pay.
+                # A joining node's own requests (its registration, and the few member reads
+                # of its election) are counted apart; the herd is what the others pay.
                 own = sum(t[1] for t in row.get("top") or [] if str(t[0]).startswith("join|"))
                 per_member.setdefault(kind, {})[int(n)] = (req - own) / int(n)
     for kind, by_n in sorted(per_member.items()):
@@ -184,7 +184,7 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         grows = len(by_n) > 1 and min(by_n.values()) > 1.0
         label = f"ZooKeeper requests per {kind} grow with slots moved, not members"
         if kind == "join":
-            label += " (the joining node's own registration reads aside)"
+            label += " (the joining node's own requests aside)"
         out.append([label, text, "missed (grows with members)" if grows
                     else "not measured" if len(by_n) < 2 else "met"])
     started = [int(n) for n, size in members.items() if (size.get("start") or {}).get(
