@@ -24,10 +24,12 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     BadVersionError,
+    KazooException,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
 )
+from kazoo.handlers.threading import KazooTimeoutError
 from loguru import logger
 
 from .assignment import Member
@@ -47,6 +49,7 @@ class MemberRecord:
     session: int = 0
     corrupt: Corrupt | None = None  # data that does not decode: in the election, no slots
     known: bool = True  # False: a follower's listing that did not read this member's data
+    mtime: int = 0  # of the data read (ms, ZooKeeper's clock): when it was last written
 
     @property
     def name(self) -> str:
@@ -69,6 +72,7 @@ class MemberRecord:
         )
 
 
+_ZK_ERRORS = (KazooException, KazooTimeoutError)
 READ_TIMEOUT = 30.0  # a member's data read, bounded like every call (a dead connection)
 
 
@@ -169,8 +173,9 @@ def _read_member(paths: Paths, child: str, pending: Any) -> MemberRecord | None 
     if isinstance(data, Corrupt):
         _warn_once(f"{child}:{data.error}", f"{data}: it counts in the election but gets no "
                    "slots until its node rewrites it")
-        return MemberRecord(child, node_seq(child), {}, stat.ephemeralOwner, data)
-    return MemberRecord(child, node_seq(child), data, stat.ephemeralOwner)
+        return MemberRecord(child, node_seq(child), {}, stat.ephemeralOwner, data,
+                            mtime=stat.mtime)
+    return MemberRecord(child, node_seq(child), data, stat.ephemeralOwner, mtime=stat.mtime)
 
 
 _warned: set[str] = set()
@@ -267,7 +272,36 @@ def _drop_claim(client: KazooClient, paths: Paths, claim: str, stat: Any,
             if st is not None and st.ephemeralOwner == session:
                 with contextlib.suppress(NoNodeError):
                     client.delete(paths.node(child))
-    else:
-        logger.warning("{} was not made by a node (not ephemeral): deleted", claim)
-    with contextlib.suppress(NoNodeError, BadVersionError):
-        client.delete(claim, version=stat.version)
+        with contextlib.suppress(NoNodeError, BadVersionError):
+            client.delete(claim, version=stat.version)
+        return
+    logger.warning("{} was not made by a node (not ephemeral): deleted", claim)
+    with contextlib.suppress(NoNodeError):
+        client.delete(claim, recursive=True)  # an ephemeral has no children: made by hand
+
+
+def release_claim(client: KazooClient, paths: Paths, name: str, session: int) -> None:
+    """Give our name back once we have left (the session may live on a while: slots still
+    ending, or stuck): a restart under our name joins then instead of waiting for it."""
+    claim = paths.name_claim(name)
+    with contextlib.suppress(*_ZK_ERRORS):
+        stat = client.exists(claim)
+        if stat is not None and session and stat.ephemeralOwner == session:
+            client.delete(claim, version=stat.version)
+
+
+def ensure_claim(client: KazooClient, paths: Paths, data: dict[str, Any], session: int
+                 ) -> bool:
+    """Make our claim again if it is gone (deleted by hand, or its container): a second
+    process under our name would otherwise be free to join. False: another live session
+    holds it (a twin that joined while it was gone), which the caller reports."""
+    claim = paths.name_claim(data["id"])
+    stat = client.exists(claim)
+    if stat is not None:
+        return stat.ephemeralOwner == session
+    try:
+        client.create(claim, dumps(data), ephemeral=True, makepath=True)
+    except NodeExistsError:
+        return ensure_claim(client, paths, data, session)
+    logger.warning("our name claim {} was gone (deleted by hand?): made it again", claim)
+    return True

@@ -46,7 +46,7 @@ from .leader import (
 )
 from .lease import Lease
 from .logs import set_node
-from .membership import dedupe_by_name, read_members, register
+from .membership import dedupe_by_name, ensure_claim, read_members, register, release_claim
 from .metrics import Metrics
 from .overrides import (
     OverrideStore,
@@ -73,6 +73,17 @@ FULL_PASS_EVERY = 30.0
 # Wake-ups a follower running from its plan answers without listing the members: they
 # change what it may run (its lease, its slots' state), not who is in the cluster.
 LIGHT_REASONS = frozenset({"slot", "periodic", "lease ended", "lease renewed"})
+
+
+_twins_warned: set[str] = set()
+
+
+def _warn_twin(name: str, claim: str) -> None:
+    """Once per name: another live session took our claim while it was gone."""
+    if name not in _twins_warned:
+        _twins_warned.add(name)
+        logger.error("another live process joined under our name {} (it holds {}): only the "
+                     "older of the two gets slots; stop one of them", name, claim)
 
 
 class RunState(enum.Enum):
@@ -156,6 +167,7 @@ class Node:
         self.passes = 0  # controller passes, for tests of the controller's pacing
         self._markers_seen: dict[str, float] = {}  # departed names' left markers, first seen
         self._corrupt_since: dict[str, float] = {}  # member znodes first seen corrupt
+        self._zk_clock: float | None = None  # ZooKeeper's clock minus ours, in seconds
         self._candidate_wake: float | None = None  # when a corrupt member turns foreign
         self.is_leader = False
         self.leader: str | None = None
@@ -246,24 +258,31 @@ class Node:
         # The leave goes out first, so the leader starts dealing our slots out while they
         # wind down (their owner znodes keep the new owners waiting until each has ended).
         leaving = self._leave_async(child) if child is not None else None
+        self.runtime.leave_owners_to_session()
         self.runtime.revoke_all("node stopping")
         left = child is None or (leaving is not None and self._left(
             leaving, child, max(0.1, min(2.0, deadline - time.monotonic()))))
+        if left and child is not None:
+            release_claim(self.client, self.paths, self.name, self._member_session or 0)
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)
-        self.keys.stop(max(0.0, min(1.0, deadline - time.monotonic())))
-        if not stuck and (not left or self.runtime.has_orphans()):
-            self._finish_leave(child, left, deadline)
-        if self.admin is not None:
-            self.admin.stop()
         if stuck:
             # Closing the session would delete the stuck slots' owner znodes while their
-            # threads still run. Leave the session to expire with the process instead.
+            # threads still run. Leave the session to expire with the process instead, and
+            # give back now the slots that did end.
+            self.runtime.keep_session()
             logger.error("{} slot(s) stuck; leaving the ZooKeeper session to expire so no "
                          "other node starts them while they run", len(stuck))
         else:
+            if not left or not self.client.connected:
+                self._finish_leave(child, left, deadline)
+            # Every slot has ended: closing the session deletes their owner znodes (and any
+            # left from a disconnection) in one request, before anything slower below.
             stop_client(self.client)
+        self.keys.stop(max(0.0, min(1.0, deadline - time.monotonic())))
+        if self.admin is not None:
+            self.admin.stop()
         self.state = RunState.STOPPED
         logger.info("stopped")
         return not stuck
@@ -367,10 +386,25 @@ class Node:
             child, session = register(self.client, self.paths, self.member_data(),
                                       wait_for_name=self.session.timeout + 2.0)
             self._member_child, self._member_session = child, session
+            self._read_zk_clock(child)
             self._member_version = 0
             self.lease.member = self.paths.node(child)
         self.lease.renew(sent)
         logger.info("joined cluster {} as {}", self.config.cluster.name, child)
+
+    def _read_zk_clock(self, child: str) -> None:
+        """Estimate ZooKeeper's clock (the offset from ours) by a write: a znode made now
+        and its ctime, between the local times the request was sent and answered. Our
+        member znode was just made, but maybe after a wait for its name: writing its data
+        again dates it exactly (what it says does not change)."""
+        before = time.time()
+        try:
+            stat = self.client.set(self.paths.node(child), dumps(self.member_data()))
+        except NoNodeError:
+            return
+        after = time.time()
+        self._member_version = stat.version
+        self._zk_clock = stat.mtime / 1000.0 - (before + after) / 2.0
 
     def _repair_member(self) -> None:
         """Our member znode's data changed (edited by hand?): write ours back. Each node owns
@@ -499,6 +533,9 @@ class Node:
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
+        if not self._stop.is_set() and not ensure_claim(  # leaving gives the name back
+                self.client, self.paths, self.member_data(), self._member_session or 0):
+            _warn_twin(self.name, self.paths.name_claim(self.name))
         leader = candidates[0].name
         self._leader_child = candidates[0].child
         if leader != self.leader:
@@ -694,7 +731,11 @@ class Node:
         own member data when it finds it changed, so for a real node this lasts a moment,
         and every node, whatever it cached, keeps the same leader meanwhile). Only one that
         stays corrupt past two session timeouts is taken as foreign (no xconsumer node owns
-        it) and skipped, so a stray znode cannot hold the leadership for ever."""
+        it) and skipped, so a stray znode cannot hold the leadership for ever.
+
+        How long it has been corrupt counts from when its data was written (its mtime, on
+        ZooKeeper's clock), not from when this node first read it: a follower reads a member
+        only once it comes to the front (see read_members), and every node then agrees."""
         now = time.monotonic()
         foreign_after = 2 * self.session.timeout
         self._candidate_wake = None
@@ -703,7 +744,7 @@ class Node:
         out = []
         for rec in records:
             if rec.corrupt is not None and rec.child != self._member_child:
-                since = self._corrupt_since.setdefault(rec.child, now)
+                since = self._corrupt_since.setdefault(rec.child, now - self._age(rec.mtime))
                 if now - since > foreign_after:
                     continue
                 wake = since + foreign_after + 0.01
@@ -711,6 +752,13 @@ class Node:
                     self._candidate_wake, wake)
             out.append(rec)
         return out
+
+    def _age(self, mtime_ms: int) -> float:
+        """Seconds since ZooKeeper's clock read `mtime_ms`, by our estimate of that clock
+        (see _register); 0 while we have none, or for a time ahead of it."""
+        if self._zk_clock is None or not mtime_ms:
+            return 0.0
+        return max(0.0, time.time() + self._zk_clock - mtime_ms / 1000.0)
 
     def _left_gracefully(self, name: str) -> bool:
         try:

@@ -73,6 +73,7 @@ class Runtime:
                                         loop=self.event_loop, timeout=callback_timeout)
         self._generation = 0
         self._stopping = False  # stop_all began: nothing starts any more
+        self._closing = threading.Event()  # see leave_owners_to_session
         self._parents: set[str] = set()  # owners/<task> known to exist (see _claim)
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
@@ -114,7 +115,8 @@ class Runtime:
                                     node=self._node, client=self._client, paths=self._paths,
                                     lease=self._lease, registry=self._registry,
                                     session_id=self._session_id, on_exit=self._runner_exited,
-                                    metrics=self._metrics, events=self._events)
+                                    metrics=self._metrics, events=self._events,
+                                    session_closes=self._closing.is_set)
                 runner.event_loop = self.event_loop  # type: ignore[attr-defined]
                 self._runners[slot] = runner
                 starting[slot] = runner
@@ -213,6 +215,23 @@ class Runtime:
         runner = self._runners.get(slot)
         return runner is not None and runner.alive
 
+    def leave_owners_to_session(self) -> None:
+        """The node is leaving and closes its ZooKeeper session once every slot has ended:
+        ZooKeeper then deletes all our owner znodes at once, in the one request that closes
+        the session, instead of a stat and a delete per slot from the slot threads of a
+        process that is shutting down (what kept a graceful leave's new owners waiting
+        longest). It deletes only our session's ephemerals, and only once the handlers have
+        ended: the node closes the session after stop_all, and not at all while a slot is
+        stuck (then `release_orphans` gives back the slots that did end)."""
+        self._closing.set()
+
+    def keep_session(self) -> None:
+        """A slot is stuck, so the node keeps its session after all: a slot that ends from
+        now on deletes its own owner znode again, and those that ended meanwhile are given
+        back now."""
+        self._closing.clear()
+        self.release_orphans()
+
     def has_orphans(self) -> bool:
         return bool(self._orphans)
 
@@ -248,6 +267,10 @@ class Runtime:
         if runner.may_hold_owner:
             with self._lock:
                 self._orphans[runner.slot] = (runner.owner_path, runner.held_fence)
+            if self._stopping and not self._closing.is_set() and self._client.connected:
+                # A stuck slot that ended after the node kept its session (keep_session)
+                # but saw the close still coming: no controller pass will retry it.
+                self.release_orphans()
         if runner.stuck_reported:
             runner.log.warning("stuck slot finally stopped after {:.1f}s",
                                time.monotonic() - (runner.stop_requested_at or 0.0))

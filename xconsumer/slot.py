@@ -203,8 +203,12 @@ class SlotRunner:
                  session_id: Callable[[], int | None], on_exit: Callable[[SlotRunner], None],
                  retry_wait: float = 1.0, call_timeout: float = 10.0,
                  metrics: Metrics | None = None,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None,
+                 session_closes: Callable[[], bool] = lambda: False) -> None:
         self.slot = slot
+        # True once the node leaves and will close its session after every slot has ended:
+        # the close deletes our owner znode then (see Runtime.leave_owners_to_session).
+        self._session_closes = session_closes
         self._metrics = metrics
         self._events = events
         self.task = task
@@ -577,6 +581,8 @@ class SlotRunner:
         if not self.may_hold_owner:
             return
         self.held_fence = self.fence  # for the runtime's retry: delete only that znode
+        if self._session_closes():
+            return  # it goes with our session, with every other slot's, in one request
         if not self._client.connected:
             self.fence = None
             self.owner_version = None

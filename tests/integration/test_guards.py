@@ -258,6 +258,8 @@ def test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode(
         assert a.stop(timeout=1.0) is False  # stuck
         stat = zk.exists(owner)
         assert stat is not None and stat.ephemeralOwner == a_session
+        # It left: its name is free (a restart joins) while the stuck slot keeps its znode.
+        assert zk.exists(Paths(zk_root, "it").name_claim("a")) is None
         assert [s.state for s in b.runtime.statuses()] == ["waiting"]
     finally:
         (record.parent / "release").write_text("go")

@@ -18,7 +18,7 @@ from kazoo.client import KazooClient
 
 from tests.conftest import _client
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
-from tests.util import wait_until
+from tests.util import first_args, wait_until
 from xconsumer.errors import NodeNameInUse
 from xconsumer.membership import read_members, register
 from xconsumer.paths import Paths
@@ -51,6 +51,29 @@ def test_a_follower_reads_only_the_leader_and_itself(zk_hosts, zk_root, nodes, r
     assert not [r for r in records(record) if r["node"] == "c" and r["e"] == "stop"]
     # Members it had not read before are no joins.
     assert not [e for e in b.events.since(0) if e["kind"] == "node_joined"]
+
+
+def test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_read(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record):
+    """Found by review: a follower reads a member only once it comes to the front, so a
+    foreign member behind the leader, corrupt for long, was timed from then on: at the
+    leader's leave every follower named it leader for two session timeouts, and nobody
+    dealt the slots. Its age comes from its mtime (ZooKeeper's clock) now."""
+    paths = Paths(zk_root, "it")
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    a = start(nodes, config, "a")
+    wait_until(lambda: a.is_leader, 10)
+    foreign = zk.create(paths.node_prefix, b"\x00garbage", ephemeral=True, sequence=True)
+    mtime = zk.exists(foreign).mtime
+    b = start(nodes, config, "b")
+    wait_until(lambda: b.leader == "a" and not b.is_leader, 10)
+    foreign_after = 2 * b.session.timeout
+    wait_until(lambda: b._age(mtime) > foreign_after + 0.5, foreign_after + 5)
+    a.stop(timeout=5)
+    wait_until(lambda: b.is_leader, 10)
+    named = [e.get("leader") for e in b.events.since(0) if e["kind"] == "leader"]
+    assert named == ["a", "b"], named
+    wait_until(lambda: running(b) == {"r/0", "r/1", "r/2"}, 10)
 
 
 # A member znode as a hand edit or an older version could leave it: (kind, data).
@@ -134,6 +157,7 @@ def test_an_earlier_attempt_whose_reply_was_lost_is_replaced(zk: KazooClient, pa
 
 def test_a_claim_made_by_hand_is_no_live_node_and_goes(zk: KazooClient, paths):
     zk.create(paths.name_claim("a"), b"reserved by hand")
+    zk.create(paths.name_claim("a") + "/child", b"")  # no ephemeral has children
     child, session = register(zk, paths, member_data("a"), wait_for_name=1.0)
     assert zk.exists(paths.name_claim("a")).ephemeralOwner == session
     assert list(members_of(zk, paths)) == [child]
@@ -182,3 +206,40 @@ def test_a_twin_whose_session_ends_during_the_wait_lets_us_join(zk: KazooClient,
     ender.join(10)
     assert ended.is_set()
     assert members_of(zk, paths) == {child: session}
+
+
+def test_a_claim_deleted_by_hand_is_made_again_and_given_back_at_the_leave(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record):
+    paths = Paths(zk_root, "it")
+    a = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(a) == {"r/0", "r/1", "r/2"}, 15)
+    claim = paths.name_claim("a")
+    assert zk.exists(claim).ephemeralOwner == a._member_session
+    zk.delete(paths.names, recursive=True)
+    a._kick("test")  # a full pass
+    wait_until(lambda: (st := zk.exists(claim)) is not None
+               and st.ephemeralOwner == a._member_session, 10)
+    with pytest.raises(NodeNameInUse):
+        register(zk, paths, member_data("a"), wait_for_name=0.2)
+    assert a.stop(timeout=5)
+    assert zk.exists(claim) is None
+
+
+def test_a_graceful_leave_gives_its_owner_znodes_back_by_closing_its_session(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch):
+    """The leaving node's slot threads delete nothing one by one: closing the session once
+    they have all ended deletes every owner znode it holds, in one request."""
+    paths = Paths(zk_root, "it")
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    a = start(nodes, config, "a")
+    b = start(nodes, config, "b")
+    wait_until(lambda: running(a) and running(b)
+               and running(a) | running(b) == {"r/0", "r/1", "r/2"}, 15)
+    mine = running(b)
+    deletes = first_args(monkeypatch, b.client, "delete_async")
+    assert b.stop(timeout=5)
+    assert not [p for p in deletes if p.startswith(paths.owners)], deletes
+    wait_until(lambda: running(a) == {"r/0", "r/1", "r/2"}, 15)
+    assert all(zk.exists(paths.owner("r", int(s.split("/")[1]))).ephemeralOwner
+               == a._member_session for s in mine)
+

@@ -202,8 +202,8 @@ MUTANTS: list[Mutant] = [
     # -- stuck handlers and process isolation ---------------------------------------------
     Mutant(
         "stuck-stop-closes-session", "xconsumer/node.py",
-        "        else:\n            stop_client(self.client)\n",
-        "        stop_client(self.client)\n",
+        "            self.runtime.keep_session()\n",
+        "            self.runtime.keep_session()\n            stop_client(self.client)\n",
         [f"{G}::test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode"],
         "a node stopping with a stuck slot closes its session: the owner znode goes while "
         "the handler still runs"),
@@ -394,4 +394,26 @@ MUTANTS: list[Mutant] = [
         [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
         "a follower whose plan names another leader never reads the document again: under "
         "a leader that writes no plans (an older xconsumer) it never gets a new assignment"),
+    Mutant(
+        "corrupt-member-timed-from-first-read", "xconsumer/node.py",
+        "since = self._corrupt_since.setdefault(rec.child, now - self._age(rec.mtime))",
+        "since = self._corrupt_since.setdefault(rec.child, now)",
+        [f"{MR}::test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_"
+         "read"],
+        "a foreign member behind the leader is timed from when a follower first reads it: "
+        "at the leader's leave the cluster has no working leader for two session timeouts"),
+    Mutant(
+        "stuck-leave-still-leaves-owners-to-the-close", "xconsumer/runtime.py",
+        "        self._closing.clear()\n",
+        "        pass\n",
+        [f"{G}::test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode"],
+        "a node that keeps its session because a slot is stuck still leaves its other "
+        "slots' owner znodes to a close that never comes: they stay taken"),
+    Mutant(
+        "name-claim-not-made-again", "xconsumer/membership.py",
+        "        client.create(claim, dumps(data), ephemeral=True, makepath=True)\n",
+        "        pass\n",
+        [f"{MR}::test_a_claim_deleted_by_hand_is_made_again_and_given_back_at_the_leave"],
+        "a claim deleted by hand is never made again: a second process under the name "
+        "joins"),
 ]
