@@ -196,6 +196,7 @@ class Node:
         self._stale_doc: tuple[int | None] | None = None
         self._member_names: list[str] = []  # the members' names this node knows
         self._member_seen: dict[str, str | None] = {}  # member child -> name (None: not read)
+        self._next_in_line = False  # second in the election at the last full pass
         self._member_cache: dict[str, Any] = {}
         self._seen_rebalance: int | None = None
         self.damper = Damper(rejoin_grace=config.assignment.rejoin_grace,
@@ -501,13 +502,15 @@ class Node:
         # the data the election needs (see read_members). A follower that finds itself
         # first reads again as the leader: it deals from every member's data, and every
         # join and leave must wake it from now on (the watch comes with that listing).
+        # The next in line reads every member's data too (one node, one read per join), so
+        # that taking over costs no read of every member at once.
         own = self._member_child
         for full in dict.fromkeys((self.is_leader, True)):
             corrupt: list[Corrupt] = []
             candidates = self._candidates(read_members(
                 self.client, self.paths, watch=self._on_watch if full else None,
                 cache=self._member_cache, corrupt=corrupt,
-                focus=None if full else own))
+                focus=None if full or self._next_in_line else own))
             children = [m.child for m in candidates]
             if own not in children or children.index(own):
                 break
@@ -524,6 +527,7 @@ class Node:
             return
         self._note_members(members)
         pos = children.index(own)
+        self._next_in_line = pos == 1
         if pos > 0:  # the election: watch only our predecessor
             self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
         if pos > 1:

@@ -36,21 +36,26 @@ def test_a_follower_reads_only_the_leader_and_itself(zk_hosts, zk_root, nodes, r
     wait_until(lambda: running(a) | running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
     wait_until(lambda: set(a._member_cache) == {a._member_child, b._member_child,
                                                 c._member_child}, 10)
-    for follower in (b, c):
+    everyone = {a._member_child, b._member_child, c._member_child}
+    # b, next in line, reads every member too (its takeover then reads none); c only the
+    # leader's and its own.
+    for follower, names, read in ((b, ["a", "b", "c"], everyone),
+                                  (c, ["a", "c"], {a._member_child, c._member_child})):
         follower._kick("test")  # a full pass, after every join
-        wait_until(lambda f=follower: f._member_names == ["a", f.name]
+        wait_until(lambda f=follower, n=names: f._member_names == n
                    and f.metrics.nodes._value.get() == 3, 10)
-        read = {c for c, r in follower._member_cache.items() if r is None or r.known}
-        assert read == {a._member_child, follower._member_child}
+        known = {ch for ch, r in follower._member_cache.items() if r is None or r.known}
+        assert known == read
         assert follower.leader == "a" and not follower.is_leader
     # The next in line takes over with every member's data (it deals the slots): its first
     # plan already counts c, whose slot therefore never stops.
+    joined = [e for e in b.events.since(0) if e["kind"] == "node_joined"]
     a.stop(timeout=5)
     wait_until(lambda: b.is_leader and set(b._member_names) == {"b", "c"}, 15)
     wait_until(lambda: running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
     assert not [r for r in records(record) if r["node"] == "c" and r["e"] == "stop"]
-    # Members it had not read before are no joins.
-    assert not [e for e in b.events.since(0) if e["kind"] == "node_joined"]
+    # Taking over is no join of anyone.
+    assert [e for e in b.events.since(0) if e["kind"] == "node_joined"] == joined
 
 
 def test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_read(
@@ -74,6 +79,31 @@ def test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_rea
     named = [e.get("leader") for e in b.events.since(0) if e["kind"] == "leader"]
     assert named == ["a", "b"], named
     wait_until(lambda: running(b) == {"r/0", "r/1", "r/2"}, 10)
+
+
+def test_a_follower_two_places_back_takes_over_with_every_members_data(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record):
+    """The leader and the next in line leave together: the third, which read only the
+    leader's data and its own, deals from every member's in its first plan (the fourth's
+    slot never stops)."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK.replace("workerNum = 3",
+                                                                 "workerNum = 4"))
+    a, b, c, d = (start(nodes, config, name) for name in ("a", "b", "c", "d"))
+    wait_until(lambda: all(len(running(n)) == 1 for n in (a, b, c, d)), 15)
+    d_known = {ch for ch, r in c._member_cache.items() if r is None or r.known}
+    assert d._member_child not in d_known
+    # Both crash at the same instant: their member znodes go in one transaction.
+    for n in (a, b):
+        n._stop.set()  # no rejoin
+        n.runtime.revoke_all("test crash")
+    tx = zk.transaction()
+    for n in (a, b):
+        tx.delete(Paths(zk_root, "it").node(n._member_child))
+    assert not any(isinstance(r, Exception) for r in tx.commit())
+    for n in (a, b):
+        n.client.stop()  # their owner znodes go with their sessions
+    wait_until(lambda: c.is_leader and len(running(c)) == 2 and len(running(d)) == 2, 15)
+    assert not [r for r in records(record) if r["node"] == "d" and r["e"] == "stop"]
 
 
 # A member znode as a hand edit or an older version could leave it: (kind, data).

@@ -370,7 +370,7 @@ MUTANTS: list[Mutant] = [
         "follower-leads-from-a-partial-read", "xconsumer/node.py",
         "        for full in dict.fromkeys((self.is_leader, True)):\n",
         "        for full in (self.is_leader,):\n",
-        [f"{MR}::test_a_follower_reads_only_the_leader_and_itself"],
+        [f"{MR}::test_a_follower_two_places_back_takes_over_with_every_members_data"],
         "a follower that becomes leader deals from the few members it read, and no watch on "
         "the member list wakes it on the next join"),
     Mutant(
