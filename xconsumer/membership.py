@@ -292,16 +292,21 @@ def release_claim(client: KazooClient, paths: Paths, name: str, session: int) ->
 
 def ensure_claim(client: KazooClient, paths: Paths, data: dict[str, Any], session: int
                  ) -> bool:
-    """Make our claim again if it is gone (deleted by hand, or its container): a second
-    process under our name would otherwise be free to join. False: another live session
-    holds it (a twin that joined while it was gone), which the caller reports."""
+    """Make our claim again if it is gone (deleted by hand, or its container) or was made
+    by hand: a second process under our name would otherwise be free to join. False:
+    another live session holds it (a twin that joined while it was gone)."""
     claim = paths.name_claim(data["id"])
     stat = client.exists(claim)
-    if stat is not None:
+    if stat is not None and stat.ephemeralOwner:
         return stat.ephemeralOwner == session
+    if stat is not None:
+        with contextlib.suppress(NoNodeError):
+            client.delete(claim, recursive=True)  # not ephemeral: made by hand
     try:
         client.create(claim, dumps(data), ephemeral=True, makepath=True)
     except NodeExistsError:
-        return ensure_claim(client, paths, data, session)
-    logger.warning("our name claim {} was gone (deleted by hand?): made it again", claim)
+        stat = client.exists(claim)  # someone was quicker: ours only if ours
+        return stat is None or stat.ephemeralOwner == session
+    logger.warning("our name claim {} was gone (deleted or made by hand?): made it again",
+                   claim)
     return True

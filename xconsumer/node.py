@@ -167,7 +167,7 @@ class Node:
         self.passes = 0  # controller passes, for tests of the controller's pacing
         self._markers_seen: dict[str, float] = {}  # departed names' left markers, first seen
         self._corrupt_since: dict[str, float] = {}  # member znodes first seen corrupt
-        self._zk_clock: float | None = None  # ZooKeeper's clock minus ours, in seconds
+        self._zk_clock: float | None = None  # ZooKeeper's clock minus our monotonic one, s
         self._candidate_wake: float | None = None  # when a corrupt member turns foreign
         self.is_leader = False
         self.leader: str | None = None
@@ -264,7 +264,8 @@ class Node:
         left = child is None or (leaving is not None and self._left(
             leaving, child, max(0.1, min(2.0, deadline - time.monotonic()))))
         if left and child is not None:
-            release_claim(self.client, self.paths, self.name, self._member_session or 0)
+            with self._member_lock:
+                release_claim(self.client, self.paths, self.name, self._member_session or 0)
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)
@@ -387,9 +388,9 @@ class Node:
             child, session = register(self.client, self.paths, self.member_data(),
                                       wait_for_name=self.session.timeout + 2.0)
             self._member_child, self._member_session = child, session
-            self._read_zk_clock(child)
             self._member_version = 0
             self.lease.member = self.paths.node(child)
+            self._read_zk_clock(child)
         self.lease.renew(sent)
         logger.info("joined cluster {} as {}", self.config.cluster.name, child)
 
@@ -398,13 +399,14 @@ class Node:
         and its ctime, between the local times the request was sent and answered. Our
         member znode was just made, but maybe after a wait for its name: writing its data
         again dates it exactly (what it says does not change)."""
-        before = time.time()
+        before = time.monotonic()
         try:
             stat = self.client.set(self.paths.node(child), dumps(self.member_data()))
-        except NoNodeError:
-            return
-        after = time.time()
+        except _ZK_ERRORS:
+            return  # no estimate (corrupt members are timed from when we first read them)
+        after = time.monotonic()
         self._member_version = stat.version
+        # Against the monotonic clock: a step of the wall clock must not age anything.
         self._zk_clock = stat.mtime / 1000.0 - (before + after) / 2.0
 
     def _repair_member(self) -> None:
@@ -537,8 +539,11 @@ class Node:
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
-        if not self._stop.is_set() and not ensure_claim(  # leaving gives the name back
-                self.client, self.paths, self.member_data(), self._member_session or 0):
+        with self._member_lock:  # stop() gives the name back under it: never made again
+            twin = (self._member_child is not None and not self._stop.is_set()
+                    and not ensure_claim(self.client, self.paths, self.member_data(),
+                                         self._member_session or 0))
+        if twin:
             _warn_twin(self.name, self.paths.name_claim(self.name))
         leader = candidates[0].name
         self._leader_child = candidates[0].child
@@ -647,8 +652,8 @@ class Node:
         1,000 members). Once the document changes and our plan still names another leader,
         that leader writes no plans (an older xconsumer): False, read the document."""
         if (self.plan_source != "plan" or not isinstance(plan, dict)
-                or plan["node"] != self.name):
-            return False
+                or plan["node"] != self.name or plan["generation"] > (self.generation or 0)):
+            return False  # (a newer plan than ours, which we never took: the document)
         stat = self.client.exists(self.paths.assignment, watch=self._on_doc_watch)
         now = (stat.mzxid if stat is not None else None,)
         if self._stale_doc is None:
@@ -762,7 +767,7 @@ class Node:
         (see _register); 0 while we have none, or for a time ahead of it."""
         if self._zk_clock is None or not mtime_ms:
             return 0.0
-        return max(0.0, time.time() + self._zk_clock - mtime_ms / 1000.0)
+        return max(0.0, time.monotonic() + self._zk_clock - mtime_ms / 1000.0)
 
     def _left_gracefully(self, name: str) -> bool:
         try:

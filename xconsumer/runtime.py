@@ -35,6 +35,9 @@ from .zk import refused_ops
 __all__ = ["Runtime", "SlotContext", "SlotRunner", "SlotStatus", "restart_needed"]
 
 LOOP_STOP_MIN = 1.0  # seconds the event loop may take to stop, even past the deadline
+# A leaving node's slots that end within this of the stop go with its session's close (one
+# request); past it, each slot gives its owner znode back as it ends (see stop_all).
+CLOSE_WINDOW = 0.1
 CLAIM_BATCH = 500  # owner znodes per claiming transaction (well under jute.maxbuffer)
 CLAIM_TIMEOUT = 10.0
 
@@ -221,8 +224,9 @@ class Runtime:
         the session, instead of a stat and a delete per slot from the slot threads of a
         process that is shutting down (what kept a graceful leave's new owners waiting
         longest). It deletes only our session's ephemerals, and only once the handlers have
-        ended: the node closes the session after stop_all, and not at all while a slot is
-        stuck (then `release_orphans` gives back the slots that did end)."""
+        ended: the node closes the session after stop_all. If a slot is still running
+        CLOSE_WINDOW after stop_all began, the session is not counted on (keep_session):
+        the slots that ended are given back at once, the others as they end."""
         self._closing.set()
 
     def keep_session(self) -> None:
@@ -344,6 +348,16 @@ class Runtime:
         self.revoke_all(reason)
         with self._lock:
             runners = list(self._runners.values())
+        if self._closing.is_set():
+            # Slots that end together go with the session's close. When one takes longer,
+            # those that have ended are given back now and the others give back their own
+            # as they end: a slow slot must not keep the fast ones taken.
+            until = min(deadline, time.monotonic() + CLOSE_WINDOW)
+            for runner in runners:
+                if runner.thread.ident is not None:
+                    runner.thread.join(timeout=max(0.0, until - time.monotonic()))
+            if any(r.alive for r in runners):
+                self.keep_session()
         for runner in runners:
             if runner.thread.ident is not None:
                 runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -266,6 +266,27 @@ def test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode(
     wait_until(lambda: running(b) == {"s/0"}, 15)
 
 
+def test_a_slow_slot_of_a_leaving_node_does_not_keep_its_fast_slots_taken(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record) -> None:
+    """Found by review: the leaving node's slots went with the session's close, which came
+    only once the slowest had ended. Past a moment, each slot gives its znode back itself:
+    the fast one's goes at once while the slow one keeps its own."""
+    paths = Paths(zk_root, "it")
+    tasks = STUBBORN.replace("stop_timeout = 0.5", "stop_timeout = 30") + RECORD_TASK
+    a = start(nodes, make_config(zk_hosts, zk_root, tasks), "a")
+    wait_until(lambda: running(a) == {"s/0", "r/0", "r/1", "r/2"}, 15)
+    stopper = threading.Thread(target=a.stop, kwargs={"timeout": 30.0}, name="test-stop")
+    stopper.start()
+    try:
+        wait_until(lambda: all(zk.exists(paths.owner("r", i)) is None for i in range(3)), 5)
+        assert zk.exists(paths.owner("s", 0)).ephemeralOwner == a.client.client_id[0]
+        assert stopper.is_alive()  # the slow slot still winds down
+    finally:
+        (record.parent / "release").write_text("go")
+        stopper.join(30)
+    assert not stopper.is_alive() and zk.exists(paths.owner("s", 0)) is None
+
+
 # Ignores every stop; on SIGTERM it waits (up to 3 s) for its own program to have seen the
 # SIGTERM too, as a handler cleaning up after itself would. The program, a shell, records
 # the SIGTERM in a file and exits: it never gets to if only SIGKILL reaches it.

@@ -99,16 +99,23 @@ def test_a_plan_not_written_by_the_elected_leader_is_not_applied(
     paths = Paths(zk_root, "it")
     wait_until(lambda: b.plan_source == "plan", 10)
     mine = running(b)
-    everything = {"generation": 10**6, "leader": "n-0000999999", "node": "b",
+    everything = {"generation": b.generation, "leader": "n-0000999999", "node": "b",
                   "slots": {"r": list(range(6))}, "tasks": plan(zk, paths, "b")["tasks"],
                   "keys": {}}
     forged = zk.set(paths.plan("b"), dumps(everything))
     # Not applied: b runs on what it last trusted (the document has not changed since),
     # and reads the document once that changes while its plan still names another leader.
     wait_until(lambda: b._plan_mzxid == forged.mzxid and b._stale_doc is not None, 10)
-    assert running(b) == mine and b.generation != 10**6 and b.plan_source == "plan"
+    assert running(b) == mine and b.plan_source == "plan"
     published = doc(zk, paths)
     zk.set(paths.assignment, dumps({**published, "generation": published["generation"] + 1}))
+    wait_until(lambda: b.plan_source == "document", 10)
+    assert running(b) == mine
+    # Nor one of a newer generation than b runs (one it never took): the document, at once.
+    a._plans_verified = 0.0
+    a._kick("test")
+    wait_until(lambda: b.plan_source == "plan", 10)
+    zk.set(paths.plan("b"), dumps({**everything, "generation": 10**6}))
     wait_until(lambda: b.plan_source == "document", 10)
     assert running(b) == mine and b.generation != 10**6
     for garbage in (b"{{", b'{"generation": 3, "leader": "x", "node": "b", "slots": [1]}'):

@@ -416,4 +416,11 @@ MUTANTS: list[Mutant] = [
         [f"{MR}::test_a_claim_deleted_by_hand_is_made_again_and_given_back_at_the_leave"],
         "a claim deleted by hand is never made again: a second process under the name "
         "joins"),
+    Mutant(
+        "slow-slot-keeps-a-leaving-nodes-fast-slots-taken", "xconsumer/runtime.py",
+        "            if any(r.alive for r in runners):\n                self.keep_session()\n",
+        "            pass\n",
+        [f"{G}::test_a_slow_slot_of_a_leaving_node_does_not_keep_its_fast_slots_taken"],
+        "a leaving node leaves every owner znode to its session's close, which waits for its "
+        "slowest slot: the others stay taken for its whole stop_timeout"),
 ]
