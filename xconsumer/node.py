@@ -539,12 +539,6 @@ class Node:
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
-        with self._member_lock:  # stop() gives the name back under it: never made again
-            twin = (self._member_child is not None and not self._stop.is_set()
-                    and not ensure_claim(self.client, self.paths, self.member_data(),
-                                         self._member_session or 0))
-        if twin:
-            _warn_twin(self.name, self.paths.name_claim(self.name))
         leader = candidates[0].name
         self._leader_child = candidates[0].child
         if leader != self.leader:
@@ -580,6 +574,17 @@ class Node:
         if self._chores is not None:
             chores, self._chores = self._chores, None
             self._housekeep(*chores)
+        self._check_claim()
+
+    def _check_claim(self) -> None:
+        """Our name claim is still ours (made again if it is gone): after the pass has
+        applied our slots, so a leader publishes and a node claims without waiting for it."""
+        with self._member_lock:  # stop() gives the name back under it: never made again
+            twin = (self._member_child is not None and not self._stop.is_set()
+                    and not ensure_claim(self.client, self.paths, self.member_data(),
+                                         self._member_session or 0))
+        if twin:
+            _warn_twin(self.name, self.paths.name_claim(self.name))
 
     def _read_document(self) -> None:
         """Run from the whole document: the leader, and a follower without a plan it can
