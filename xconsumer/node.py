@@ -194,7 +194,6 @@ class Node:
         # The document's mzxid (in a 1-tuple; None inside: no document) when this follower
         # found its plan written by another leader than the one elected (see _keep_plan).
         self._stale_doc: tuple[int | None] | None = None
-        self._member_names: list[str] = []  # the members' names this node knows
         self._member_seen: dict[str, str | None] = {}  # member child -> name (None: not read)
         self._next_in_line = False  # second in the election at the last full pass
         self._member_cache: dict[str, Any] = {}
@@ -975,8 +974,12 @@ class Node:
                     self.events.add("node_lost", f"{name} vanished without leaving (crash, "
                                     "kill or lost session)", node=name)
         self._member_seen = now
-        self._member_names = [n for n in now.values() if n]
         self.metrics.nodes.set(len(now))
+
+    @property
+    def _member_names(self) -> list[str]:
+        """The members' names this node knows (all of them on the leader)."""
+        return [n for n in self._member_seen.values() if n]
 
     def _note_assignment(self, doc: dict[str, Any] | None) -> None:
         generation = (doc or {}).get("generation")
