@@ -77,7 +77,9 @@ class Runtime:
         self._generation = 0
         self._stopping = False  # stop_all began: nothing starts any more
         self._closing = threading.Event()  # see leave_owners_to_session
-        self._parents: set[str] = set()  # owners/<task> known to exist (see _claim)
+        # A node's first claim after it joined is of slots live nodes still hold (a join
+        # moves slots only from live nodes): it asks before it creates (see _claim_batch).
+        self._look_first = True
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
         """Revoke before assign: stop what we lost, then start what we gained. The batch
@@ -166,14 +168,13 @@ class Runtime:
                 return
 
     def _claim_batch(self, runners: list[SlotRunner]) -> None:
-        for parent in {self._paths.owner_task(r.slot.task) for r in runners} - self._parents:
-            # A transaction cannot make parents.
-            self._client.ensure_path_async(parent).get(timeout=CLAIM_TIMEOUT)
-            self._parents.add(parent)
-        pending = list(runners)
-        for attempt in range(2):
-            if len(pending) < 2:
-                return
+        look_first, self._look_first = self._look_first, False
+        # A joining node's gained slots are all still held by the nodes they move from: it
+        # asks first (one round of stats, each setting the slot's watch) and creates only
+        # the free ones, a round trip fewer than a refused transaction and then the stats.
+        pending = self._free_of(runners) if look_first else list(runners)
+        ensured, looked = False, look_first
+        while len(pending) >= 2:
             tx = self._client.transaction()
             for runner in pending:
                 tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
@@ -183,28 +184,26 @@ class Runtime:
             # it created, without a round trip of its own.
             probe = self._client.exists_async(pending[0].owner_path)
             results = committed.get(timeout=CLAIM_TIMEOUT)
-            failed = [results[i] for i in refused_ops(results)]
             if not any(isinstance(r, Exception) for r in results):
                 break
-            if attempt or not all(isinstance(r, NodeExistsError) for r in failed):
-                if any(isinstance(r, NoNodeError) for r in failed):
-                    self._parents.clear()  # owners/<task> deleted meanwhile: ensure again
-                return
-            # ZooKeeper names only the first held slot: ask for them all at once (one
-            # round of stats, each setting the slot's own watch) and claim the free ones;
-            # a second refusal leaves the rest to the threads. A slot another session
-            # holds waits on that watch (a create and a stat of its thread saved).
-            stats = [self._client.exists_async(r.owner_path, watch=r.owner_watch)
-                     for r in pending]
-            session = self._session_id()
-            free = []
-            for runner, result in zip(pending, stats, strict=True):
-                stat = result.get(timeout=CLAIM_TIMEOUT)
-                if stat is None:
-                    free.append(runner)
-                elif stat.ephemeralOwner not in (0, session):
-                    runner.wait_for_owner(stat.ephemeralOwner)
-            pending = free
+            failed = [results[i] for i in refused_ops(results)]
+            if not failed:
+                return  # refused without naming why: the threads do the rest
+            if not ensured and all(isinstance(r, NoNodeError) for r in failed):
+                # owners/<task> does not exist yet (a task's first start, or deleted by
+                # hand): a transaction cannot make parents. Made once, then tried again;
+                # assumed to exist otherwise, so a claim costs no round trip for it.
+                ensured = True
+                for parent in {self._paths.owner_task(r.slot.task) for r in pending}:
+                    self._client.ensure_path_async(parent).get(timeout=CLAIM_TIMEOUT)
+                continue
+            if looked or not all(isinstance(r, NodeExistsError) for r in failed):
+                return  # a second refusal (or an unexpected one): the threads do the rest
+            # ZooKeeper names only the first held slot: ask for them all at once and claim
+            # the free ones. A slot another session holds waits on the watch that round set
+            # (a create and a stat of its thread saved).
+            looked = True
+            pending = self._free_of(pending)
         else:
             return
         stat = probe.get(timeout=CLAIM_TIMEOUT)
@@ -212,6 +211,21 @@ class Runtime:
             return  # not what we created: the threads look for themselves
         for runner in pending:  # one transaction: every znode it made has its czxid
             runner.claimed(stat.czxid)
+
+    def _free_of(self, runners: list[SlotRunner]) -> list[SlotRunner]:
+        """The runners whose owner znode is free, asked in one round of stats, each setting
+        that slot's watch; one held by another session waits on it (`wait_for_owner`)."""
+        stats = [self._client.exists_async(r.owner_path, watch=r.owner_watch)
+                 for r in runners]
+        session = self._session_id()
+        free = []
+        for runner, result in zip(runners, stats, strict=True):
+            stat = result.get(timeout=CLAIM_TIMEOUT)
+            if stat is None:
+                free.append(runner)
+            elif stat.ephemeralOwner not in (0, session):
+                runner.wait_for_owner(stat.ephemeralOwner)
+        return free
 
     def _running(self, slot: Slot) -> bool:
         """A runner of `slot` still runs (the lock held)."""

@@ -41,6 +41,7 @@ from .zk import dumps
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 RELEASE_TIMEOUT = 2.0
+QUIET_WAIT = 1.0  # a wait for a previous owner this long is said (see _await_owner)
 
 
 def restart_needed(old: TaskConfig, new: TaskConfig) -> bool:
@@ -361,10 +362,7 @@ class SlotRunner:
             # znode, if our session still holds it, is adopted then).
             self.fence = self.owner_version = None
         if self.held_by is not None and not self.stop_event.is_set():
-            waited_for = f"{self.held_by:x}"
-            self.log.info("waiting for the previous owner (session {}) to release", waited_for)
-            self._wake.wait(self._retry_wait * 5)  # the watch wakes us; bounded all the same
-            self._wake.clear()
+            waited_for = self._await_owner(self.held_by, waited_for)
         while not self.stop_event.is_set():
             if not self._lease.valid():
                 self._wake.wait(0.05)
@@ -412,12 +410,30 @@ class SlotRunner:
                 return True
             if stat.ephemeralOwner == 0:
                 self._report_blocked(path)
-            elif waited_for is None:
-                waited_for = f"{stat.ephemeralOwner:x}"
-                self.log.info("waiting for the previous owner (session {}) to release", waited_for)
-            self._wake.wait(self._retry_wait * 5)
-            self._wake.clear()
+                self._wake.wait(self._retry_wait * 5)
+                self._wake.clear()
+            else:
+                waited_for = self._await_owner(stat.ephemeralOwner, waited_for)
         return False
+
+    def _await_owner(self, session: int, said: str | None) -> str | None:
+        """Wait, on the owner znode's watch (bounded all the same), for the previous owner
+        to let go; answer the session the log line named, if one did. A handover's wait
+        lasts milliseconds, so it is said only once it has lasted QUIET_WAIT: a line per
+        moved slot on every rebalance told nothing, and cost the joining node's CPU at the
+        very moment its slots start."""
+        patience = self._retry_wait * 5
+        if said is None:
+            quiet = min(QUIET_WAIT, patience)
+            if self._wake.wait(quiet):
+                self._wake.clear()
+                return None
+            said = f"{session:x}"
+            self.log.info("waiting for the previous owner (session {}) to release", said)
+            patience -= quiet
+        self._wake.wait(patience)
+        self._wake.clear()
+        return said
 
     def _report_blocked(self, path: str) -> None:
         """A persistent owner znode (made by hand: every node creates ephemeral ones) would

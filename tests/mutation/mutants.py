@@ -344,8 +344,8 @@ MUTANTS: list[Mutant] = [
         "corrupt document stays published"),
     Mutant(
         "held-slot-waits-without-a-watch", "xconsumer/runtime.py",
-        "            stats = [self._client.exists_async(r.owner_path, watch=r.owner_watch)\n",
-        "            stats = [self._client.exists_async(r.owner_path)\n",
+        "        stats = [self._client.exists_async(r.owner_path, watch=r.owner_watch)\n",
+        "        stats = [self._client.exists_async(r.owner_path)\n",
         ["tests/integration/test_claims.py::test_held_slots_wait_on_the_watch_the_claim_set"],
         "a slot found held in the batched claim waits without a watch: it starts only at its "
         "thread's next look, seconds after its previous owner let it go"),
