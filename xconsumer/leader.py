@@ -38,7 +38,7 @@ from .overrides import EffectiveTask, with_paused
 from .paths import Paths
 from .plans import TX_BUDGET, PlanBook, PlanWrites, commit_fenced
 from .strategies.guard import FALLBACK, StrategyRunner, run_strategy
-from .zk import encode
+from .zk import AHEAD_TIMEOUT, encode
 
 __all__ = ["DocMemo", "Published", "build_doc", "doc_plan", "doc_tasks", "doc_unassigned",
            "lenient_task", "next_generation", "plan_slots", "publish", "read_assignment",
@@ -55,32 +55,56 @@ class DocMemo:
     previous plan. Whoever else writes the znode changes its mzxid: then it is read.
 
     The controller and the API thread both read through it: what it holds is one tuple,
-    replaced whole, so a reader never pairs one document's mzxid with another's data."""
+    replaced whole, so a reader never pairs one document's mzxid with another's data.
+
+    Within one pass of the controller (`expire()` starts one), a document read, confirmed
+    or written in that pass stands for itself without a stat (`current()`): the publish
+    that follows the pass's read writes against its version, so a change meanwhile (a hand
+    edit; no other leader can write past the fence) is refused, not overwritten, and read
+    at the next pass. Only a read that sets a watch still asks, since the watch is why."""
 
     def __init__(self) -> None:
-        # (mzxid, decoded document or Corrupt, the Plan it was built from when we wrote it)
-        self._entry: tuple[int | None, dict[str, Any] | Corrupt | None, Plan | None] = (
-            None, None, None)
+        # (mzxid, decoded document or Corrupt, the Plan it was built from when we wrote it,
+        #  the znode's version)
+        self._entry: tuple[int | None, dict[str, Any] | Corrupt | None, Plan | None,
+                           int | None] = (None, None, None, None)
         self._plan: tuple[Any, dict[str, list[Slot]]] | None = None  # (document, its plan)
+        self._this_pass = False  # the entry was read, confirmed or written this pass
 
     @property
     def mzxid(self) -> int | None:
         return self._entry[0]
 
     def remember(self, mzxid: int, doc: dict[str, Any] | Corrupt,
-                 source: Plan | None = None) -> None:
-        self._entry = (mzxid, doc, source)
+                 source: Plan | None = None, version: int | None = None) -> None:
+        self._entry = (mzxid, doc, source, version)
+        self._this_pass = version is not None
 
     def lookup(self, mzxid: int) -> tuple[bool, dict[str, Any] | Corrupt | None]:
         """(True, the document) if the one remembered has this mzxid."""
-        known, doc, _ = self._entry
+        known, doc, _, _ = self._entry
         return known == mzxid, doc
+
+    def confirmed(self, version: int) -> None:
+        """A stat found the remembered document unchanged (its mzxid), at `version`."""
+        mzxid, doc, source, _ = self._entry
+        self._entry = (mzxid, doc, source, version)
+        self._this_pass = True
+
+    def current(self) -> tuple[dict[str, Any] | Corrupt | None, int] | None:
+        """(document, version) if read, confirmed or written in this pass, else None."""
+        _, doc, _, version = self._entry
+        return (doc, version) if self._this_pass and version is not None else None
+
+    def expire(self) -> None:
+        """A new pass: what was read before it is asked for again (one stat)."""
+        self._this_pass = False
 
     def plan_of(self, doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
         """`doc_plan(doc)`, built once for the remembered document (from the Slot objects
         of the plan it was built from, when this node wrote it). Callers must not change
         it: the strategy guard gives user code copies."""
-        _, remembered, source = self._entry
+        _, remembered, source, _ = self._entry
         if doc is None or doc is not remembered:
             return doc_plan(doc)
         cached = self._plan
@@ -93,28 +117,33 @@ class DocMemo:
 
 @without_gc
 def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
-                    memo: DocMemo | None = None
+                    memo: DocMemo | None = None, ahead: Any = None
                     ) -> tuple[dict[str, Any] | Corrupt | None, int]:
     """The published assignment (decoded, or Corrupt) and its znode version (-1: none yet).
 
     With `memo`, a stat first: an unchanged document is not read again (see DocMemo); with
-    nothing remembered yet (a new leader, a new session) it is read at once."""
-    if memo is not None and memo.mzxid is not None:
+    nothing remembered yet (a new leader, a new session) it is read at once. `ahead`: a get
+    of the document already sent (with `watch`), whose answer stands for the read."""
+    if memo is not None and watch is None and (current := memo.current()) is not None:
+        return current  # read or written in this very pass (see DocMemo)
+    if memo is not None and memo.mzxid is not None and ahead is None:
         stat = client.exists(paths.assignment, watch=watch)
         if stat is None:
             return None, -1
         hit, doc = memo.lookup(stat.mzxid)
         if hit:
+            memo.confirmed(stat.version)
             return doc, stat.version
     try:
-        raw, stat = client.get(paths.assignment, watch=watch)
+        raw, stat = (ahead.get(timeout=AHEAD_TIMEOUT) if ahead is not None
+                     else client.get(paths.assignment, watch=watch))
     except NoNodeError:
         if watch is not None:
             client.exists(paths.assignment, watch=watch)
         return None, -1
     doc = decode_assignment(raw, paths.assignment)
     if memo is not None:
-        memo.remember(stat.mzxid, doc)
+        memo.remember(stat.mzxid, doc, version=stat.version)
     return doc, stat.version
 
 
@@ -349,7 +378,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
                if plans is not None else
                commit_fenced(client, paths.node(my_child), write_doc, paths, writes, room))
     if memo is not None and isinstance(writes.first, ZnodeStat):
-        memo.remember(writes.first.mzxid, doc, plan)  # a set names our write; a create not
+        # A set names our write (and its version); a create not.
+        memo.remember(writes.first.mzxid, doc, plan, writes.first.version)
     if refused is not None and refused[0] == 0:
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))

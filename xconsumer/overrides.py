@@ -28,7 +28,7 @@ from .codecs import MUTABLE_FIELDS, Corrupt, decode_overrides, empty_overrides, 
 from .config import TaskConfig
 from .errors import ConfigError, XConsumerError
 from .strategies import is_container_task
-from .zk import dumps
+from .zk import AHEAD_TIMEOUT, dumps
 
 __all__ = ["MUTABLE_FIELDS", "EffectiveTask", "OverrideError", "OverrideStore",
            "VersionConflict", "effective_tasks", "from_assignment"]
@@ -323,12 +323,18 @@ class OverrideStore:
         # the overrides behind the published assignment (see overrides_from_assignment).
         self.fallback = fallback
 
-    def read(self, watch: Any = None) -> tuple[dict[str, Any], int]:
-        """(document in force, version); version -1 when nothing was ever written."""
+    def read(self, watch: Any = None, ahead: tuple[Any, Any] | None = None
+             ) -> tuple[dict[str, Any], int]:
+        """(document in force, version); version -1 when nothing was ever written. `ahead`:
+        a get and an exists of the znode already sent with `watch` (the pair this read
+        sends), whose answers stand for it."""
         try:
-            raw, stat = self._client.get(self.path, watch=watch)
+            raw, stat = (ahead[0].get(timeout=AHEAD_TIMEOUT) if ahead is not None
+                         else self._client.get(self.path, watch=watch))
         except NoNodeError:
-            if watch is not None:
+            if ahead is not None:
+                ahead[1].get(timeout=AHEAD_TIMEOUT)  # its watch is set
+            elif watch is not None:
                 self._client.exists(self.path, watch=watch)
             self.corrupt, self.last_valid = None, empty()
             return empty(), -1

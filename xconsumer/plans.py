@@ -46,7 +46,7 @@ from loguru import logger
 
 from .codecs import Corrupt, decode_plan
 from .paths import Paths
-from .zk import ZNODE_LIMIT, encode, refused_ops
+from .zk import AHEAD_TIMEOUT, ZNODE_LIMIT, encode, refused_ops
 
 # What one transaction may carry (the document included); jute.maxbuffer is 1 MiB - 1 by
 # default and the request adds a few bytes per op.
@@ -149,6 +149,9 @@ class PlanBook:
         # (collect_deferred); without it (a script, the benchmark) commit deletes them.
         self.defer_collect = False
         self.gone: set[str] = set()  # departed nodes whose plans wait for collect_deferred
+        # A listing of plans/ already sent by a node taking over (its answer stands for the
+        # listing `changes` makes); set and cleared by the node, for one pass.
+        self.listing: Any = None
 
     def reset(self) -> None:
         self.gone = set()
@@ -188,8 +191,10 @@ class PlanBook:
         if self.check_due:
             self.verify(client, paths)
         if self.existing is None:
+            listing, self.listing = self.listing, None
             try:
-                self.existing = set(client.get_children(paths.plans))
+                self.existing = set(listing.get(timeout=AHEAD_TIMEOUT) if listing is not None
+                                    else client.get_children(paths.plans))
             except NoNodeError:
                 client.ensure_path(paths.plans)
                 self.existing = set()

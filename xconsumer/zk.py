@@ -132,6 +132,9 @@ def start_client(client: KazooClient, hosts: str, timeout: float) -> None:
 # ZooKeeper refuses a znode (or a whole multi-op) larger than jute.maxbuffer, 1 MiB minus a
 # little by default. Documents past COMPRESS_ABOVE are stored zlib-compressed behind a magic
 # prefix; ZNODE_LIMIT leaves room for the rest of the transaction.
+# How long a reply to a request sent ahead (a node taking over asks for what it will read
+# at once, see Node._prefetch_takeover) is waited for: a sync call's bound.
+AHEAD_TIMEOUT = 10.0
 COMPRESS_ABOVE = 64 * 1024
 ZNODE_LIMIT = 1_000_000
 _MAGIC = b"XCZ1"

@@ -38,17 +38,17 @@ def test_housekeeping_left_by_a_failed_pass_never_runs_later(
     def failing_read():
         if armed["on"] and a._chores is not None and a._chores[1] is not None:
             armed["on"] = False
-            # The connection drops right after a's publish, and its session expires...
-            twin = KazooClient(hosts=zk_hosts, client_id=a.client.client_id, timeout=2.0)
-            twin.start(timeout=10)
-            twin.stop()
-            twin.close()
-            # ...while an operator adds a once-task that the new leader publishes and that
-            # completes (its done marker).
+            # Right after a's publish an operator adds a once-task that the next leader
+            # publishes and that completes (its done marker)...
             OverrideStore(zk, paths.overrides).update(lambda d: add_task(
                 d, config.tasks, {"name": "x", "workName": "record", "workerNum": 1,
                                   "mode": "once"}, lambda w: True))
             zk.ensure_path(paths.done_marker("x", 0))
+            # ...and a's connection drops, and its session expires: b leads from now on.
+            twin = KazooClient(hosts=zk_hosts, client_id=a.client.client_id, timeout=2.0)
+            twin.start(timeout=10)
+            twin.stop()
+            twin.close()
             raise ConnectionLoss()
         return real_read()
     a._read_document = failing_read  # type: ignore[method-assign]
