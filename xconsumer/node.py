@@ -202,6 +202,7 @@ class Node:
         # found its plan written by another leader than the one elected (see _keep_plan).
         self._stale_doc: tuple[int | None] | None = None
         self._member_seen: dict[str, str | None] = {}  # member child -> name (None: not read)
+        self._departed: list[str] = []  # names gone, told apart (left or lost) after apply
         self._next_in_line = False  # second in the election at the last full pass
         self._member_cache: dict[str, Any] = {}
         self._seen_rebalance: int | None = None
@@ -614,6 +615,7 @@ class Node:
             chores, self._chores = self._chores, None
             self._housekeep(*chores)
         self._check_claim()
+        self._report_departures()
 
     def _check_claim(self) -> None:
         """Our name claim is still ours (made again if it is gone): after the pass has
@@ -629,8 +631,29 @@ class Node:
         """Run from the whole document: the leader, and a follower without a plan it can
         trust (none yet, corrupt, or written by another leader than the one elected)."""
         self._doc_current = True  # before the read: a change meanwhile marks it stale again
+        current = self._memo.current() if self.is_leader else None
+        if current is not None:
+            # The leader's document of this very pass (read or written, see DocMemo): its
+            # watch is set without waiting for the answer, so the leader applies its own
+            # share a round trip sooner; a change that came first is told by the answer.
+            mzxid = self._memo.mzxid
+            self.client.exists_async(self.paths.assignment, watch=self._on_doc_watch).rawlink(
+                lambda result: self._doc_watch_set(result, mzxid))
+            self._take_document(current[0])
+            return
         self._take_document(read_assignment(self.client, self.paths,
                                             watch=self._on_doc_watch, memo=self._leader_memo)[0])
+
+    def _doc_watch_set(self, result: Any, mzxid: int | None) -> None:
+        """The answer to the stat that set the leader's document watch (kazoo's callback
+        thread: nothing here may block). Not the document we hold, or no answer at all: a
+        pass reads it again."""
+        try:
+            stat = result.get_nowait()
+        except Exception:  # noqa: BLE001 - any failure means: look again
+            stat = None
+        if stat is None or stat.mzxid != mzxid:
+            self._on_doc_watch(None)
 
     def _take_document(self, published: dict[str, Any] | Corrupt | None) -> bool:
         """Run from a document just read; False (and reported) if it is corrupt: a corrupt
@@ -1028,15 +1051,25 @@ class Node:
             for name in sorted({n for c, n in now.items() if c not in before and n}
                                - names_before):
                 self.events.add("node_joined", f"{name} joined", node=name)
-            for name in sorted({n for c, n in before.items() if c not in now and n}
-                               - names_now):
-                if self._left_gracefully(name):
-                    self.events.add("node_left", f"{name} left gracefully", node=name)
-                else:
-                    self.events.add("node_lost", f"{name} vanished without leaving (crash, "
-                                    "kill or lost session)", node=name)
+            # Told apart at the end of the pass (_report_departures): the left marker's
+            # read is a round trip the publish and the claims need not wait for.
+            self._departed += sorted({n for c, n in before.items() if c not in now and n}
+                                     - names_now)
         self._member_seen = now
         self.metrics.nodes.set(len(now))
+
+    def _report_departures(self) -> None:
+        """The event of each member gone since: a graceful leave (its left marker) or a
+        loss. After the pass has published and applied; one left behind by a pass that
+        failed is reported by the next."""
+        while self._departed:
+            name = self._departed[0]
+            if self._left_gracefully(name):
+                self.events.add("node_left", f"{name} left gracefully", node=name)
+            else:
+                self.events.add("node_lost", f"{name} vanished without leaving (crash, "
+                                "kill or lost session)", node=name)
+            self._departed.pop(0)
 
     @property
     def _member_names(self) -> list[str]:
