@@ -100,6 +100,11 @@ class DocMemo:
         """A new pass: what was read before it is asked for again (one stat)."""
         self._this_pass = False
 
+    def vouch(self) -> None:
+        """The document's watch, set by the read or write that left this entry, has not
+        fired: the entry stands for this pass too (the publish is versioned all the same)."""
+        self._this_pass = self._entry[3] is not None
+
     def plan_of(self, doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
         """`doc_plan(doc)`, built once for the remembered document (from the Slot objects
         of the plan it was built from, when this node wrote it). Callers must not change
@@ -381,6 +386,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         # A set names our write (and its version); a create not.
         memo.remember(writes.first.mzxid, doc, plan, writes.first.version)
     if refused is not None and refused[0] == 0:
+        if memo is not None:
+            memo.expire()  # someone wrote it meanwhile: what this pass read is stale
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))
         return None

@@ -901,6 +901,8 @@ class Node:
         # A leader that has not read the assignment yet (its first pass after a start)
         # reads it here: its keys are the last good ones, never "none yet".
         published = self.assignment
+        if self._doc_current:
+            self._memo.vouch()  # its watch has not fired since: no stat in front of publish
         published_keys = (published or {}).get("keys", {})
         self.keys.poll([e.task for e in tasks], published_keys, keys_refresh(overrides))
         keys = {e.task.name: self.keys.keys(e.task.name) or [] for e in tasks if e.task.keys}

@@ -8,7 +8,6 @@ import time
 from dataclasses import replace
 
 import pytest
-
 from kazoo.client import KazooClient, TransactionRequest
 
 from tests.cluster import RECORD_WORKS

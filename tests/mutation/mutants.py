@@ -423,4 +423,20 @@ MUTANTS: list[Mutant] = [
         [f"{G}::test_a_slow_slot_of_a_leaving_node_does_not_keep_its_fast_slots_taken"],
         "a leaving node leaves every owner znode to its session's close, which waits for its "
         "slowest slot: the others stay taken for its whole stop_timeout"),
+    Mutant(
+        "leader-end-wakes-every-follower-at-once", "xconsumer/node.py",
+        "            self.client.exists(self.paths.node(children[0]), "
+        "watch=self._on_watch_later)\n",
+        "            self.client.exists(self.paths.node(children[0]), watch=self._on_watch)\n",
+        [f"{PL}::test_at_its_leaders_end_a_follower_lists_the_members_after_the_new_leaders_"
+         "plan"],
+        "every follower lists the members at its leader's end, with the takeover: a herd "
+        "of 998 listings at 1,000 members, and a slower takeover"),
+    Mutant(
+        "leader-document-watch-answer-ignored", "xconsumer/node.py",
+        "        if stat is None or stat.mzxid != mzxid:\n            self._on_doc_watch(None)\n",
+        "        if False:\n            self._on_doc_watch(None)\n",
+        [f"{DM}::test_a_change_that_came_before_the_leaders_document_watch_is_read"],
+        "a hand edit of the document made between the leader's write and its watch is "
+        "never read: the leader runs a document that is no longer published"),
 ]
