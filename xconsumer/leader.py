@@ -8,6 +8,7 @@ conditional on the assignment version we read, so two writers cannot interleave 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -55,7 +56,9 @@ class DocMemo:
     previous plan. Whoever else writes the znode changes its mzxid: then it is read.
 
     The controller and the API thread both read through it: what it holds is one tuple,
-    replaced whole, so a reader never pairs one document's mzxid with another's data.
+    replaced whole under a lock, so a reader never pairs one document's mzxid with another's
+    data, and an answer that comes late (an older mzxid: zxids only grow) never replaces a
+    newer entry.
 
     Within one pass of the controller (`expire()` starts one), a document read, confirmed
     or written in that pass stands for itself without a stat (`current()`): the publish
@@ -70,6 +73,7 @@ class DocMemo:
                            int | None] = (None, None, None, None)
         self._plan: tuple[Any, dict[str, list[Slot]]] | None = None  # (document, its plan)
         self._this_pass = False  # the entry was read, confirmed or written this pass
+        self._lock = threading.Lock()
 
     @property
     def mzxid(self) -> int | None:
@@ -77,33 +81,51 @@ class DocMemo:
 
     def remember(self, mzxid: int, doc: dict[str, Any] | Corrupt,
                  source: Plan | None = None, version: int | None = None) -> None:
-        self._entry = (mzxid, doc, source, version)
-        self._this_pass = version is not None
+        with self._lock:
+            known = self._entry[0]
+            if known is not None and mzxid < known:
+                return  # a read answered after a newer write was remembered
+            self._entry = (mzxid, doc, source, version)
+            self._this_pass = version is not None
 
     def lookup(self, mzxid: int) -> tuple[bool, dict[str, Any] | Corrupt | None]:
         """(True, the document) if the one remembered has this mzxid."""
         known, doc, _, _ = self._entry
         return known == mzxid, doc
 
-    def confirmed(self, version: int) -> None:
-        """A stat found the remembered document unchanged (its mzxid), at `version`."""
-        mzxid, doc, source, _ = self._entry
-        self._entry = (mzxid, doc, source, version)
-        self._this_pass = True
+    def confirmed(self, mzxid: int, version: int) -> None:
+        """A stat found the remembered document unchanged (this mzxid), at `version`; a
+        no-op if another entry was remembered since the lookup."""
+        with self._lock:
+            known, doc, source, _ = self._entry
+            if known == mzxid:
+                self._entry = (mzxid, doc, source, version)
+                self._this_pass = True
 
-    def current(self) -> tuple[dict[str, Any] | Corrupt | None, int] | None:
-        """(document, version) if read, confirmed or written in this pass, else None."""
-        _, doc, _, version = self._entry
-        return (doc, version) if self._this_pass and version is not None else None
+    def current(self) -> tuple[dict[str, Any] | Corrupt | None, int, int] | None:
+        """(document, version, mzxid), one entry's, if it was read, confirmed or written in
+        this pass; else None."""
+        with self._lock:
+            mzxid, doc, _, version = self._entry
+            if self._this_pass and version is not None and mzxid is not None:
+                return doc, version, mzxid
+            return None
 
     def expire(self) -> None:
         """A new pass: what was read before it is asked for again (one stat)."""
         self._this_pass = False
 
+    def forget(self) -> None:
+        """The entry is not the document (a publish against its version was refused): the
+        next read reads it whole."""
+        with self._lock:
+            self._entry, self._this_pass = (None, None, None, None), False
+
     def vouch(self) -> None:
         """The document's watch, set by the read or write that left this entry, has not
         fired: the entry stands for this pass too (the publish is versioned all the same)."""
-        self._this_pass = self._entry[3] is not None
+        with self._lock:
+            self._this_pass = self._entry[3] is not None
 
     def plan_of(self, doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
         """`doc_plan(doc)`, built once for the remembered document (from the Slot objects
@@ -130,14 +152,14 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
     nothing remembered yet (a new leader, a new session) it is read at once. `ahead`: a get
     of the document already sent (with `watch`), whose answer stands for the read."""
     if memo is not None and watch is None and (current := memo.current()) is not None:
-        return current  # read or written in this very pass (see DocMemo)
+        return current[0], current[1]  # read or written in this very pass (see DocMemo)
     if memo is not None and memo.mzxid is not None and ahead is None:
         stat = client.exists(paths.assignment, watch=watch)
         if stat is None:
             return None, -1
         hit, doc = memo.lookup(stat.mzxid)
         if hit:
-            memo.confirmed(stat.version)
+            memo.confirmed(stat.mzxid, stat.version)
             return doc, stat.version
     try:
         raw, stat = (ahead.get(timeout=AHEAD_TIMEOUT) if ahead is not None
@@ -387,7 +409,7 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         memo.remember(writes.first.mzxid, doc, plan, writes.first.version)
     if refused is not None and refused[0] == 0:
         if memo is not None:
-            memo.expire()  # someone wrote it meanwhile: what this pass read is stale
+            memo.forget()  # someone wrote it meanwhile: what we hold is stale
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))
         return None

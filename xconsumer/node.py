@@ -182,6 +182,7 @@ class Node:
         # follower only when something asks (see `assignment`). It runs from its plan.
         self._doc: dict[str, Any] | None = None
         self._doc_current = False  # False once a watch says the document changed
+        self._doc_changes = 0  # how many times a watch said so
         self.plans = PlanBook()  # what we wrote under plans/ while leading
         self.plans.defer_collect = True  # departed nodes' plans go with the housekeeping
         self._memo = DocMemo()  # the document the leader last read or wrote
@@ -486,6 +487,8 @@ class Node:
                 reasons = {"wake" if wakes else "periodic"}
             while not self._events.empty():  # coalesce a burst into one pass
                 reasons.add(self._events.get_nowait())
+            if wakes and min(wakes) <= time.monotonic():
+                reasons.add("wake")  # due: a stream of light events must not put it off
             reason = ",".join(sorted(reasons))
             if self._stop.is_set():
                 break
@@ -597,6 +600,7 @@ class Node:
             self._lead([m for m in members if m.child in children])
         else:
             self._leading = False
+            self._prefetched, self.plans.listing = {}, None  # read ahead for a lead not taken
             self._seen_rebalance, self._wake_at = None, None
             self.damper.reset()
             self.publish_error = self.strategy_error = None
@@ -636,15 +640,15 @@ class Node:
             # The leader's document of this very pass (read or written, see DocMemo): its
             # watch is set without waiting for the answer, so the leader applies its own
             # share a round trip sooner; a change that came first is told by the answer.
-            mzxid = self._memo.mzxid
+            doc, _, mzxid = current
             self.client.exists_async(self.paths.assignment, watch=self._on_doc_watch).rawlink(
                 lambda result: self._doc_watch_set(result, mzxid))
-            self._take_document(current[0])
+            self._take_document(doc)
             return
         self._take_document(read_assignment(self.client, self.paths,
                                             watch=self._on_doc_watch, memo=self._leader_memo)[0])
 
-    def _doc_watch_set(self, result: Any, mzxid: int | None) -> None:
+    def _doc_watch_set(self, result: Any, mzxid: int) -> None:
         """The answer to the stat that set the leader's document watch (kazoo's callback
         thread: nothing here may block). Not the document we hold, or no answer at all: a
         pass reads it again."""
@@ -775,12 +779,21 @@ class Node:
         """The whole published document. The leader reads it on every pass; a follower runs
         from its plan and reads it only when asked (the API, the views), at most once per
         change: a watch marks its copy stale. A read that fails answers the last copy."""
+        return self._document()
+
+    def _document(self, ahead: Any = None) -> dict[str, Any] | None:
+        """`assignment`, or from `ahead`: a get of the document sent ahead by a takeover
+        (see _prefetch_takeover), taken by the controller's leader pass only, and only if
+        no change of the document was told since it was sent (its answer may predate it,
+        and the watch that told it is spent)."""
+        if ahead is not None and ahead[1] != self._doc_changes:
+            ahead = None
         if not self._doc_current and self.client.connected:
             self._doc_current = True  # before the read: a change meanwhile marks it again
             try:
                 doc, _ = read_assignment(self.client, self.paths, watch=self._doc_changed,
                                          memo=self._leader_memo,
-                                         ahead=self._prefetched.pop("document", None))
+                                         ahead=None if ahead is None else ahead[0])
             except _ZK_ERRORS:
                 self._doc_current = False
                 return self._doc
@@ -795,10 +808,11 @@ class Node:
         return self._memo if self.is_leader else None
 
     def _doc_changed(self, _event: Any) -> None:
+        self._doc_changes += 1
         self._doc_current = False
 
     def _on_doc_watch(self, event: Any) -> None:
-        self._doc_current = False
+        self._doc_changed(event)
         self._on_watch(event)
 
     def _candidates(self, records: list[Any]) -> list[Any]:
@@ -856,7 +870,8 @@ class Node:
         ahead: dict[str, Any] = {
             "overrides": (client.get_async(paths.overrides, watch=self._on_watch),
                           client.exists_async(paths.overrides, watch=self._on_watch)),
-            "document": client.get_async(paths.assignment, watch=self._doc_changed),
+            "document": (client.get_async(paths.assignment, watch=self._doc_changed),
+                         self._doc_changes),
         }
         if self.leader:
             ahead[f"left:{self.leader}"] = client.exists_async(paths.left_marker(self.leader))
@@ -900,7 +915,7 @@ class Node:
         tasks = effective_tasks(self.config.tasks, overrides)
         # A leader that has not read the assignment yet (its first pass after a start)
         # reads it here: its keys are the last good ones, never "none yet".
-        published = self.assignment
+        published = self._document(self._prefetched.pop("document", None))
         if self._doc_current:
             self._memo.vouch()  # its watch has not fired since: no stat in front of publish
         published_keys = (published or {}).get("keys", {})

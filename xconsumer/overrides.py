@@ -328,16 +328,21 @@ class OverrideStore:
         """(document in force, version); version -1 when nothing was ever written. `ahead`:
         a get and an exists of the znode already sent with `watch` (the pair this read
         sends), whose answers stand for it."""
-        try:
-            raw, stat = (ahead[0].get(timeout=AHEAD_TIMEOUT) if ahead is not None
-                         else self._client.get(self.path, watch=watch))
-        except NoNodeError:
-            if ahead is not None:
-                ahead[1].get(timeout=AHEAD_TIMEOUT)  # its watch is set
-            elif watch is not None:
-                self._client.exists(self.path, watch=watch)
-            self.corrupt, self.last_valid = None, empty()
-            return empty(), -1
+        for attempt in range(2):
+            try:
+                raw, stat = (ahead[0].get(timeout=AHEAD_TIMEOUT) if ahead is not None
+                             else self._client.get(self.path, watch=watch))
+                break
+            except NoNodeError:
+                made = (ahead[1].get(timeout=AHEAD_TIMEOUT) if ahead is not None
+                        else self._client.exists(self.path, watch=watch)
+                        if watch is not None else None)
+                ahead = None
+                if made is None or attempt:
+                    # Its watch is set (the exists): a creation from now on wakes us. One
+                    # made between the two requests was found by the exists and read again.
+                    self.corrupt, self.last_valid = None, empty()
+                    return empty(), -1
         doc = decode_overrides(raw, self.path)
         if isinstance(doc, Corrupt):
             self.corrupt = doc

@@ -439,4 +439,12 @@ MUTANTS: list[Mutant] = [
         [f"{DM}::test_a_change_that_came_before_the_leaders_document_watch_is_read"],
         "a hand edit of the document made between the leader's write and its watch is "
         "never read: the leader runs a document that is no longer published"),
+    Mutant(
+        "overrides-made-between-get-and-exists-taken-for-none", "xconsumer/overrides.py",
+        "                if made is None or attempt:\n",
+        "                if True:\n",
+        ["tests/integration/test_overrides_read.py::test_overrides_made_between_the_get_and_"
+         "the_exists_are_read"],
+        "overrides made between the read's get and its exists are taken for none, and the "
+        "watch the exists set never fires for them: the leader deals without them"),
 ]
