@@ -547,17 +547,29 @@ class Node:
             f"watch:{self.paths.node(self._leader_child)}" in reasons)
         if takeover:
             self._prefetch_takeover()
-        for full in dict.fromkeys((self.is_leader, True)):
+        # A follower that finds itself first reads again as the leader, and one that finds
+        # itself next in line reads every member's data (with the put-off watch) at once,
+        # not at some later pass: a takeover soon after would read them then. Each flag only
+        # turns on, so at most three listings.
+        full, in_line = self.is_leader, self._next_in_line
+        while True:
             corrupt: list[Corrupt] = []
             watch = (self._on_watch if full or takeover
-                     else self._on_watch_later if self._next_in_line else None)
+                     else self._on_watch_later if in_line else None)
             candidates = self._candidates(read_members(
                 self.client, self.paths, watch=watch,
                 cache=self._member_cache, corrupt=corrupt,
-                focus=None if full or self._next_in_line else own))
+                focus=None if full or in_line else own))
             children = [m.child for m in candidates]
-            if own not in children or children.index(own) or takeover:
+            if own not in children or takeover:
                 break  # (a takeover's listing was already the full, watched one)
+            at = children.index(own)
+            if at == 0 and not full:
+                full = True
+            elif at == 1 and not (full or in_line):
+                in_line = True
+            else:
+                break
         self.corruption.update(("member",), corrupt)
         members = dedupe_by_name(candidates)
         if own not in children:

@@ -110,6 +110,26 @@ def test_a_follower_two_places_back_takes_over_with_every_members_data(
     assert not [r for r in records(record) if r["node"] == "d" and r["e"] == "stop"]
 
 
+def test_a_node_that_becomes_next_in_line_reads_every_members_data_at_once(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record):
+    """The next in line leaves: the third, now next in line, reads every member's data in
+    the pass that tells it so, not at some later one, and its later joins and leaves come
+    to it with a put-off watch. A leader's crash right after then reads no member."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK.replace("workerNum = 3",
+                                                                 "workerNum = 4"))
+    a, b, c, d = (start(nodes, config, name) for name in ("a", "b", "c", "d"))
+    wait_until(lambda: all(len(running(n)) == 1 for n in (a, b, c, d)), 15)
+    assert c._member_cache.get(d._member_child) is None or not c._member_cache[
+        d._member_child].known
+    b.stop()
+    wait_until(lambda: c._next_in_line, 15)
+    record_of_d = c._member_cache.get(d._member_child)
+    assert record_of_d is not None and record_of_d.known
+    e = start(nodes, config, "e")  # a join: c hears of it (put off), and reads e's data
+    wait_until(lambda: e._member_child in c._member_cache
+               and c._member_cache[e._member_child].known, 15)
+
+
 # A member znode as a hand edit or an older version could leave it: (kind, data).
 ZNODE = st.sampled_from([
     ("member", None), ("member", None), ("member", None),

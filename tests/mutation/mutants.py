@@ -368,8 +368,8 @@ MUTANTS: list[Mutant] = [
         "is taken as foreign, the follower elects one whose data it never read"),
     Mutant(
         "follower-leads-from-a-partial-read", "xconsumer/node.py",
-        "        for full in dict.fromkeys((self.is_leader, True)):\n",
-        "        for full in (self.is_leader,):\n",
+        "            if at == 0 and not full:\n                full = True\n",
+        "            if False:\n                full = True\n",
         [f"{MR}::test_a_follower_two_places_back_takes_over_with_every_members_data"],
         "a follower that becomes leader deals from the few members it read, and no watch on "
         "the member list wakes it on the next join"),
@@ -447,4 +447,11 @@ MUTANTS: list[Mutant] = [
          "the_exists_are_read"],
         "overrides made between the read's get and its exists are taken for none, and the "
         "watch the exists set never fires for them: the leader deals without them"),
+    Mutant(
+        "new-next-in-line-reads-members-later", "xconsumer/node.py",
+        "            elif at == 1 and not (full or in_line):\n                in_line = True\n",
+        "            elif False:\n                in_line = True\n",
+        [f"{MR}::test_a_node_that_becomes_next_in_line_reads_every_members_data_at_once"],
+        "a node that becomes next in line reads the members' data only at a later pass, "
+        "and hears of no join meanwhile: a takeover then reads them first"),
 ]
