@@ -121,58 +121,75 @@ class Runtime:
                                     lease=self._lease, registry=self._registry,
                                     session_id=self._session_id, on_exit=self._runner_exited,
                                     metrics=self._metrics, events=self._events,
-                                    session_closes=self._closing.is_set)
+                                    session_closes=self._closing.is_set, gated=True)
                 runner.event_loop = self.event_loop  # type: ignore[attr-defined]
                 self._runners[slot] = runner
                 starting[slot] = runner
             revokes, assigns = self.callbacks.plan(
                 desired, self._running, {s: r.task for s, r in starting.items()}, generation)
         self.callbacks.dispatch(revokes, assigns)
-        self._claim(list(starting.values()))
-        with self._lock:
-            for runner in starting.values():
-                if self._stopping:
-                    # Their Assign was called: stop_all's final Revoke covers them.
+        # The threads start while the batched claim's first requests are out, and wait at
+        # their gate until it is done: starting them (a fraction of a millisecond each,
+        # more on a busy machine) overlaps the claim's round trips instead of following them.
+        started: list[SlotRunner] = []
+
+        def start_threads() -> None:
+            if started or not pending:
+                return
+            with self._lock:
+                for runner in pending:
+                    if not self._stopping:
+                        try:
+                            runner.start()
+                            started.append(runner)
+                            continue
+                        except RuntimeError as exc:  # no thread: the next pass tries again
+                            runner.log.error("cannot start the slot's thread: {}", exc)
+                    # Stopping (its Assign was called: stop_all's final Revoke covers it),
+                    # or no thread: never to run, so a znode claimed for it goes to the sweep.
+                    runner.exited = True
                     self._forget(runner)
-                    continue
-                try:
-                    runner.start()
-                except RuntimeError as exc:  # no thread to be had: the next pass tries again
-                    runner.log.error("cannot start the slot's thread: {}", exc)
-                    self._forget(runner)
+            pending.clear()
+
+        pending = list(starting.values())
+        try:
+            self._claim(list(pending), start_threads)
+        finally:
+            start_threads()
+            for runner in started:
+                runner.open_gate()
 
     def _forget(self, runner: SlotRunner) -> None:
-        """Drop a runner (the lock held); one that never started but holds a claimed owner
-        znode leaves it to the orphan sweep, or our session would keep it for ever."""
+        """Drop a runner (the lock held)."""
         if self._runners.get(runner.slot) is runner:
             del self._runners[runner.slot]
-        if runner.thread.ident is None and runner.may_hold_owner:
-            self._orphans[runner.slot] = (runner.owner_path, runner.claimed_fence)
 
-    def _claim(self, runners: list[SlotRunner]) -> None:
+    def _claim(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
         """Create the owner znodes of a generation's gained slots in one transaction per
         CLAIM_BATCH, instead of one create per slot thread: a handover of many slots costs
         a few requests, not one per slot. Only free slots are claimed: a slot whose
         previous owner still holds its znode is left out of the transaction (ZooKeeper
         names the op that failed), and its thread waits on a watch as always. Anything
         unexpected (no connection, a lost reply, a refusal of another kind) leaves the
-        rest to the threads: a znode of ours they find is adopted (SlotRunner._acquire)."""
+        rest to the threads: a znode of ours they find is adopted (SlotRunner._acquire).
+        `meanwhile` is called (once: it must be idempotent) when the first requests are out,
+        before their answers are waited for."""
         if len(runners) < 2 or not self._lease.valid() or not self._client.connected:
             return  # one create costs the same from the slot's own thread
         for start in range(0, len(runners), CLAIM_BATCH):
             try:
-                self._claim_batch(runners[start:start + CLAIM_BATCH])
+                self._claim_batch(runners[start:start + CLAIM_BATCH], meanwhile)
             except (KazooException, KazooTimeoutError) as exc:
                 logger.debug("batched claim left to the slot threads ({})",
                              type(exc).__name__)
                 return
 
-    def _claim_batch(self, runners: list[SlotRunner]) -> None:
+    def _claim_batch(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
         look_first, self._look_first = self._look_first, False
         # A joining node's gained slots are all still held by the nodes they move from: it
         # asks first (one round of stats, each setting the slot's watch) and creates only
         # the free ones, a round trip fewer than a refused transaction and then the stats.
-        pending = self._free_of(runners) if look_first else list(runners)
+        pending = self._free_of(runners, meanwhile) if look_first else list(runners)
         ensured, looked = False, look_first
         while len(pending) >= 2:
             tx = self._client.transaction()
@@ -183,6 +200,7 @@ class Runtime:
             # applying it (requests of one session are served in order): the czxid of what
             # it created, without a round trip of its own.
             probe = self._client.exists_async(pending[0].owner_path)
+            meanwhile()
             results = committed.get(timeout=CLAIM_TIMEOUT)
             if not any(isinstance(r, Exception) for r in results):
                 break
@@ -203,20 +221,27 @@ class Runtime:
             # the free ones. A slot another session holds waits on the watch that round set
             # (a create and a stat of its thread saved).
             looked = True
-            pending = self._free_of(pending)
+            pending = self._free_of(pending, meanwhile)
         else:
             return
         stat = probe.get(timeout=CLAIM_TIMEOUT)
         if stat is None or stat.ephemeralOwner != self._session_id():
             return  # not what we created: the threads look for themselves
         for runner in pending:  # one transaction: every znode it made has its czxid
-            runner.claimed(stat.czxid)
+            with self._lock:
+                runner.claimed(stat.czxid)
+                if runner.exited:
+                    # Never started, or past its gate's bound and gone already (a missing
+                    # handler): the sweep deletes the znode.
+                    self._orphans[runner.slot] = (runner.owner_path, stat.czxid)
 
-    def _free_of(self, runners: list[SlotRunner]) -> list[SlotRunner]:
+    def _free_of(self, runners: list[SlotRunner], meanwhile: Callable[[], None]
+                 ) -> list[SlotRunner]:
         """The runners whose owner znode is free, asked in one round of stats, each setting
         that slot's watch; one held by another session waits on it (`wait_for_owner`)."""
         stats = [self._client.exists_async(r.owner_path, watch=r.owner_watch)
                  for r in runners]
+        meanwhile()
         session = self._session_id()
         free = []
         for runner, result in zip(runners, stats, strict=True):

@@ -41,6 +41,9 @@ from .zk import dumps
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 RELEASE_TIMEOUT = 2.0
+# How long a slot thread waits at its gate for the runtime's batched claim (each of the
+# claim's requests is bounded by CLAIM_TIMEOUT; past this the thread claims by itself).
+GATE_TIMEOUT = 30.0
 QUIET_WAIT = 1.0  # a wait for a previous owner this long is said (see _await_owner)
 
 
@@ -205,7 +208,8 @@ class SlotRunner:
                  retry_wait: float = 1.0, call_timeout: float = 10.0,
                  metrics: Metrics | None = None,
                  events: EventLog | None = None,
-                 session_closes: Callable[[], bool] = lambda: False) -> None:
+                 session_closes: Callable[[], bool] = lambda: False,
+                 gated: bool = False) -> None:
         self.slot = slot
         # True once the node leaves and will close its session after every slot has ended:
         # the close deletes our owner znode then (see Runtime.leave_owners_to_session).
@@ -224,6 +228,11 @@ class SlotRunner:
         self._retry_wait = retry_wait
         self.stop_event = threading.Event()
         self._wake = threading.Event()
+        # Opened by the runtime once its batched claim is done (see Runtime.apply): the
+        # thread starts while the claim is out, and acquires only after it.
+        self._gate = threading.Event()
+        if not gated:
+            self._gate.set()
         self.state = "starting"
         self.fence: int | None = None
         self.owner_version: int | None = None  # data version of our owner znode
@@ -272,15 +281,19 @@ class SlotRunner:
     def wait_for_owner(self, session: int) -> None:
         """Our owner znode is held by `session` and `owner_watch` is set on it (the runtime's
         batched claim asked for every held slot at once): the thread starts by waiting for
-        it to go, instead of a create and a stat of its own. Before `start()` only."""
+        it to go, instead of a create and a stat of its own. Before `open_gate()` only."""
         self.held_by = session
 
     def claimed(self, fence: int) -> None:
         """Our owner znode was created for us (the runtime claims a generation's free slots
         in one transaction, see Runtime._claim): the thread starts as its owner. Before
-        `start()` only."""
+        `open_gate()` only."""
         self.may_hold_owner = True
         self.claimed_fence = fence  # a created znode is at version 0
+
+    def open_gate(self) -> None:
+        """The runtime's batched claim is done (whatever it found): acquire now."""
+        self._gate.set()
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -317,6 +330,7 @@ class SlotRunner:
             self._on_exit(self)
             return
         try:
+            self._gate.wait(GATE_TIMEOUT)  # the batched claim first (see Runtime.apply)
             if self._acquire():
                 self._run(handler)
         except Exception as exc:  # noqa: BLE001 - the slot thread must report, never vanish

@@ -113,7 +113,9 @@ def test_held_slots_cost_at_most_two_claiming_transactions(zk: KazooClient, zk_h
 
 
 # Found by review: a runner whose thread could not start kept its claimed znode for ever.
-def test_a_claimed_runner_that_never_starts_gives_its_znode_back(
+# Threads start while the claim's first requests are out: a znode the claim made for one
+# that could not start goes to the orphan sweep.
+def test_a_runner_that_never_starts_gives_its_znode_back(
         zk: KazooClient, zk_root, record, monkeypatch) -> None:
     paths = Paths(zk_root, "it")
     rt = _runtime(zk, zk_root)
@@ -127,10 +129,28 @@ def test_a_claimed_runner_that_never_starts_gives_its_znode_back(
     monkeypatch.setattr(SlotRunner, "start", start)
     try:
         rt.apply({Slot("r", i): task for i in range(3)}, 1)
-        assert zk.exists(paths.owner("r", 2)) is not None  # claimed in the transaction
+        assert zk.exists(paths.owner("r", 0)) is not None  # claimed in the transaction
+        assert Slot("r", 2) not in {r.slot for r in rt.runners()}
         monkeypatch.setattr(SlotRunner, "start", real)
         rt.apply({Slot("r", i): task for i in range(2)}, 2)  # r/2 moved to another node
         assert zk.exists(paths.owner("r", 2)) is None
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+
+
+def test_a_runner_gone_before_its_claim_landed_leaves_its_znode_to_the_sweep(
+        zk: KazooClient, zk_root, record) -> None:
+    """A slot whose handler this node lacks ends at once, before the claim made its owner
+    znode: the znode goes to the orphan sweep, not to our session's life (it would keep the
+    slot from every node that has the handler)."""
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="nosuchhandler", worker_num=3)
+    try:
+        rt.apply({Slot("r", i): task for i in range(3)}, 1)
+        wait_until(lambda: not any(r.alive for r in rt.runners()), 10)
+        rt.apply({}, 2)  # the next pass sweeps
+        assert [i for i in range(3) if zk.exists(paths.owner("r", i))] == []
     finally:
         rt.stop_all(time.monotonic() + 5)
 

@@ -91,12 +91,21 @@ MUTANTS: list[Mutant] = [
          "tests/integration/test_claims.py::test_free_slots_are_claimed_in_one_transaction"],
         "a batched claim makes owner znodes that outlive a dead node's session"),
     Mutant(
-        "claimed-never-started-kept", "xconsumer/runtime.py",
-        "        if runner.thread.ident is None and runner.may_hold_owner:\n",
-        "        if False:\n",
-        ["tests/integration/test_claims.py::test_a_claimed_runner_that_never_starts_gives_its_"
-         "znode_back"],
-        "a slot claimed but never started keeps its owner znode as long as our session"),
+        "claimed-never-started", "xconsumer/runtime.py",
+        "                    runner.exited = True\n",
+        "                    pass\n",
+        ["tests/integration/test_claims.py::test_a_runner_that_never_starts_gives_its_znode_"
+         "back"],
+        "a slot whose thread cannot start keeps the owner znode the batched claim made for "
+        "it as long as our session: no node can run it"),
+    Mutant(
+        "claimed-after-exit-kept", "xconsumer/runtime.py",
+        "                if runner.exited:\n",
+        "                if False:\n",
+        ["tests/integration/test_claims.py::test_a_runner_gone_before_its_claim_landed_"
+         "leaves_its_znode_to_the_sweep"],
+        "a slot thread that ended before the batched claim landed (a missing handler) keeps "
+        "the owner znode made for it as long as our session: the slot is blocked elsewhere"),
     Mutant(
         "orphan-sweep-deletes-a-held-key", "xconsumer/runtime.py",
         "                if any(r.alive and r.owner_path == path for r in "
