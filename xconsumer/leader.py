@@ -74,6 +74,17 @@ class DocMemo:
         self._plan: tuple[Any, dict[str, list[Slot]]] | None = None  # (document, its plan)
         self._this_pass = False  # the entry was read, confirmed or written this pass
         self._lock = threading.Lock()
+        self._floor = -1  # mzxid of the last entry forgotten: an answer that old is stale
+        self.forgets = 0  # how many times an entry was forgotten
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # a copy (the benchmark's) gets a lock of its own
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def mzxid(self) -> int | None:
@@ -83,8 +94,8 @@ class DocMemo:
                  source: Plan | None = None, version: int | None = None) -> None:
         with self._lock:
             known = self._entry[0]
-            if known is not None and mzxid < known:
-                return  # a read answered after a newer write was remembered
+            if (known is not None and mzxid < known) or mzxid <= self._floor:
+                return  # a read answered after a newer write was remembered, or forgotten
             self._entry = (mzxid, doc, source, version)
             self._this_pass = version is not None
 
@@ -116,10 +127,13 @@ class DocMemo:
         self._this_pass = False
 
     def forget(self) -> None:
-        """The entry is not the document (a publish against its version was refused): the
-        next read reads it whole."""
+        """The entry is not the document (a publish against its version was refused, or
+        the znode is gone): the next read reads it whole."""
         with self._lock:
+            if self._entry[0] is not None:
+                self._floor = max(self._floor, self._entry[0])
             self._entry, self._this_pass = (None, None, None, None), False
+            self.forgets += 1
 
     def vouch(self) -> None:
         """The document's watch, set by the read or write that left this entry, has not
@@ -156,6 +170,7 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
     if memo is not None and memo.mzxid is not None and ahead is None:
         stat = client.exists(paths.assignment, watch=watch)
         if stat is None:
+            memo.forget()  # deleted (by hand): nothing remembered stands for it
             return None, -1
         hit, doc = memo.lookup(stat.mzxid)
         if hit:
@@ -165,6 +180,8 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
         raw, stat = (ahead.get(timeout=AHEAD_TIMEOUT) if ahead is not None
                      else client.get(paths.assignment, watch=watch))
     except NoNodeError:
+        if memo is not None:
+            memo.forget()
         if watch is not None:
             client.exists(paths.assignment, watch=watch)
         return None, -1

@@ -798,10 +798,10 @@ class Node:
         (see _prefetch_takeover), taken by the controller's leader pass only, and only if
         no change of the document was told since it was sent (its answer may predate it,
         and the watch that told it is spent)."""
-        if ahead is not None and ahead[1] != self._doc_changes:
-            ahead = None
         if not self._doc_current and self.client.connected:
             self._doc_current = True  # before the read: a change meanwhile marks it again
+            if ahead is not None and ahead[1] != self._doc_changes:
+                ahead = None  # a change was told since it was sent (after the line above)
             try:
                 doc, _ = read_assignment(self.client, self.paths, watch=self._doc_changed,
                                          memo=self._leader_memo,

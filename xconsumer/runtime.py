@@ -134,10 +134,9 @@ class Runtime:
         started: list[SlotRunner] = []
 
         def start_threads() -> None:
-            if started or not pending:
-                return
             with self._lock:
-                for runner in pending:
+                while pending:  # each runner handled once, even after an exception
+                    runner = pending.pop(0)
                     if not self._stopping:
                         try:
                             runner.start()
@@ -149,7 +148,6 @@ class Runtime:
                     # or no thread: never to run, so a znode claimed for it goes to the sweep.
                     runner.exited = True
                     self._forget(runner)
-            pending.clear()
 
         pending = list(starting.values())
         try:
@@ -160,9 +158,12 @@ class Runtime:
                 runner.open_gate()
 
     def _forget(self, runner: SlotRunner) -> None:
-        """Drop a runner (the lock held)."""
+        """Drop a runner (the lock held); one that never started but was claimed leaves its
+        owner znode to the orphan sweep, or our session would keep it for ever."""
         if self._runners.get(runner.slot) is runner:
             del self._runners[runner.slot]
+        if runner.thread.ident is None and runner.claimed_fence is not None:
+            self._orphans[runner.slot] = (runner.owner_path, runner.claimed_fence)
 
     def _claim(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
         """Create the owner znodes of a generation's gained slots in one transaction per
@@ -177,11 +178,18 @@ class Runtime:
         if len(runners) < 2 or not self._lease.valid() or not self._client.connected:
             return  # one create costs the same from the slot's own thread
         for start in range(0, len(runners), CLAIM_BATCH):
+            batch = runners[start:start + CLAIM_BATCH]
             try:
-                self._claim_batch(runners[start:start + CLAIM_BATCH], meanwhile)
+                self._claim_batch(batch, meanwhile)
             except (KazooException, KazooTimeoutError) as exc:
                 logger.debug("batched claim left to the slot threads ({})",
                              type(exc).__name__)
+                # A transaction whose answer was lost may have made the znodes of runners
+                # that will never look for them (never started, or gone): the sweep does.
+                with self._lock:
+                    for runner in batch:
+                        if runner.exited and not runner.acquired:
+                            self._orphans.setdefault(runner.slot, (runner.owner_path, None))
                 return
 
     def _claim_batch(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
@@ -191,7 +199,10 @@ class Runtime:
         # the free ones, a round trip fewer than a refused transaction and then the stats.
         pending = self._free_of(runners, meanwhile) if look_first else list(runners)
         ensured, looked = False, look_first
-        while len(pending) >= 2:
+        while True:
+            pending = [r for r in pending if not r.exited]  # never started, or gone
+            if len(pending) < 2:
+                return
             tx = self._client.transaction()
             for runner in pending:
                 tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
@@ -222,18 +233,20 @@ class Runtime:
             # (a create and a stat of its thread saved).
             looked = True
             pending = self._free_of(pending, meanwhile)
-        else:
-            return
         stat = probe.get(timeout=CLAIM_TIMEOUT)
         if stat is None or stat.ephemeralOwner != self._session_id():
             return  # not what we created: the threads look for themselves
+        orphaned = False
         for runner in pending:  # one transaction: every znode it made has its czxid
             with self._lock:
                 runner.claimed(stat.czxid)
                 if runner.exited:
-                    # Never started, or past its gate's bound and gone already (a missing
+                    # Never started, told to stop at its gate, or gone already (a missing
                     # handler): the sweep deletes the znode.
                     self._orphans[runner.slot] = (runner.owner_path, stat.czxid)
+                    orphaned = True
+        if orphaned and self._stopping and not self._closing.is_set():
+            self.release_orphans()  # no controller pass will come to sweep them
 
     def _free_of(self, runners: list[SlotRunner], meanwhile: Callable[[], None]
                  ) -> list[SlotRunner]:
@@ -307,9 +320,14 @@ class Runtime:
                 return  # still no connection: next pass
 
     def _runner_exited(self, runner: SlotRunner) -> None:
-        if runner.may_hold_owner:
+        # Claimed for it but never acquired (told to stop at its gate, or the claim landed
+        # after its thread looked): the claim may have set may_hold_owner after _release
+        # looked, so the claim's fence decides too.
+        unclaimed = runner.claimed_fence is not None and not runner.acquired
+        if runner.may_hold_owner or unclaimed:
             with self._lock:
-                self._orphans[runner.slot] = (runner.owner_path, runner.held_fence)
+                self._orphans[runner.slot] = (runner.owner_path,
+                                              runner.held_fence or runner.claimed_fence)
             if self._stopping and not self._closing.is_set() and self._client.connected:
                 # A stuck slot that ended after the node kept its session (keep_session)
                 # but saw the close still coming: no controller pass will retry it.

@@ -228,11 +228,15 @@ class SlotRunner:
         self._retry_wait = retry_wait
         self.stop_event = threading.Event()
         self._wake = threading.Event()
-        # Opened by the runtime once its batched claim is done (see Runtime.apply): the
-        # thread starts while the claim is out, and acquires only after it.
+        # Opened by the runtime once its batched claim is done (see Runtime.apply), or by a
+        # stop request: the thread starts while the claim is out, and acquires only after
+        # it; one told to stop before it ends never acquires (the claim's znode, if it made
+        # one, goes to the orphan sweep).
         self._gate = threading.Event()
+        self._claim_over = not gated
         if not gated:
             self._gate.set()
+        self.acquired = False  # the thread created or adopted its owner znode
         self.state = "starting"
         self.fence: int | None = None
         self.owner_version: int | None = None  # data version of our owner znode
@@ -293,6 +297,7 @@ class SlotRunner:
 
     def open_gate(self) -> None:
         """The runtime's batched claim is done (whatever it found): acquire now."""
+        self._claim_over = True
         self._gate.set()
 
     def request_stop(self, reason: str) -> None:
@@ -300,6 +305,7 @@ class SlotRunner:
             self.stop_requested_at = time.monotonic()
             self.stop_event.set()
             self._wake.set()
+            self._gate.set()  # a thread still at its gate ends without acquiring
             if self.state not in ("done", "stopped", "failed"):
                 self.state = "stopping"
             self.log.info("stopping slot ({})", reason)
@@ -331,7 +337,8 @@ class SlotRunner:
             return
         try:
             self._gate.wait(GATE_TIMEOUT)  # the batched claim first (see Runtime.apply)
-            if self._acquire():
+            if (self._claim_over or not self.stop_event.is_set()) and self._acquire():
+                self.acquired = True
                 self._run(handler)
         except Exception as exc:  # noqa: BLE001 - the slot thread must report, never vanish
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -4,6 +4,7 @@ it as always. Real ZooKeeper, a real in-process node."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
@@ -222,3 +223,62 @@ def test_held_slots_wait_on_the_watch_the_claim_set(zk: KazooClient, zk_hosts, z
         rt.stop_all(time.monotonic() + 5)
         other.stop()
         other.close()
+
+
+# Found by review: a thread waiting at its gate ignored a stop, so a node stopping while a
+# slow claim was out waited for it past its deadline and kept its session.
+def test_a_stop_during_a_slow_claim_ends_the_threads_at_their_gate(
+        zk: KazooClient, zk_root, record, monkeypatch) -> None:
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    go = threading.Event()
+    real = Runtime._claim_batch
+
+    def slow(self, runners, meanwhile):
+        meanwhile()  # the threads start, and wait at their gate
+        go.wait(10)
+        return real(self, runners, meanwhile)
+    monkeypatch.setattr(Runtime, "_claim_batch", slow)
+    task = TaskConfig(name="r", work_name="record", worker_num=3)
+    applying = threading.Thread(target=rt.apply, name="test-apply",
+                                args=({Slot("r", i): task for i in range(3)}, 1))
+    applying.start()
+    try:
+        wait_until(lambda: len(rt.runners()) == 3
+                   and all(r.thread.is_alive() for r in rt.runners()), 5)
+        began = time.monotonic()
+        assert rt.stop_all(time.monotonic() + 5) == []
+        assert time.monotonic() - began < 2
+    finally:
+        go.set()
+        applying.join(10)
+    # The claim went on and made their znodes: swept, since no thread of ours runs them.
+    wait_until(lambda: [i for i in range(3) if zk.exists(paths.owner("r", i))] == [], 10)
+
+
+def test_a_runner_stopped_while_its_claim_is_out_leaves_its_znode_to_the_sweep(
+        zk: KazooClient, zk_root, record, monkeypatch) -> None:
+    """Revoked while the claim's transaction is out: the thread ends at its gate without
+    acquiring, before the claim tells it the znode is made. The znode the claim made for it
+    goes to the sweep, not to our session's life."""
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    rt._look_first = False  # create first: the transaction is out when the threads start
+    zk.ensure_path(paths.owner_task("r"))  # so the first transaction makes them
+    real = Runtime._claim_batch
+
+    def revoked_meanwhile(self, runners, meanwhile):
+        def meanwhile_then_stop():
+            meanwhile()
+            for runner in runners:
+                runner.request_stop("revoked while the claim is out")
+            wait_until(lambda: not any(r.thread.is_alive() for r in runners), 5)
+        return real(self, runners, meanwhile_then_stop)
+    monkeypatch.setattr(Runtime, "_claim_batch", revoked_meanwhile)
+    task = TaskConfig(name="r", work_name="record", worker_num=3)
+    try:
+        rt.apply({Slot("r", i): task for i in range(3)}, 1)
+        rt.apply({}, 2)  # the next pass sweeps
+        assert [i for i in range(3) if zk.exists(paths.owner("r", i))] == []
+    finally:
+        rt.stop_all(time.monotonic() + 5)

@@ -102,7 +102,7 @@ MUTANTS: list[Mutant] = [
         "claimed-after-exit-kept", "xconsumer/runtime.py",
         "                if runner.exited:\n",
         "                if False:\n",
-        ["tests/integration/test_claims.py::test_a_runner_gone_before_its_claim_landed_"
+        ["tests/integration/test_claims.py::test_a_runner_stopped_while_its_claim_is_out_"
          "leaves_its_znode_to_the_sweep"],
         "a slot thread that ended before the batched claim landed (a missing handler) keeps "
         "the owner znode made for it as long as our session: the slot is blocked elsewhere"),
@@ -463,4 +463,19 @@ MUTANTS: list[Mutant] = [
         [f"{MR}::test_a_node_that_becomes_next_in_line_reads_every_members_data_at_once"],
         "a node that becomes next in line reads the members' data only at a later pass, "
         "and hears of no join meanwhile: a takeover then reads them first"),
+    Mutant(
+        "deleted-document-kept-remembered", "xconsumer/leader.py",
+        "            memo.forget()  # deleted (by hand): nothing remembered stands for it\n",
+        "            pass\n",
+        [f"{DM}::test_a_deleted_document_is_written_again_at_once"],
+        "a document deleted by hand is never written again: the leader takes what it "
+        "remembers for it, finds nothing to publish, and runs pass after pass"),
+    Mutant(
+        "gated-thread-ignores-stop", "xconsumer/slot.py",
+        "            self._gate.set()  # a thread still at its gate ends without acquiring\n",
+        "            pass\n",
+        ["tests/integration/test_claims.py::test_a_stop_during_a_slow_claim_ends_the_"
+         "threads_at_their_gate"],
+        "a node stopping while a slow claim is out waits for it past its deadline: its "
+        "slots are reported stuck and it keeps its session"),
 ]
