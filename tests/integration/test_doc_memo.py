@@ -31,12 +31,17 @@ def generation(zk: KazooClient, paths: Paths) -> int:
     return int(doc["generation"]) if doc else 0
 
 
+def pair(nodes_: list[Any], zk_hosts: str, zk_root: str) -> tuple[Any, Any, Any, Paths]:
+    """Nodes a (the leader) and b, converged: (config, a, b, paths)."""
+    config = make_config(zk_hosts, zk_root, TASK)
+    a, b = start(nodes_, config, "a"), start(nodes_, config, "b")
+    wait_until(lambda: converged([a, b]), 20)
+    return config, a, b, Paths(zk_root, "it")
+
+
 def test_the_leader_does_not_read_back_the_document_it_wrote(
         zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
-    config = make_config(zk_hosts, zk_root, TASK)
-    a, b = start(nodes, config, "a"), start(nodes, config, "b")
-    wait_until(lambda: converged([a, b]), 20)
-    paths = Paths(zk_root, "it")
+    config, a, b, paths = pair(nodes, zk_hosts, zk_root)
     reads: list[str] = []
     real_get = a.client.get
 
@@ -56,10 +61,7 @@ def test_the_leader_does_not_read_back_the_document_it_wrote(
 def test_a_document_written_by_someone_else_is_read_and_repaired(
         zk: KazooClient, zk_hosts, zk_root, nodes, record) -> None:
     """Same version count, other bytes: only the mzxid tells the leader's copy is stale."""
-    config = make_config(zk_hosts, zk_root, TASK)
-    a, b = start(nodes, config, "a"), start(nodes, config, "b")
-    wait_until(lambda: converged([a, b]), 20)
-    paths = Paths(zk_root, "it")
+    _, a, b, paths = pair(nodes, zk_hosts, zk_root)
     good = valid_doc(read_assignment(zk, paths)[0])
     assert good is not None
     # Everything on a, with b's name and generation kept: b would stop all it runs.
@@ -81,10 +83,7 @@ def test_a_publish_writes_against_the_document_its_pass_read(
     since the last read or write, and the publish writes against that version (refused if
     anyone wrote in between): it asks ZooKeeper nothing more about the document, a round
     trip fewer in front of every handover."""
-    config = make_config(zk_hosts, zk_root, TASK)
-    a, b = start(nodes, config, "a"), start(nodes, config, "b")
-    wait_until(lambda: converged([a, b]), 20)
-    paths = Paths(zk_root, "it")
+    config, a, b, paths = pair(nodes, zk_hosts, zk_root)
     inside = threading.local()
     asked: list[str] = []
     published: list[Any] = []
@@ -141,10 +140,7 @@ def test_a_change_that_came_before_the_leaders_document_watch_is_read(
 # it for the current document, found nothing to publish, and ran again at once, forever.
 def test_a_deleted_document_is_written_again_at_once(
         zk: KazooClient, zk_hosts, zk_root, nodes, record) -> None:
-    config = make_config(zk_hosts, zk_root, TASK)
-    a, b = start(nodes, config, "a"), start(nodes, config, "b")
-    wait_until(lambda: converged([a, b]), 20)
-    paths = Paths(zk_root, "it")
+    _, a, b, paths = pair(nodes, zk_hosts, zk_root)
     before = generation(zk, paths)
     zk.delete(paths.assignment)
     wait_until(lambda: zk.exists(paths.assignment) is not None, 10)
