@@ -16,6 +16,7 @@ from tests.util import first_args, wait_until
 from xconsumer import node as node_module
 from xconsumer.codecs import decode_plan, plan_slots
 from xconsumer.leader import read_assignment, valid_doc
+from xconsumer.overrides import OverrideStore, update_task
 from xconsumer.paths import Paths
 from xconsumer.zk import dumps
 
@@ -276,3 +277,19 @@ def test_at_its_leaders_end_a_follower_lists_the_members_after_the_new_leaders_p
     a.stop()
     wait_until(lambda: b.is_leader and c.leader == "b" and converged([b, c]), 20)
     assert listed_after and not any(leader_gone in r for r in listed_after), listed_after
+
+
+def test_a_plan_change_whose_watch_never_came_is_seen_by_the_periodic_check(
+        zk: KazooClient, zk_root, trio) -> None:
+    """A follower two places back runs from its plan, and the watch that should tell it of
+    a change is lost: its periodic pass's stat of the plan (every reconcile_interval) sees
+    the new mzxid and reads it, long before its next full pass (30 s). No membership
+    change here, so nothing else wakes it."""
+    a, b, c = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: c.plan_source == "plan", 10)
+    c.client._data_watchers.pop(paths.plan("c"), None)  # the watch is lost
+    OverrideStore(zk, paths.overrides).update(
+        lambda d: update_task(d, a.config.tasks, "r", {"workerNum": 9}))
+    wait_until(lambda: len(given(doc(zk, paths), "c")) == 3
+               and running(c) == given(doc(zk, paths), "c"), 10)

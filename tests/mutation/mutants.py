@@ -329,7 +329,7 @@ MUTANTS: list[Mutant] = [
         "no-periodic-plan-check", "xconsumer/node.py",
         "        if plan_wake not in reasons and \"periodic\" in reasons and plan_mzxid(\n",
         "        if plan_wake not in reasons and \"never\" in reasons and plan_mzxid(\n",
-        [f"{PL}::test_a_plan_its_node_may_not_read_means_the_document"],
+        [f"{PL}::test_a_plan_change_whose_watch_never_came_is_seen_by_the_periodic_check"],
         "a plan change whose watch never came is not seen until the next full pass"),
     Mutant(
         "plans-all-rewritten", "xconsumer/plans.py",
