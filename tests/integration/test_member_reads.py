@@ -19,6 +19,7 @@ from kazoo.client import KazooClient
 from tests.conftest import _client
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import first_args, wait_until
+from xconsumer import node as node_module
 from xconsumer.errors import NodeNameInUse
 from xconsumer.membership import read_members, register
 from xconsumer.paths import Paths
@@ -86,12 +87,16 @@ def test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_rea
 
 
 def test_a_follower_two_places_back_takes_over_with_every_members_data(
-        zk: KazooClient, zk_hosts, zk_root, nodes, record):
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch):
     """The leader and the next in line leave together: the third, which read only the
     leader's data and its own, deals from every member's in its first plan (the fourth's
-    slot never stops)."""
+    slot never stops) and watches the member list from then on (a join reaches it).
+
+    The periodic pass is put far off: one that came at once would read every member with
+    the watch and hide a first plan dealt from the partial read."""
     config = make_config(zk_hosts, zk_root, RECORD_TASK.replace("workerNum = 3",
-                                                                 "workerNum = 4"))
+                                                                 "workerNum = 4"),
+                         reconcile=60.0)
     a, b, c, d = (start(nodes, config, name) for name in ("a", "b", "c", "d"))
     wait_until(lambda: all(len(running(n)) == 1 for n in (a, b, c, d)), 15)
     d_known = {ch for ch, r in c._member_cache.items() if r is None or r.known}
@@ -104,10 +109,23 @@ def test_a_follower_two_places_back_takes_over_with_every_members_data(
     for n in (a, b):
         tx.delete(Paths(zk_root, "it").node(n._member_child))
     assert not any(isinstance(r, Exception) for r in tx.commit())
+    dealt: list[list[str]] = []  # by c: every publish's members (the mutant's first one
+    # names d by its znode, unread, and a later pass of c mends it before d can tell)
+
+    def publish(*args, **kwargs):
+        if kwargs["leader"] == "c":
+            dealt.append([m.name for m in kwargs["members"]])
+        return real_publish(*args, **kwargs)
+    real_publish = node_module.publish
+    monkeypatch.setattr(node_module, "publish", publish)
     for n in (a, b):
         n.client.stop()  # their owner znodes go with their sessions
     wait_until(lambda: c.is_leader and len(running(c)) == 2 and len(running(d)) == 2, 15)
+    assert dealt and all(names == ["c", "d"] for names in dealt), dealt
     assert not [r for r in records(record) if r["node"] == "d" and r["e"] == "stop"]
+    assert c._member_names == ["c", "d"]
+    e = start(nodes, config, "e")  # only the member list's watch tells the leader
+    wait_until(lambda: "e" in c._member_names and len(running(e)) >= 1, 15)
 
 
 def test_a_node_that_becomes_next_in_line_reads_every_members_data_at_once(

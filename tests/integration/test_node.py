@@ -20,7 +20,8 @@ from xconsumer.works import discover
 from xconsumer.zkserver import ZooKeeperServer
 
 
-def make_config(zk_hosts: str, root: str, tasks: str, session_timeout: float = 2.0) -> Config:
+def make_config(zk_hosts: str, root: str, tasks: str, session_timeout: float = 2.0,
+                reconcile: float = 0.5) -> Config:
     text = f"""
 [cluster]
 name = "it"
@@ -32,7 +33,7 @@ connect_timeout = 10
 [admin]
 enabled = false
 [node]
-reconcile_interval = 0.5
+reconcile_interval = {reconcile}
 {tasks}
 """
     return parse_config(text, source="test.toml", env={})
