@@ -609,7 +609,7 @@ class Node:
                 # A new leader writes every plan anyway (PlanBook starts empty): checking
                 # them first would only delay its first publish.
                 self._plans_verified = time.monotonic()
-            self._lead([m for m in members if m.child in children])
+            self._lead([m for m in members if m.child in children], own)
         else:
             self._leading = False
             self._prefetched, self.plans.listing = {}, None  # read ahead for a lead not taken
@@ -915,7 +915,11 @@ class Node:
             wake = min(self._markers_seen.values()) + keep
             self._wake_at = wake if self._wake_at is None else min(self._wake_at, wake)
 
-    def _lead(self, live: list[Any]) -> None:
+    def _lead(self, live: list[Any], own: str) -> None:
+        """Publish as the member znode `own` that this pass's listing put first. Never
+        `self._member_child` read here: stop() clears it mid-pass, and an empty child made
+        the fence a check of the members' container, which always passes (found when a
+        stopping leader's last plans overwrote its successor's)."""
         members, self._wake_at = self.damper.plan_members(live, self._left_gracefully)
         if members is None:
             self._chores = (live, None, ())
@@ -951,7 +955,7 @@ class Node:
         fresh = self._seen_rebalance is not None and rebalance != self._seen_rebalance
         self._seen_rebalance = rebalance
         try:
-            result = publish(self.client, self.paths, my_child=self._member_child or "",
+            result = publish(self.client, self.paths, my_child=own,
                              leader=self.name, members=members, tasks=tasks,
                              strategy=self.config.assignment.strategy,
                              leader_works=self.config.node.leader_works,
@@ -973,7 +977,7 @@ class Node:
         if result is None and published is not None:
             # Nothing to publish: the plans may still lag the document (a new leader, a
             # refused write). Written now, fenced like a publish.
-            sync_plans(self.client, self.paths, my_child=self._member_child or "",
+            sync_plans(self.client, self.paths, my_child=own,
                        doc=published, plans=self.plans)
         if self.plans.synced is None:
             wake = time.monotonic() + 0.5  # refused: list plans/ again and retry soon

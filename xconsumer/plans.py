@@ -329,6 +329,10 @@ def commit_fenced(client: KazooClient, member_path: str, first: Any, paths: Path
     A plan op ZooKeeper refuses (a znode made or deleted by hand, a foreign ACL) never
     vetoes the document nor the other plans: the transaction is sent again without it,
     and it is listed in `changes.refused`."""
+    if not member_path or member_path.endswith("/"):
+        # No member znode named: ZooKeeper takes ".../nodes/" for the container itself, a
+        # check that always passes. A write fenced by nothing is refused, never sent.
+        return 0, [NoNodeError(member_path)]
     flipped: set[str] = set()
     for i, part in enumerate(chunks(changes.writes, room)):
         part = list(part)

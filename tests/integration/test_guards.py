@@ -19,6 +19,7 @@ from kazoo.protocol.states import KazooState
 from tests.integration import test_node
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import observe_until, wait_until
+from xconsumer import node as node_module
 from xconsumer.assignment import Slot
 from xconsumer.leader import DocMemo, publish, read_assignment
 from xconsumer.lease import LEASE_FRACTION, Lease
@@ -407,3 +408,54 @@ def test_a_deposed_leader_whose_session_lives_cannot_publish(
                      leader_works=True, fresh=True, drained=["a"])
     assert result is None
     assert read_assignment(zk, paths) == before
+
+
+def test_a_publish_fenced_by_no_member_znode_is_never_sent(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """Found while testing takeovers: an empty member child made the fence a check of
+    `nodes/` itself (ZooKeeper takes the trailing slash for the container), which always
+    passes. Such a publish is refused before it is sent."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    node = start(nodes, config, "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)
+    paths = Paths(zk_root, "it")
+    before = read_assignment(zk, paths)
+    result = publish(node.client, paths, my_child="", leader="a",
+                     members=read_members(zk, paths), tasks=effective_tasks(config.tasks, {}),
+                     strategy="round_robin", leader_works=True, fresh=True, drained=["a"])
+    assert result is None
+    assert read_assignment(zk, paths) == before
+
+
+def test_a_leader_stopping_mid_pass_publishes_behind_its_own_member_znode(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """stop() clears the node's member child while a pass may be under way: that pass's
+    publish must still be fenced by the member znode its listing put first (deleted by the
+    stop, so it is refused), not by whatever the node holds by then. A stopping leader's
+    last plans, fenced by nothing, overwrote its successor's."""
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    a = start(nodes, config, "a")
+    wait_until(lambda: running(a) == SLOTS, 15)
+    paths = Paths(zk_root, "it")
+    child = a._member_child
+    calls: list[tuple[str, object]] = []
+    real_publish, real_read = node_module.publish, a.overrides.read
+
+    def publish_(*args, **kwargs):
+        result = real_publish(*args, **kwargs)
+        if kwargs["leader"] == "a":
+            calls.append((kwargs["my_child"], result))
+        return result
+
+    def read(*args, **kwargs):  # the stop, between the pass's listing and its publish
+        a._stop.set()
+        a._member_child = None
+        zk.delete(paths.node(child))
+        monkeypatch.setattr(a.overrides, "read", real_read)
+        return real_read(*args, **kwargs)
+    monkeypatch.setattr(node_module, "publish", publish_)
+    monkeypatch.setattr(a.overrides, "read", read)
+    start(nodes, config, "b")  # a join: a's pass publishes
+    wait_until(lambda: calls, 15)
+    assert calls == [(child, None)]

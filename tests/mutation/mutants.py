@@ -301,6 +301,21 @@ MUTANTS: list[Mutant] = [
         [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
         "a follower applies a plan an earlier leader (or a hand edit) left, not the document"),
     Mutant(
+        "publish-fenced-by-the-member-held-now", "xconsumer/node.py",
+        "            result = publish(self.client, self.paths, my_child=own,\n",
+        "            result = publish(self.client, self.paths, "
+        "my_child=self._member_child or \"\",\n",
+        [f"{G}::test_a_leader_stopping_mid_pass_publishes_behind_its_own_member_znode"],
+        "a leader stopping mid-pass publishes fenced by no member znode: its last plans "
+        "overwrite its successor's"),
+    Mutant(
+        "empty-fence-sent", "xconsumer/plans.py",
+        "    if not member_path or member_path.endswith(\"/\"):\n",
+        "    if False:\n",
+        [f"{G}::test_a_publish_fenced_by_no_member_znode_is_never_sent"],
+        "a write whose fence names no member znode checks the members' container, which "
+        "always passes"),
+    Mutant(
         "plan-verify-sees-nothing", "xconsumer/plans.py",
         "            if stat is None or stat.mzxid != self.mzxids[name]:\n",
         "            if False:\n",
