@@ -305,6 +305,9 @@ def _plan(doc: Any) -> dict[str, Any]:
     for key in ("leader", "node"):
         if not isinstance(doc.get(key), str):
             raise _Bad(f"{key} must be a string, got {_show(doc.get(key))}")
+    name = doc.get("leader_name")  # absent from an older xconsumer's plans
+    if name is not None and not isinstance(name, str):
+        raise _Bad(f"leader_name must be a string, got {_show(name)}")
     out["slots"] = _groups(doc.get("slots", {}), "slots")
     for task, indices in out["slots"].items():
         if len(set(indices)) != len(indices):

@@ -20,7 +20,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.protocol.states import KazooState
+from kazoo.protocol.states import EventType, KazooState
 from loguru import logger
 
 from . import __version__
@@ -190,6 +190,11 @@ class Node:
         self._assigned: dict[Slot, TaskConfig] = {}  # what the plan or document gives us
         self.plan_source: str | None = None  # "plan" or "document": where _assigned is from
         self._leader_child: str | None = None  # the elected leader's member znode
+        # Second in the election at our last full pass (when we are further back), and the
+        # last leader's member znode a watch told us was deleted: together they let a plan
+        # of our leader's successor be taken without a listing (see _elected_writer).
+        self._successor_child: str | None = None
+        self._gone_leader: str | None = None
         self._plan_mzxid: int | None = None  # of our plan when we last read it
         self._doc_mzxid: int | None = None  # of the document a plan-less node last read
         self._last_full = 0.0  # monotonic time of the last full pass
@@ -458,6 +463,14 @@ class Node:
     def _on_watch(self, event: Any) -> None:
         self._kick(f"watch:{getattr(event, 'path', '')}")
 
+    def _on_leader_watch(self, event: Any) -> None:
+        """Our leader's znode changed, seen from two places back or further. Its deletion
+        is kept as a fact (a member znode's name is never made again), for the successor's
+        first plan (see _elected_writer); the full pass is put off all the same."""
+        if getattr(event, "type", None) == EventType.DELETED:
+            self._gone_leader = str(getattr(event, "path", "")).rsplit("/", 1)[-1]
+        self._on_watch_later(event)
+
     def _on_watch_later(self, _event: Any) -> None:
         """A full pass within about LOOK_LATER, not at once: for what a follower must learn
         but not race for. Its leader's end: the next in line takes over at once (its own
@@ -590,12 +603,13 @@ class Node:
             # And the leader, whose plans we trust: when it goes, a full pass learns who
             # leads now even if the new leader writes no plan (an older xconsumer); put
             # off, since the new leader's plan wakes us at once (see _on_watch_later).
-            self.client.exists(self.paths.node(children[0]), watch=self._on_watch_later)
+            self.client.exists(self.paths.node(children[0]), watch=self._on_leader_watch)
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
         leader = candidates[0].name
         self._leader_child = candidates[0].child
+        self._successor_child = candidates[1].child if pos > 1 else None
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
             self.events.add("leader", f"leader is now {leader}", leader=leader)
@@ -708,7 +722,7 @@ class Node:
         self._plan_mzxid = mzxid
         self.corruption.update(("plan",), [plan] if isinstance(plan, Corrupt) else [])
         if (plan is None or isinstance(plan, Corrupt) or plan["node"] != self.name
-                or plan["leader"] != self._leader_child):
+                or not self._elected_writer(plan)):
             return False
         assigned = plan_desired(plan)
         generation = plan["generation"]
@@ -723,6 +737,27 @@ class Node:
         self._assigned = assigned
         self.plan_source = "plan"
         self._stale_doc = None
+        return True
+
+    def _elected_writer(self, plan: dict[str, Any]) -> bool:
+        """Whether `plan` comes from the leader we elected, or from the member second in
+        our last listing once a watch told us our leader's znode is deleted. The election
+        goes by sequence and a member joining later gets a higher one, so with the first
+        gone the second leads (or has gone too, and a plan of its is still one its
+        leadership wrote). Taking that plan at once spares every follower a listing in the
+        moment of a takeover: before, each one's plan named the old leader, and only a full
+        pass (listing, data, watches) made the new leader's plan one to trust."""
+        if plan["leader"] == self._leader_child:
+            return True
+        if (self._successor_child is None or plan["leader"] != self._successor_child
+                or self._gone_leader is None or self._gone_leader != self._leader_child):
+            return False
+        self._leader_child, self._successor_child = self._successor_child, None
+        name = plan.get("leader_name")
+        if isinstance(name, str) and name and name != self.leader:
+            logger.info("leader is now {} (its first plan, after {}'s end)", name, self.leader)
+            self.events.add("leader", f"leader is now {name}", leader=name)
+            self.leader = name
         return True
 
     def _keep_plan(self, plan: dict[str, Any] | Corrupt | None) -> bool:

@@ -68,7 +68,9 @@ def node_plan(doc: Mapping[str, Any], node: str, leader_child: str,
         if listed is not None:
             plan_keys[task] = {str(i): listed[i] for i in indices if i < len(listed)}
             key_counts[task] = len(listed)  # a keyed task's workerNum, as doc_tasks gives it
-    return {"leader": leader_child, "node": node,
+    # The leader's name rides along for a follower that takes the plan of its leader's
+    # successor without reading the members (see Node._elected_writer).
+    return {"leader": leader_child, "leader_name": doc.get("leader"), "node": node,
             "slots": {t: list(i) for t, i in groups.items()},
             "tasks": [by_name[t] for t in sorted(groups) if t in by_name],
             "keys": plan_keys, "key_counts": key_counts}

@@ -296,10 +296,33 @@ MUTANTS: list[Mutant] = [
         "every joining node reads the whole document on every publish of a forming cluster"),
     Mutant(
         "plan-from-any-leader", "xconsumer/node.py",
-        "                or plan[\"leader\"] != self._leader_child):\n",
+        "                or not self._elected_writer(plan)):\n",
         "                ):\n",
         [f"{PL}::test_a_plan_not_written_by_the_elected_leader_is_not_applied"],
         "a follower applies a plan an earlier leader (or a hand edit) left, not the document"),
+    Mutant(
+        "successor-plan-while-leader-lives", "xconsumer/node.py",
+        "                or self._gone_leader is None or self._gone_leader != "
+        "self._leader_child):\n",
+        "                ):\n",
+        [f"{PL}::test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives"],
+        "a follower applies a plan naming the member behind its leader while the leader "
+        "lives (a forged one, or one of a member that took itself for the leader)"),
+    Mutant(
+        "leader-gone-on-any-event", "xconsumer/node.py",
+        "        if getattr(event, \"type\", None) == EventType.DELETED:\n",
+        "        if True:\n",
+        [f"{PL}::test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives"],
+        "a change of the leader's data is taken for its end: the successor's plan is "
+        "trusted while the leader lives"),
+    Mutant(
+        "successor-plan-never-taken", "xconsumer/node.py",
+        "        if (self._successor_child is None or plan[\"leader\"] != self._successor_child\n",
+        "        if (True or plan[\"leader\"] != self._successor_child\n",
+        [f"{PL}::test_at_its_leaders_end_a_follower_takes_the_successors_plan_without_a_"
+         "listing"],
+        "every follower lists the members before it trusts the new leader's plan: the "
+        "takeover waits for a full pass of each"),
     Mutant(
         "publish-fenced-by-the-member-held-now", "xconsumer/node.py",
         "            result = publish(self.client, self.paths, my_child=own,\n",
@@ -449,11 +472,10 @@ MUTANTS: list[Mutant] = [
         "slowest slot: the others stay taken for its whole stop_timeout"),
     Mutant(
         "leader-end-wakes-every-follower-at-once", "xconsumer/node.py",
-        "            self.client.exists(self.paths.node(children[0]), "
-        "watch=self._on_watch_later)\n",
-        "            self.client.exists(self.paths.node(children[0]), watch=self._on_watch)\n",
-        [f"{PL}::test_at_its_leaders_end_a_follower_lists_the_members_after_the_new_leaders_"
-         "plan"],
+        "        self._on_watch_later(event)\n",
+        "        self._on_watch(event)\n",
+        [f"{PL}::test_at_its_leaders_end_a_follower_takes_the_successors_plan_without_a_"
+         "listing"],
         "every follower lists the members at its leader's end, with the takeover: a herd "
         "of 998 listings at 1,000 members, and a slower takeover"),
     Mutant(

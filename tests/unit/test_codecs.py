@@ -37,7 +37,7 @@ json_values = st.recursive(
 KEYS = ["generation", "nodes", "tasks", "paused", "drained", "members", "unassigned", "seed",
         "leader", "strategy", "published_at", "id", "handlers", "works", "weight", "state",
         "rebalance", "node", "session", "started_at", "r", "a", "workerNum", "added",
-        "removed", "name", "workName", "leader_works", "pid", "slots", "keys"]
+        "removed", "name", "workName", "leader_works", "pid", "slots", "keys", "leader_name"]
 shaped = st.recursive(
     json_values,
     lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=6),
@@ -74,6 +74,7 @@ def test_no_decoder_raises_on_any_json(value) -> None:
         effective_tasks([TaskConfig(name="r", work_name="w", worker_num=2)], overrides)
     plan = decode_plan(raw, "/x")
     if isinstance(plan, dict):
+        assert plan.get("leader_name") is None or isinstance(plan["leader_name"], str)
         for slot, task in plan_desired(plan).items():
             assert isinstance(slot.index, int) and task.name == slot.task
 
