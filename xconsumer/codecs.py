@@ -306,8 +306,9 @@ def _plan(doc: Any) -> dict[str, Any]:
         if not isinstance(doc.get(key), str):
             raise _Bad(f"{key} must be a string, got {_show(doc.get(key))}")
     name = doc.get("leader_name")  # absent from an older xconsumer's plans
-    if name is not None and not isinstance(name, str):
-        raise _Bad(f"leader_name must be a string, got {_show(name)}")
+    if name is not None and not (isinstance(name, str) and _NAME_RE.fullmatch(name)):
+        raise _Bad(f"leader_name must be a node name, got {_show(name)}")
+    out["leader_name"] = name
     out["slots"] = _groups(doc.get("slots", {}), "slots")
     for task, indices in out["slots"].items():
         if len(set(indices)) != len(indices):

@@ -90,7 +90,9 @@ def read_members(client: KazooClient, paths: Paths,
 
     With `focus` (a follower's own child) only the data the election needs is read: the
     front of the list up to the first member whose data decodes (the leader, unless a
-    corrupt one is ahead of it) and `focus` itself. The others come back `known=False`,
+    corrupt one is ahead of it), the member right after it (whose plan the follower takes
+    at the leader's end, if its data decodes: see Node._elected_writer) and `focus`
+    itself. The others come back `known=False`,
     with no data: a follower deals no slots, and reading every member cost each of N nodes
     N reads when a cluster formed (N^2/2 in all, what kept 1,000 members from forming).
     The election's outcome is the same as with every member read: it follows names alone,
@@ -103,12 +105,13 @@ def read_members(client: KazooClient, paths: Paths,
     ordered = sorted(children, key=node_seq)
     members = [child for child in ordered if is_member_child(child)]
     wanted = (members if focus is None
-              else [c for c in (members[:1] + [focus]) if c in children])
+              else [c for c in (members[:2] + [focus]) if c in children])
     # Every read goes out before the first answer is awaited: one round trip for a join of
     # many (a registering node reads every member), not one per member.
     pending = {child: client.get_async(paths.node(child)) for child in wanted
                if cache is None or not _known(cache.get(child, _UNREAD))}
-    front = focus is not None  # still looking for the first member whose data decodes
+    front = focus is not None  # still reading the front: the leader and the one after
+    leader_read = False
     records = []
     for child in ordered:
         rec = _UNREAD if cache is None else cache.get(child, _UNREAD)
@@ -132,8 +135,11 @@ def read_members(client: KazooClient, paths: Paths,
                 continue  # vanished between the listing and the read
             if cache is not None and not (rec is not None and rec.corrupt):
                 cache[child] = rec  # corrupt data is read again until its node repairs it
-        if front and isinstance(rec, MemberRecord) and rec.corrupt is None:
-            front = False
+        if front and isinstance(rec, MemberRecord):
+            if leader_read:
+                front = False  # the member after the leader is read: that is all
+            elif rec.corrupt is None:
+                leader_read = True
         if rec is None:
             if corrupt is not None:
                 corrupt.append(Corrupt("member", paths.node(child),

@@ -402,6 +402,10 @@ class Node:
                                       wait_for_name=self.session.timeout + 2.0)
             self._member_child, self._member_session = child, session
             self._member_version = 0
+            # Members are read afresh: if nodes/ was deleted and made again (our znode went
+            # with it), its children's names start again from n-0000000000, and a cached
+            # record would give a new member an old one's name and data.
+            self._member_cache.clear()
             self.lease.member = self.paths.node(child)
             self._read_zk_clock(child)
         self.lease.renew(sent)
@@ -609,7 +613,14 @@ class Node:
             self._repair_member()
         leader = candidates[0].name
         self._leader_child = candidates[0].child
-        self._successor_child = candidates[1].child if pos > 1 else None
+        # The successor only if its data was read and decodes: one corrupt for long is
+        # skipped by the others' elections (see _candidates), and a member that leads only
+        # in its own eyes must not be followed. The leader's end is a fact about this
+        # listing's leader only (a member znode's name comes back if nodes/ is made again).
+        second = candidates[1] if pos > 1 else None
+        self._successor_child = (second.child if second is not None and second.known
+                                 and second.corrupt is None else None)
+        self._gone_leader = None
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
             self.events.add("leader", f"leader is now {leader}", leader=leader)
@@ -749,12 +760,13 @@ class Node:
         pass (listing, data, watches) made the new leader's plan one to trust."""
         if plan["leader"] == self._leader_child:
             return True
+        name = plan.get("leader_name")  # (a node name, or absent: see codecs._plan)
         if (self._successor_child is None or plan["leader"] != self._successor_child
-                or self._gone_leader is None or self._gone_leader != self._leader_child):
-            return False
+                or self._gone_leader is None or self._gone_leader != self._leader_child
+                or name is None):
+            return False  # (no name: an older leader's plan, taken after a full pass)
         self._leader_child, self._successor_child = self._successor_child, None
-        name = plan.get("leader_name")
-        if isinstance(name, str) and name and name != self.leader:
+        if name != self.leader:
             logger.info("leader is now {} (its first plan, after {}'s end)", name, self.leader)
             self.events.add("leader", f"leader is now {name}", leader=name)
             self.leader = name

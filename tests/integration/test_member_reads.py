@@ -31,34 +31,41 @@ def member_data(name: str) -> dict:
 
 # -- reads ---------------------------------------------------------------------------------
 
-def test_a_follower_reads_only_the_leader_and_itself(zk_hosts, zk_root, nodes, record):
-    config = make_config(zk_hosts, zk_root, RECORD_TASK)
-    a, b, c = (start(nodes, config, name) for name in ("a", "b", "c"))
-    wait_until(lambda: running(a) | running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
-    wait_until(lambda: set(a._member_cache) == {a._member_child, b._member_child,
-                                                c._member_child}, 10)
-    everyone = {a._member_child, b._member_child, c._member_child}
-    # b, next in line, reads every member too (its takeover then reads none); c only the
-    # leader's and its own.
-    for follower, names, read in ((b, ["a", "b", "c"], everyone),
-                                  (c, ["a", "c"], {a._member_child, c._member_child})):
+def test_a_follower_reads_only_the_leader_its_successor_and_itself(
+        zk_hosts, zk_root, nodes, record):
+    config = make_config(zk_hosts, zk_root, RECORD_TASK.replace("workerNum = 3",
+                                                                 "workerNum = 4"))
+    a, b, c, d = (start(nodes, config, name) for name in ("a", "b", "c", "d"))
+    slots = {"r/0", "r/1", "r/2", "r/3"}
+    wait_until(lambda: running(a) | running(b) | running(c) | running(d) == slots, 15)
+    everyone = {a._member_child, b._member_child, c._member_child, d._member_child}
+    wait_until(lambda: set(a._member_cache) == everyone, 10)
+    # b, next in line, reads every member too (its takeover then reads none); c and d
+    # the leader's, the next in line's (whose plan they take at the leader's end) and
+    # their own.
+    for follower, names, read in (
+            (b, ["a", "b", "c", "d"], everyone),
+            (c, ["a", "b", "c"], {a._member_child, b._member_child, c._member_child}),
+            (d, ["a", "b", "d"], {a._member_child, b._member_child, d._member_child})):
         follower._kick("test")  # a full pass, after every join
         wait_until(lambda f=follower, n=names: f._member_names == n
-                   and f.metrics.nodes._value.get() == 3, 10)
+                   and f.metrics.nodes._value.get() == 4, 10)
         known = {ch for ch, r in follower._member_cache.items() if r is None or r.known}
         assert known == read
         assert follower.leader == "a" and not follower.is_leader
+        if follower is not b:
+            assert follower._successor_child == b._member_child
     # The next in line takes over with every member's data (it deals the slots): its first
-    # plan already counts c, whose slot therefore never stops.
+    # plan already counts c and d, whose slots therefore never stop.
     joined = [e for e in b.events.since(0) if e["kind"] == "node_joined"]
     # Found by review: the join's own rewrite of its data (dating it on ZooKeeper's clock)
     # was taken for a hand edit and written a second time.
-    assert not [e for n in (a, b, c) for e in n.events.since(0)
+    assert not [e for n in (a, b, c, d) for e in n.events.since(0)
                 if e["kind"] == "member_repaired"]
     a.stop(timeout=5)
-    wait_until(lambda: b.is_leader and set(b._member_names) == {"b", "c"}, 15)
-    wait_until(lambda: running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
-    assert not [r for r in records(record) if r["node"] == "c" and r["e"] == "stop"]
+    wait_until(lambda: b.is_leader and set(b._member_names) == {"b", "c", "d"}, 15)
+    wait_until(lambda: running(b) | running(c) | running(d) == slots, 15)
+    assert not [r for r in records(record) if r["node"] in ("c", "d") and r["e"] == "stop"]
     # Taking over is no join of anyone.
     assert [e for e in b.events.since(0) if e["kind"] == "node_joined"] == joined
 
@@ -89,18 +96,19 @@ def test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_rea
 def test_a_follower_two_places_back_takes_over_with_every_members_data(
         zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch):
     """The leader and the next in line leave together: the third, which read only the
-    leader's data and its own, deals from every member's in its first plan (the fourth's
-    slot never stops) and watches the member list from then on (a join reaches it).
+    leader's data, the next in line's and its own, deals from every member's in its first
+    plan (the fifth's slot never stops) and watches the member list from then on (a join
+    reaches it).
 
     The periodic pass is put far off: one that came at once would read every member with
     the watch and hide a first plan dealt from the partial read."""
     config = make_config(zk_hosts, zk_root, RECORD_TASK.replace("workerNum = 3",
-                                                                 "workerNum = 4"),
+                                                                 "workerNum = 5"),
                          reconcile=60.0)
-    a, b, c, d = (start(nodes, config, name) for name in ("a", "b", "c", "d"))
-    wait_until(lambda: all(len(running(n)) == 1 for n in (a, b, c, d)), 15)
-    d_known = {ch for ch, r in c._member_cache.items() if r is None or r.known}
-    assert d._member_child not in d_known
+    a, b, c, d, e = (start(nodes, config, name) for name in ("a", "b", "c", "d", "e"))
+    wait_until(lambda: all(len(running(n)) == 1 for n in (a, b, c, d, e)), 15)
+    known = {ch for ch, r in c._member_cache.items() if r is None or r.known}
+    assert d._member_child not in known and e._member_child not in known
     # Both crash at the same instant: their member znodes go in one transaction.
     for n in (a, b):
         n._stop.set()  # no rejoin
@@ -109,8 +117,9 @@ def test_a_follower_two_places_back_takes_over_with_every_members_data(
     for n in (a, b):
         tx.delete(Paths(zk_root, "it").node(n._member_child))
     assert not any(isinstance(r, Exception) for r in tx.commit())
-    dealt: list[list[str]] = []  # by c: every publish's members (the mutant's first one
-    # names d by its znode, unread, and a later pass of c mends it before d can tell)
+    dealt: list[list[str]] = []  # by c: every publish's members (from a partial read, the
+    # first one names e by its znode, unread, and a later pass of c mends it before e can
+    # tell: c's read after the crash has c in front and d after it, but not e)
 
     def publish(*args, **kwargs):
         if kwargs["leader"] == "c":
@@ -120,12 +129,13 @@ def test_a_follower_two_places_back_takes_over_with_every_members_data(
     monkeypatch.setattr(node_module, "publish", publish)
     for n in (a, b):
         n.client.stop()  # their owner znodes go with their sessions
-    wait_until(lambda: c.is_leader and len(running(c)) == 2 and len(running(d)) == 2, 15)
-    assert dealt and all(names == ["c", "d"] for names in dealt), dealt
-    assert not [r for r in records(record) if r["node"] == "d" and r["e"] == "stop"]
-    assert c._member_names == ["c", "d"]
-    e = start(nodes, config, "e")  # only the member list's watch tells the leader
-    wait_until(lambda: "e" in c._member_names and len(running(e)) >= 1, 15)
+    wait_until(lambda: c.is_leader and all(len(running(n)) >= 1 for n in (c, d, e))
+               and len(running(c) | running(d) | running(e)) == 5, 15)
+    assert dealt and all(names == ["c", "d", "e"] for names in dealt), dealt
+    assert not [r for r in records(record) if r["node"] in ("d", "e") and r["e"] == "stop"]
+    assert c._member_names == ["c", "d", "e"]
+    f = start(nodes, config, "f")  # only the member list's watch tells the leader
+    wait_until(lambda: "f" in c._member_names and len(running(f)) >= 1, 15)
 
 
 def test_a_node_that_becomes_next_in_line_reads_every_members_data_at_once(
@@ -182,10 +192,11 @@ def test_a_followers_read_agrees_with_a_full_read_on_the_election(
     assert read_members(zk, paths, focus=focus, cache=cache) == part
     assert read_members(zk, paths, cache=cache) == full
     lead = next((i for i, r in enumerate(full) if r.corrupt is None), len(full) - 1)
-    # The front, up to and with the leader, is read and equal: the election is the same.
-    assert part[:lead + 1] == full[:lead + 1]
+    # The front, up to and with the leader and the member after it, is read and equal: the
+    # election is the same, and so is the successor a follower may take a plan from.
+    assert part[:lead + 2] == full[:lead + 2]
     by_child = {r.child: r for r in full}
-    for rec in part[lead + 1:]:
+    for rec in part[lead + 2:]:
         if rec.child == focus:
             assert rec == by_child[focus]
         else:

@@ -5,10 +5,13 @@ applied in place of the document. Real ZooKeeper, real in-process nodes."""
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 from kazoo.security import make_acl
 
 from tests.integration.test_node import make_config, running, start
@@ -297,8 +300,128 @@ def test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives(
     forged = {**plan(zk, paths, "c"), "leader": b._member_child, "leader_name": "b",
               "slots": {}}
     written = zk.set(paths.plan("c"), dumps(forged))
-    wait_until(lambda: c._plan_mzxid == written.mzxid and c._stale_doc is not None, 10)
-    assert running(c) == mine and c._leader_child == a._member_child and c.leader == "a"
+    wait_until(lambda: c._plan_mzxid == written.mzxid and (
+        c._stale_doc is not None or c._leader_child != a._member_child), 10)
+    assert c._leader_child == a._member_child and c.leader == "a"
+    assert running(c) == mine
+
+
+def _hand_member(zk: KazooClient, paths: Paths, name: str, raw: bytes | None = None) -> str:
+    """A member znode made by the test (its session): it leads or follows like a node's."""
+    data = raw if raw is not None else json.dumps(
+        {"id": name, "host": "h", "pid": 1, "handlers": ["RunRecord"], "state": "active"}
+    ).encode()
+    return zk.create(paths.node_prefix, data, ephemeral=True, sequence=True).rsplit("/", 1)[1]
+
+
+class _HandPlans:
+    """Plans for node c written by the test, and what c first made of each (_take_plan
+    in the pass the plan's watch woke: a plan refused there is read again by the full
+    pass that follows, which may take it from the members it lists)."""
+
+    def __init__(self, zk: KazooClient, paths: Paths, node: Any, monkeypatch: Any) -> None:
+        self.zk, self.paths, self.node, self.taken = zk, paths, node, {}
+        real = node._take_plan
+
+        def take(plan_: Any, mzxid: Any) -> bool:
+            result = real(plan_, mzxid)
+            self.taken.setdefault(mzxid, result)
+            return result
+        monkeypatch.setattr(node, "_take_plan", take)
+
+    def write(self, leader: str, generation: int, slots: list[int],
+              name: str | None = None) -> bool:
+        body = {"generation": generation, "leader": leader, "node": "c",
+                "slots": {"r": slots}, "tasks": [self.node.config.tasks[0].to_dict()],
+                "keys": {}, "key_counts": {}}
+        if name is not None:
+            body["leader_name"] = name
+        path = self.paths.plan("c")
+        try:
+            mzxid = self.zk.set(path, dumps(body)).mzxid
+        except NoNodeError:
+            self.zk.create(path, dumps(body), makepath=True)
+            mzxid = self.zk.exists(path).mzxid
+        wait_until(lambda: mzxid in self.taken, 10)
+        return self.taken[mzxid]
+
+
+def test_the_successors_plan_is_taken_by_the_rule_and_no_other(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """Hand-made members lead and come second (nobody publishes but the test): a plan of
+    the member second in c's listing is taken only once c saw its leader's znode deleted,
+    and c's next full pass forgets that end: a member znode's name comes back when nodes/
+    is made again, and must not pass for the successor's."""
+    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)  # no full pass but the test's
+    paths = Paths(zk_root, "it")
+    zk.ensure_path(paths.nodes)
+    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb")
+    c = start(nodes, make_config(zk_hosts, zk_root, TASK), "c")
+    wait_until(lambda: c._leader_child == fa and c._successor_child == fb, 10)
+    plans = _HandPlans(zk, paths, c, monkeypatch)
+    assert plans.write(fa, 1, [0], "fa")
+    wait_until(lambda: running(c) == {"r/0"}, 10)
+    assert not plans.write(fb, 1, [1], "fb")  # its leader lives
+    assert c._leader_child == fa
+    zk.delete(paths.node(fa))
+    wait_until(lambda: c._gone_leader == fa, 10)
+    assert plans.write(fb, 2, [1], "fb")
+    wait_until(lambda: running(c) == {"r/1"}, 10)
+    assert c.leader == "fb" and c._leader_child == fb
+    # nodes/ deleted and made again: names start again from n-0000000000 (fa's).
+    gate = threading.Event()
+    real_sync = c._sync
+
+    def gated(reasons: Any = ()) -> None:
+        gate.wait(10)
+        real_sync(reasons)
+    monkeypatch.setattr(c, "_sync", gated)
+    zk.delete(paths.nodes, recursive=True)
+    zk.ensure_path(paths.nodes)
+    fa2, fb2 = _hand_member(zk, paths, "fa2"), _hand_member(zk, paths, "fb2")
+    assert (fa2, fb2) == (fa, fb)
+    gate.set()
+    wait_until(lambda: c._member_child not in (None, fa, fb) and c.leader == "fa2"
+               and c._successor_child == fb2, 15)
+    assert not plans.write(fb2, 3, [2], "fb2")  # fa2 lives: fa's end is no fact about it
+    assert c._leader_child == fa2
+
+
+def test_a_successors_plan_without_the_leaders_name_waits_for_a_full_pass(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """A plan without `leader_name` (an older xconsumer's) is not taken on the leader's
+    end alone: the node would show a dead leader's name until its next full pass."""
+    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
+    paths = Paths(zk_root, "it")
+    zk.ensure_path(paths.nodes)
+    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb")
+    c = start(nodes, make_config(zk_hosts, zk_root, TASK), "c")
+    wait_until(lambda: c._leader_child == fa and c._successor_child == fb, 10)
+    plans = _HandPlans(zk, paths, c, monkeypatch)
+    assert plans.write(fa, 1, [0], "fa")
+    zk.delete(paths.node(fa))
+    wait_until(lambda: c._gone_leader == fa, 10)
+    assert not plans.write(fb, 2, [1])
+    wait_until(lambda: c.leader == "fb" and running(c) == {"r/1"}, 10)  # its full pass
+
+
+def test_a_successor_whose_data_does_not_decode_is_not_followed(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """The member second in c's listing has corrupt data: corrupt for long, every other
+    node's election skips it, so it may lead in its own eyes only. Its plan is not taken
+    at the leader's end (a full pass decides)."""
+    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
+    paths = Paths(zk_root, "it")
+    zk.ensure_path(paths.nodes)
+    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb", b"\x00garbage")
+    c = start(nodes, make_config(zk_hosts, zk_root, TASK, session_timeout=6.0), "c")
+    wait_until(lambda: c._leader_child == fa and fb in c._member_cache or c.passes > 3, 10)
+    plans = _HandPlans(zk, paths, c, monkeypatch)
+    assert plans.write(fa, 1, [0], "fa")
+    assert c._successor_child is None
+    zk.delete(paths.node(fa))
+    wait_until(lambda: c._gone_leader == fa, 10)
+    assert not plans.write(fb, 2, [1], "fb")
 
 
 def test_a_plan_change_whose_watch_never_came_is_seen_by_the_periodic_check(

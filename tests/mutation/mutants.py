@@ -303,9 +303,10 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "successor-plan-while-leader-lives", "xconsumer/node.py",
         "                or self._gone_leader is None or self._gone_leader != "
-        "self._leader_child):\n",
-        "                ):\n",
-        [f"{PL}::test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives"],
+        "self._leader_child\n",
+        "",
+        [f"{PL}::test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives",
+         f"{PL}::test_the_successors_plan_is_taken_by_the_rule_and_no_other"],
         "a follower applies a plan naming the member behind its leader while the leader "
         "lives (a forged one, or one of a member that took itself for the leader)"),
     Mutant(
@@ -338,6 +339,52 @@ MUTANTS: list[Mutant] = [
         [f"{G}::test_a_publish_fenced_by_no_member_znode_is_never_sent"],
         "a write whose fence names no member znode checks the members' container, which "
         "always passes"),
+    Mutant(
+        "successor-followed-unread-or-corrupt", "xconsumer/node.py",
+        "        self._successor_child = (second.child if second is not None and second.known\n"
+        "                                 and second.corrupt is None else None)\n",
+        "        self._successor_child = second.child if second is not None else None\n",
+        [f"{PL}::test_a_successor_whose_data_does_not_decode_is_not_followed"],
+        "a follower takes the plan of a successor whose data is corrupt (one the others' "
+        "elections skip) at its leader's end"),
+    Mutant(
+        "successor-data-never-read", "xconsumer/membership.py",
+        "            elif rec.corrupt is None:\n                leader_read = True\n",
+        "            elif rec.corrupt is None:\n                leader_read, front = True, False\n",
+        [f"{PL}::test_at_its_leaders_end_a_follower_takes_the_successors_plan_without_a_"
+         "listing",
+         f"{MR}::test_a_follower_reads_only_the_leader_its_successor_and_itself"],
+        "a follower never reads its successor's data, so it never takes the successor's "
+        "plan at once: every takeover waits for each follower's full pass"),
+    Mutant(
+        "leader-end-kept-across-passes", "xconsumer/node.py",
+        "                                 and second.corrupt is None else None)\n"
+        "        self._gone_leader = None\n",
+        "                                 and second.corrupt is None else None)\n",
+        [f"{PL}::test_the_successors_plan_is_taken_by_the_rule_and_no_other"],
+        "a leader's end seen once stays a fact: a live member given its name again (nodes/ "
+        "made again) passes for gone, and the next one's plan is trusted"),
+    Mutant(
+        "member-cache-kept-on-rejoin", "xconsumer/node.py",
+        "            self._member_cache.clear()\n",
+        "",
+        [f"{PL}::test_the_successors_plan_is_taken_by_the_rule_and_no_other"],
+        "after nodes/ is made again, a new member is taken for the old one of its name "
+        "(its name, handlers and weight)"),
+    Mutant(
+        "successor-plan-without-leader-name", "xconsumer/node.py",
+        "                or name is None):\n",
+        "                ):\n",
+        [f"{PL}::test_a_successors_plan_without_the_leaders_name_waits_for_a_full_pass"],
+        "an older leader's plan (no leader_name) is taken at its predecessor's end: the "
+        "node shows a dead leader's name"),
+    Mutant(
+        "plan-leader-name-any-string", "xconsumer/codecs.py",
+        "    if name is not None and not (isinstance(name, str) and _NAME_RE.fullmatch(name)):\n",
+        "    if name is not None and not isinstance(name, str):\n",
+        ["tests/unit/test_codecs.py::test_a_plans_leader_name_is_a_node_name_or_absent"],
+        "any string in a plan's leader_name reaches logs, events and the API as the "
+        "leader's name (newlines, escapes, a megabyte)"),
     Mutant(
         "plan-verify-sees-nothing", "xconsumer/plans.py",
         "            if stat is None or stat.mzxid != self.mzxids[name]:\n",
@@ -408,8 +455,8 @@ MUTANTS: list[Mutant] = [
     # -- member reads and the name claim ---------------------------------------------------
     Mutant(
         "follower-read-stops-at-a-corrupt-front", "xconsumer/membership.py",
-        "        if front and isinstance(rec, MemberRecord) and rec.corrupt is None:\n",
-        "        if front:\n",
+        "            elif rec.corrupt is None:\n",
+        "            else:\n",
         [f"{MR}::test_a_followers_read_agrees_with_a_full_read_on_the_election"],
         "a follower stops reading at a corrupt member ahead of the leader: once that member "
         "is taken as foreign, the follower elects one whose data it never read"),

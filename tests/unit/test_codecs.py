@@ -99,6 +99,17 @@ def test_the_wrong_shapes_found_in_the_field_are_corrupt(data: bytes) -> None:
     assert "\n" not in str(out)
 
 
+def test_a_plans_leader_name_is_a_node_name_or_absent() -> None:
+    """It reaches logs, events and the API (a follower shows it as its leader's name)."""
+    base = {"generation": 2, "leader": "n-0000000001", "node": "c", "slots": {"r": [0]}}
+    assert decode_plan(json.dumps(base).encode(), "/p")["leader_name"] is None
+    named = decode_plan(json.dumps({**base, "leader_name": "node-2.b_x"}).encode(), "/p")
+    assert named["leader_name"] == "node-2.b_x"
+    for bad in ("", "a\nb", "\x1b[31mred", "x" * 65, " a", 7, ["a"]):
+        out = decode_plan(json.dumps({**base, "leader_name": bad}).encode(), "/p")
+        assert isinstance(out, Corrupt) and "leader_name" in out.error, bad
+
+
 def test_a_zlib_bomb_is_corrupt_not_an_out_of_memory() -> None:
     bomb = b"XCZ1" + zlib.compress(b" " * (80 * 1024 * 1024))
     out = decode_assignment(bomb, "/a")
