@@ -346,21 +346,31 @@ class _HandPlans:
         return self.taken[mzxid]
 
 
+def _behind_hand_members(zk: KazooClient, zk_hosts: str, zk_root: str, nodes: Any,
+                         monkeypatch: Any, fb_raw: bytes | None = None) -> tuple:
+    """Node c, real, behind hand-made members fa (leading) and fb (second; `fb_raw` its
+    data), running fa's plan; no full pass but the test's (LOOK_LATER far off). A long
+    session: a corrupt fb is not taken for foreign (two session timeouts) meanwhile."""
+    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
+    paths = Paths(zk_root, "it")
+    zk.ensure_path(paths.nodes)
+    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb", fb_raw)
+    c = start(nodes, make_config(zk_hosts, zk_root, TASK, session_timeout=6.0), "c")
+    wait_until(lambda: c._leader_child == fa, 10)
+    plans = _HandPlans(zk, paths, c, monkeypatch)
+    assert plans.write(fa, 1, [0], "fa")
+    wait_until(lambda: running(c) == {"r/0"}, 10)
+    return paths, fa, fb, c, plans
+
+
 def test_the_successors_plan_is_taken_by_the_rule_and_no_other(
         zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
     """Hand-made members lead and come second (nobody publishes but the test): a plan of
     the member second in c's listing is taken only once c saw its leader's znode deleted,
     and c's next full pass forgets that end: a member znode's name comes back when nodes/
     is made again, and must not pass for the successor's."""
-    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)  # no full pass but the test's
-    paths = Paths(zk_root, "it")
-    zk.ensure_path(paths.nodes)
-    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb")
-    c = start(nodes, make_config(zk_hosts, zk_root, TASK), "c")
-    wait_until(lambda: c._leader_child == fa and c._successor_child == fb, 10)
-    plans = _HandPlans(zk, paths, c, monkeypatch)
-    assert plans.write(fa, 1, [0], "fa")
-    wait_until(lambda: running(c) == {"r/0"}, 10)
+    paths, fa, fb, c, plans = _behind_hand_members(zk, zk_hosts, zk_root, nodes, monkeypatch)
+    assert c._successor_child == fb
     assert not plans.write(fb, 1, [1], "fb")  # its leader lives
     assert c._leader_child == fa
     zk.delete(paths.node(fa))
@@ -391,14 +401,8 @@ def test_a_successors_plan_without_the_leaders_name_waits_for_a_full_pass(
         zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
     """A plan without `leader_name` (an older xconsumer's) is not taken on the leader's
     end alone: the node would show a dead leader's name until its next full pass."""
-    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
-    paths = Paths(zk_root, "it")
-    zk.ensure_path(paths.nodes)
-    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb")
-    c = start(nodes, make_config(zk_hosts, zk_root, TASK), "c")
-    wait_until(lambda: c._leader_child == fa and c._successor_child == fb, 10)
-    plans = _HandPlans(zk, paths, c, monkeypatch)
-    assert plans.write(fa, 1, [0], "fa")
+    paths, fa, fb, c, plans = _behind_hand_members(zk, zk_hosts, zk_root, nodes, monkeypatch)
+    assert c._successor_child == fb
     zk.delete(paths.node(fa))
     wait_until(lambda: c._gone_leader == fa, 10)
     assert not plans.write(fb, 2, [1])
@@ -410,14 +414,8 @@ def test_a_successor_whose_data_does_not_decode_is_not_followed(
     """The member second in c's listing has corrupt data: corrupt for long, every other
     node's election skips it, so it may lead in its own eyes only. Its plan is not taken
     at the leader's end (a full pass decides)."""
-    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
-    paths = Paths(zk_root, "it")
-    zk.ensure_path(paths.nodes)
-    fa, fb = _hand_member(zk, paths, "fa"), _hand_member(zk, paths, "fb", b"\x00garbage")
-    c = start(nodes, make_config(zk_hosts, zk_root, TASK, session_timeout=6.0), "c")
-    wait_until(lambda: c._leader_child == fa and fb in c._member_cache or c.passes > 3, 10)
-    plans = _HandPlans(zk, paths, c, monkeypatch)
-    assert plans.write(fa, 1, [0], "fa")
+    paths, fa, fb, c, plans = _behind_hand_members(zk, zk_hosts, zk_root, nodes, monkeypatch,
+                                                   fb_raw=b"\x00garbage")
     assert c._successor_child is None
     zk.delete(paths.node(fa))
     wait_until(lambda: c._gone_leader == fa, 10)
