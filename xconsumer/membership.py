@@ -74,6 +74,7 @@ class MemberRecord:
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 READ_TIMEOUT = 30.0  # a member's data read, bounded like every call (a dead connection)
+CLAIM_TIMEOUT = 10.0  # a name claim's calls, made under the node's member lock
 
 
 def read_members(client: KazooClient, paths: Paths,
@@ -291,9 +292,9 @@ def release_claim(client: KazooClient, paths: Paths, name: str, session: int) ->
     ending, or stuck): a restart under our name joins then instead of waiting for it."""
     claim = paths.name_claim(name)
     with contextlib.suppress(*_ZK_ERRORS):
-        stat = client.exists(claim)
+        stat = client.exists_async(claim).get(timeout=CLAIM_TIMEOUT)
         if stat is not None and session and stat.ephemeralOwner == session:
-            client.delete(claim, version=stat.version)
+            client.delete_async(claim, version=stat.version).get(timeout=CLAIM_TIMEOUT)
 
 
 def ensure_claim(client: KazooClient, paths: Paths, data: dict[str, Any], session: int
@@ -302,16 +303,19 @@ def ensure_claim(client: KazooClient, paths: Paths, data: dict[str, Any], sessio
     by hand: a second process under our name would otherwise be free to join. False:
     another live session holds it (a twin that joined while it was gone)."""
     claim = paths.name_claim(data["id"])
-    stat = client.exists(claim)
+    # Bounded: the caller holds the node's member lock, which stop() waits for; a sync
+    # call on a connection that never comes back would wait for ever.
+    stat = client.exists_async(claim).get(timeout=CLAIM_TIMEOUT)
     if stat is not None and stat.ephemeralOwner:
         return stat.ephemeralOwner == session
     if stat is not None:
         with contextlib.suppress(NoNodeError):
             client.delete(claim, recursive=True)  # not ephemeral: made by hand
     try:
-        client.create(claim, dumps(data), ephemeral=True, makepath=True)
+        client.create_async(claim, dumps(data), ephemeral=True, makepath=True).get(
+            timeout=CLAIM_TIMEOUT)
     except NodeExistsError:
-        stat = client.exists(claim)  # someone was quicker: ours only if ours
+        stat = client.exists_async(claim).get(timeout=CLAIM_TIMEOUT)  # someone was quicker
         return stat is None or stat.ephemeralOwner == session
     logger.warning("our name claim {} was gone (deleted or made by hand?): made it again",
                    claim)

@@ -267,8 +267,17 @@ class Node:
         self._stop.set()
         self._kick("stop")
         self._lease_wake.set()
-        with self._member_lock:  # waits for a rejoin in flight, which then leaves with us
+        # Waits for a rejoin in flight, which then leaves with us; bounded, for a call
+        # under the lock that a connection gone for good never answers.
+        locked = self._member_lock.acquire(timeout=max(0.1, deadline - time.monotonic()))
+        try:
             child, self._member_child = self._member_child, None
+        finally:
+            if locked:
+                self._member_lock.release()
+        if not locked:
+            logger.warning("a membership call did not return in time (ZooKeeper "
+                           "unreachable?): leaving without waiting for it")
         # The leave goes out first, so the leader starts dealing our slots out while they
         # wind down (their owner znodes keep the new owners waiting until each has ended).
         leaving = self._leave_async(child) if child is not None else None
@@ -276,9 +285,12 @@ class Node:
         self.runtime.revoke_all("node stopping")
         left = child is None or (leaving is not None and self._left(
             leaving, child, max(0.1, min(2.0, deadline - time.monotonic()))))
-        if left and child is not None:
-            with self._member_lock:
+        if left and child is not None and self._member_lock.acquire(
+                timeout=max(0.1, deadline - time.monotonic())):
+            try:
                 release_claim(self.client, self.paths, self.name, self._member_session or 0)
+            finally:
+                self._member_lock.release()
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = self.runtime.stop_all(deadline)

@@ -219,6 +219,27 @@ def test_the_controller_does_not_spin_while_zookeeper_is_unreachable(
         wait_until(lambda: a.client.connected, 20)
 
 
+def test_a_stop_is_not_held_for_ever_by_a_membership_call(
+        zk_hosts, zk_root, nodes, record) -> None:
+    """Found when the suite hung: the controller's name-claim check, under the member
+    lock, waited on a connection to a server that had gone for good, and stop() waited
+    for the lock. A call under it that never returns no longer keeps stop() from ending
+    within its timeout (and the claim's calls are bounded too)."""
+    a = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(a) == SLOTS, 15)
+    a._member_lock.acquire()  # a call under it that never returns
+    stopped = threading.Event()
+    stopper = threading.Thread(target=lambda: (a.stop(timeout=2), stopped.set()),
+                               name="test-stopper", daemon=True)
+    stopper.start()
+    try:
+        wait_until(stopped.is_set, 20)
+    finally:
+        a._member_lock.release()
+        stopper.join(30)
+    assert a.state is node_module.RunState.STOPPED
+
+
 def test_a_shutdown_never_races_a_rejoin(zk: KazooClient, zk_root, zk_hosts, nodes, record,
                                         monkeypatch) -> None:
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")

@@ -386,6 +386,14 @@ MUTANTS: list[Mutant] = [
         "any string in a plan's leader_name reaches logs, events and the API as the "
         "leader's name (newlines, escapes, a megabyte)"),
     Mutant(
+        "stop-waits-for-ever-for-the-member-lock", "xconsumer/node.py",
+        "        locked = self._member_lock.acquire(timeout=max(0.1, deadline - "
+        "time.monotonic()))\n",
+        "        locked = self._member_lock.acquire()\n",
+        [f"{H}::test_a_stop_is_not_held_for_ever_by_a_membership_call"],
+        "a membership call stuck on a connection gone for good keeps stop() from ever "
+        "returning (the suite hung on it)"),
+    Mutant(
         "plan-verify-sees-nothing", "xconsumer/plans.py",
         "            if stat is None or stat.mzxid != self.mzxids[name]:\n",
         "            if False:\n",
@@ -505,7 +513,8 @@ MUTANTS: list[Mutant] = [
         "slots' owner znodes to a close that never comes: they stay taken"),
     Mutant(
         "name-claim-not-made-again", "xconsumer/membership.py",
-        "        client.create(claim, dumps(data), ephemeral=True, makepath=True)\n",
+        "        client.create_async(claim, dumps(data), ephemeral=True, makepath=True).get(\n"
+        "            timeout=CLAIM_TIMEOUT)\n",
         "        pass\n",
         [f"{MR}::test_a_claim_deleted_by_hand_is_made_again_and_given_back_at_the_leave"],
         "a claim deleted by hand is never made again: a second process under the name "
