@@ -27,6 +27,7 @@ from kazoo.exceptions import (
     KazooException,
     NodeExistsError,
     NoNodeError,
+    NotEmptyError,
     RolledBackError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
@@ -287,14 +288,15 @@ def _drop_claim(client: KazooClient, paths: Paths, claim: str, stat: Any,
         client.delete(claim, recursive=True)  # an ephemeral has no children: made by hand
 
 
-def release_claim(client: KazooClient, paths: Paths, name: str, session: int) -> None:
+def release_claim(client: KazooClient, paths: Paths, name: str, session: int,
+                  timeout: float = 10.0) -> None:
     """Give our name back once we have left (the session may live on a while: slots still
     ending, or stuck): a restart under our name joins then instead of waiting for it."""
     claim = paths.name_claim(name)
     with contextlib.suppress(*_ZK_ERRORS):
-        stat = client.exists_async(claim).get(timeout=CLAIM_TIMEOUT)
+        stat = client.exists_async(claim).get(timeout=timeout)
         if stat is not None and session and stat.ephemeralOwner == session:
-            client.delete_async(claim, version=stat.version).get(timeout=CLAIM_TIMEOUT)
+            client.delete_async(claim, version=stat.version).get(timeout=timeout)
 
 
 def ensure_claim(client: KazooClient, paths: Paths, data: dict[str, Any], session: int
@@ -310,7 +312,10 @@ def ensure_claim(client: KazooClient, paths: Paths, data: dict[str, Any], sessio
         return stat.ephemeralOwner == session
     if stat is not None:
         with contextlib.suppress(NoNodeError):
-            client.delete(claim, recursive=True)  # not ephemeral: made by hand
+            try:
+                client.delete_async(claim).get(timeout=CLAIM_TIMEOUT)  # made by hand
+            except NotEmptyError:
+                client.delete(claim, recursive=True)  # with children of its own: rare
     try:
         client.create_async(claim, dumps(data), ephemeral=True, makepath=True).get(
             timeout=CLAIM_TIMEOUT)

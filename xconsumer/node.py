@@ -46,7 +46,14 @@ from .leader import (
 )
 from .lease import Lease
 from .logs import set_node
-from .membership import dedupe_by_name, ensure_claim, read_members, register, release_claim
+from .membership import (
+    CLAIM_TIMEOUT,
+    dedupe_by_name,
+    ensure_claim,
+    read_members,
+    register,
+    release_claim,
+)
 from .metrics import Metrics
 from .overrides import (
     OverrideStore,
@@ -78,6 +85,8 @@ LIGHT_REASONS = frozenset({"slot", "periodic", "lease ended", "lease renewed"})
 # +-50 %, instead of with everyone else at the very moment the handover needs ZooKeeper.
 LOOK_LATER = 1.0
 LOOK_LATER_KICK = "look later"
+# stop() waits at most this long (and half its deadline) for a membership call in flight.
+MEMBER_LOCK_WAIT = 11.0
 
 
 _twins_warned: set[str] = set()
@@ -195,6 +204,8 @@ class Node:
         # of our leader's successor be taken without a listing (see _elected_writer).
         self._successor_child: str | None = None
         self._gone_leader: str | None = None
+        self._member_foreign: str | None = None  # our child name, seen another session's
+        self._lock_abandoned = False  # stop() left without waiting for a rejoin in flight
         self._plan_mzxid: int | None = None  # of our plan when we last read it
         self._doc_mzxid: int | None = None  # of the document a plan-less node last read
         self._last_full = 0.0  # monotonic time of the last full pass
@@ -267,9 +278,14 @@ class Node:
         self._stop.set()
         self._kick("stop")
         self._lease_wake.set()
-        # Waits for a rejoin in flight, which then leaves with us; bounded, for a call
-        # under the lock that a connection gone for good never answers.
-        locked = self._member_lock.acquire(timeout=max(0.1, deadline - time.monotonic()))
+        # Waits for a rejoin in flight, which then leaves with us; bounded (a call under the
+        # lock that a connection gone for good never answers), and to half the deadline at
+        # most, so the slots still get their share. A rejoin that ends after we gave up
+        # leaves at once (see _register).
+        locked = self._member_lock.acquire(timeout=max(0.1, min(
+            MEMBER_LOCK_WAIT, (deadline - time.monotonic()) / 2)))
+        if not locked:
+            self._lock_abandoned = True  # before the child is taken (see _register)
         try:
             child, self._member_child = self._member_child, None
         finally:
@@ -288,7 +304,8 @@ class Node:
         if left and child is not None and self._member_lock.acquire(
                 timeout=max(0.1, deadline - time.monotonic())):
             try:
-                release_claim(self.client, self.paths, self.name, self._member_session or 0)
+                release_claim(self.client, self.paths, self.name, self._member_session or 0,
+                              timeout=max(0.1, min(CLAIM_TIMEOUT, deadline - time.monotonic())))
             finally:
                 self._member_lock.release()
         for thread in self._threads:
@@ -413,6 +430,18 @@ class Node:
             child, session = register(self.client, self.paths, self.member_data(),
                                       wait_for_name=self.session.timeout + 2.0)
             self._member_child, self._member_session = child, session
+            if self._lock_abandoned:
+                # stop() gave up waiting for this rejoin (a slow ZooKeeper) and left without
+                # it: what it made leaves now, or the node stays a member while its session
+                # lives on (slots stuck past the stop). Set first, checked after: stop()
+                # sets the flag, then takes the child, so one of the two always leaves it.
+                self._member_child = None
+                logger.warning("joined as {} after the stop gave up on it: leaving", child)
+                with contextlib.suppress(*_ZK_ERRORS):
+                    self.client.delete_async(self.paths.node(child)).get(
+                        timeout=CLAIM_TIMEOUT)
+                release_claim(self.client, self.paths, self.name, session)
+                return
             self._member_version = 0
             # Members are read afresh: if nodes/ was deleted and made again (our znode went
             # with it), its children's names start again from n-0000000000, and a cached
@@ -451,6 +480,10 @@ class Node:
             return
         if stat.version == self._member_version:
             return
+        if stat.ephemeralOwner != self._member_session:
+            self._member_foreign = child  # not ours to repair: join again (see _sync_pass)
+            self._kick("membership lost")
+            return
         stat = self.client.set(path, dumps(self.member_data()), version=stat.version)
         self._member_version = stat.version
         logger.warning("member znode {} had been changed by someone else: rewrote it", path)
@@ -481,7 +514,7 @@ class Node:
 
     def _on_leader_watch(self, event: Any) -> None:
         """Our leader's znode changed, seen from two places back or further. Its deletion
-        is kept as a fact (a member znode's name is never made again), for the successor's
+        is kept, until the next full pass lists the members again, for the successor's
         first plan (see _elected_writer); the full pass is put off all the same."""
         if getattr(event, "type", None) == EventType.DELETED:
             self._gone_leader = str(getattr(event, "path", "")).rsplit("/", 1)[-1]
@@ -555,6 +588,13 @@ class Node:
         self._last_full = time.monotonic()
         self._jitter = random.uniform(0.8, 1.2)  # nodes' full passes do not fall together
         self._chores = None  # only this pass's own, by a leader (an earlier pass may have failed)
+        if self._member_foreign is not None and self._member_foreign == self._member_child:
+            # The lease thread found our member znode's name held by another session
+            # (nodes/ deleted and made again, and the name given to someone else): the
+            # listing would still show it as ours. Join again under a new name.
+            logger.warning("our member znode {} belongs to another session; rejoining",
+                           self._member_child)
+            self._member_child = None
         if self._member_child is None or self._member_session != self._session_id():
             self._member_child = None
             self._memo = DocMemo()  # a new session: whatever we remembered is read again
@@ -581,6 +621,10 @@ class Node:
         # not at some later pass: a takeover soon after would read them then. Each flag only
         # turns on, so at most three listings.
         full, in_line = self.is_leader, self._next_in_line
+        # A leader's end is a fact about the listing it was seen after (a member znode's
+        # name comes back if nodes/ is made again): forgotten before this pass lists, so
+        # one told meanwhile is kept (ZooKeeper tells it before any listing without it).
+        self._gone_leader = None
         while True:
             corrupt: list[Corrupt] = []
             watch = (self._on_watch if full or takeover
@@ -627,12 +671,10 @@ class Node:
         self._leader_child = candidates[0].child
         # The successor only if its data was read and decodes: one corrupt for long is
         # skipped by the others' elections (see _candidates), and a member that leads only
-        # in its own eyes must not be followed. The leader's end is a fact about this
-        # listing's leader only (a member znode's name comes back if nodes/ is made again).
+        # in its own eyes must not be followed.
         second = candidates[1] if pos > 1 else None
         self._successor_child = (second.child if second is not None and second.known
                                  and second.corrupt is None else None)
-        self._gone_leader = None
         if leader != self.leader:
             logger.info("leader is now {}{}", leader, " (this node)" if pos == 0 else "")
             self.events.add("leader", f"leader is now {leader}", leader=leader)
@@ -1232,6 +1274,8 @@ class Node:
                             self._member_dirty.set()
                             self._kick("member data changed")
                     elif child == self._member_child:
+                        if stat is not None:
+                            self._member_foreign = child  # see _sync_pass
                         self.lease.invalidate()
                         self._kick("membership lost")
                 except _ZK_ERRORS:

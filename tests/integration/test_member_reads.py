@@ -15,13 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kazoo.client import KazooClient
+from kazoo.handlers.threading import KazooTimeoutError
 
 from tests.conftest import _client
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import first_args, wait_until
+from xconsumer import membership
 from xconsumer import node as node_module
 from xconsumer.errors import NodeNameInUse
-from xconsumer.membership import read_members, register
+from xconsumer.membership import ensure_claim, read_members, register
 from xconsumer.paths import Paths
 
 
@@ -250,6 +252,24 @@ def test_a_deleted_names_container_is_made_again(zk: KazooClient, paths):
     zk.delete(paths.names)
     child, _ = register(zk, paths, member_data("a"), wait_for_name=1.0)
     assert zk.exists(paths.name_claim("a")) is not None and child in members_of(zk, paths)
+
+
+def test_the_name_claims_check_is_bounded(zk: KazooClient, paths: Paths, monkeypatch):
+    """It runs under the node's member lock, which stop() waits for: on a connection
+    that never answers, it gives up (the controller retries) instead of waiting for
+    ever (the suite once hung on it)."""
+    monkeypatch.setattr(membership, "CLAIM_TIMEOUT", 0.3)
+    monkeypatch.setattr(zk, "exists_async", lambda *a, **k: zk.handler.async_result())
+    outcome: list[object] = []
+
+    def check() -> None:
+        try:
+            outcome.append(ensure_claim(zk, paths, member_data("a"), 1))
+        except KazooTimeoutError as exc:
+            outcome.append(exc)
+    threading.Thread(target=check, name="test-claim-check", daemon=True).start()
+    wait_until(lambda: outcome, 10)
+    assert isinstance(outcome[0], KazooTimeoutError)
 
 
 @pytest.mark.parametrize("raw", [json.dumps(member_data("a")).encode(), b"\xff{garbage"])

@@ -358,9 +358,8 @@ MUTANTS: list[Mutant] = [
         "plan at once: every takeover waits for each follower's full pass"),
     Mutant(
         "leader-end-kept-across-passes", "xconsumer/node.py",
-        "                                 and second.corrupt is None else None)\n"
-        "        self._gone_leader = None\n",
-        "                                 and second.corrupt is None else None)\n",
+        "        self._gone_leader = None\n        while True:\n",
+        "        while True:\n",
         [f"{PL}::test_the_successors_plan_is_taken_by_the_rule_and_no_other"],
         "a leader's end seen once stays a fact: a live member given its name again (nodes/ "
         "made again) passes for gone, and the next one's plan is trusted"),
@@ -387,12 +386,34 @@ MUTANTS: list[Mutant] = [
         "leader's name (newlines, escapes, a megabyte)"),
     Mutant(
         "stop-waits-for-ever-for-the-member-lock", "xconsumer/node.py",
-        "        locked = self._member_lock.acquire(timeout=max(0.1, deadline - "
-        "time.monotonic()))\n",
-        "        locked = self._member_lock.acquire()\n",
+        "        locked = self._member_lock.acquire(timeout=max(0.1, min(\n",
+        "        locked = self._member_lock.acquire(timeout=-1 if True else max(0.1, min(\n",
         [f"{H}::test_a_stop_is_not_held_for_ever_by_a_membership_call"],
         "a membership call stuck on a connection gone for good keeps stop() from ever "
         "returning (the suite hung on it)"),
+    Mutant(
+        "rejoin-after-the-stop-kept", "xconsumer/node.py",
+        "            if self._lock_abandoned:\n",
+        "            if False:\n",
+        [f"{H}::test_a_rejoin_that_ends_after_the_stop_gave_up_on_it_leaves_at_once"],
+        "a rejoin that ends after stop() gave up on it stays a member while the session "
+        "lives on"),
+    Mutant(
+        "foreign-member-znode-believed", "xconsumer/node.py",
+        "        if self._member_foreign is not None and self._member_foreign == "
+        "self._member_child:\n",
+        "        if False:\n",
+        [f"{H}::test_a_member_znode_name_taken_by_another_session_makes_the_node_join_again"],
+        "a node whose member znode's name went to another session (nodes/ made again) "
+        "believes it is still a member, its lease invalid for good"),
+    Mutant(
+        "name-claim-check-unbounded", "xconsumer/membership.py",
+        "    stat = client.exists_async(claim).get(timeout=CLAIM_TIMEOUT)\n"
+        "    if stat is not None and stat.ephemeralOwner:\n",
+        "    stat = client.exists(claim)\n    if stat is not None and stat.ephemeralOwner:\n",
+        [f"{MR}::test_the_name_claims_check_is_bounded"],
+        "the name claim's check waits for ever on a connection that never answers, under "
+        "the lock stop() needs"),
     Mutant(
         "plan-verify-sees-nothing", "xconsumer/plans.py",
         "            if stat is None or stat.mzxid != self.mzxids[name]:\n",
