@@ -77,17 +77,19 @@ def test_a_corrupt_member_is_timed_from_its_write_not_from_a_followers_first_rea
     """Found by review: a follower reads a member only once it comes to the front, so a
     foreign member behind the leader, corrupt for long, was timed from then on: at the
     leader's leave every follower named it leader for two session timeouts, and nobody
-    dealt the slots. Its age comes from its mtime (ZooKeeper's clock) now."""
+    dealt the slots. Its age comes from its mtime (ZooKeeper's clock) now. A follower now
+    reads the member after the leader when it joins, so the corrupt one here is old
+    before b joins: timed from b's first read, it would look young to b."""
     paths = Paths(zk_root, "it")
     config = make_config(zk_hosts, zk_root, RECORD_TASK)
     a = start(nodes, config, "a")
     wait_until(lambda: a.is_leader, 10)
     foreign = zk.create(paths.node_prefix, b"\x00garbage", ephemeral=True, sequence=True)
     mtime = zk.exists(foreign).mtime
+    foreign_after = 2 * a.session.timeout
+    wait_until(lambda: a._age(mtime) > foreign_after + 0.5, foreign_after + 5)
     b = start(nodes, config, "b")
     wait_until(lambda: b.leader == "a" and not b.is_leader, 10)
-    foreign_after = 2 * b.session.timeout
-    wait_until(lambda: b._age(mtime) > foreign_after + 0.5, foreign_after + 5)
     a.stop(timeout=5)
     wait_until(lambda: b.is_leader, 10)
     named = [e.get("leader") for e in b.events.since(0) if e["kind"] == "leader"]
