@@ -332,7 +332,7 @@ def commit_fenced(client: KazooClient, member_path: str, first: Any, paths: Path
     vetoes the document nor the other plans: the transaction is sent again without it,
     and it is listed in `changes.refused`."""
     if not member_path or member_path.endswith("/"):
-        # No member znode named: ZooKeeper takes ".../nodes/" for the container itself, a
+        # No member znode named: kazoo normalises ".../nodes/" to the container itself, a
         # check that always passes. A write fenced by nothing is refused, never sent.
         return 0, [NoNodeError(member_path)]
     flipped: set[str] = set()
