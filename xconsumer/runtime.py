@@ -77,6 +77,7 @@ class Runtime:
         self._generation = 0
         self._stopping = False  # stop_all began: nothing starts any more
         self._closing = threading.Event()  # see leave_owners_to_session
+        self._give_back: Callable[[], None] | None = None
         # A node's first claim after it joined is of slots live nodes still hold (a join
         # moves slots only from live nodes): it asks before it creates (see _claim_batch).
         self._look_first = True
@@ -270,7 +271,7 @@ class Runtime:
         runner = self._runners.get(slot)
         return runner is not None and runner.alive
 
-    def leave_owners_to_session(self) -> None:
+    def leave_owners_to_session(self, give_back: Callable[[], None] | None = None) -> None:
         """The node is leaving and closes its ZooKeeper session once every slot has ended:
         ZooKeeper then deletes all our owner znodes at once, in the one request that closes
         the session, instead of a stat and a delete per slot from the slot threads of a
@@ -278,15 +279,20 @@ class Runtime:
         longest). It deletes only our session's ephemerals, and only once the handlers have
         ended: the node closes the session after stop_all. If a slot is still running
         CLOSE_WINDOW after stop_all began, the session is not counted on (keep_session):
-        the slots that ended are given back at once, the others as they end."""
+        the slots that ended are given back at once, the others as they end; and
+        `give_back` then gives back what else the node left to the close (its name claim)."""
+        self._give_back = give_back
         self._closing.set()
 
     def keep_session(self) -> None:
         """A slot is stuck, so the node keeps its session after all: a slot that ends from
         now on deletes its own owner znode again, and those that ended meanwhile are given
-        back now."""
+        back now, with what the node left to the close (once)."""
         self._closing.clear()
         self.release_orphans()
+        give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            give_back()
 
     def has_orphans(self) -> bool:
         return bool(self._orphans)
@@ -340,9 +346,12 @@ class Runtime:
     def revoke_all(self, reason: str) -> None:
         with self._lock:
             runners = list(self._runners.values())
-        for runner in runners:
-            if runner.alive or runner.thread.ident is None:  # not started yet: never starts
-                runner.request_stop(reason)
+        # Every slot is told first, and the lines logged after (see signal_stop).
+        told = [runner for runner in runners
+                if (runner.alive or runner.thread.ident is None)  # not started: never starts
+                and runner.signal_stop()]
+        for runner in told:
+            runner.log.info("stopping slot ({})", reason)
 
     def check_stuck(self) -> list[SlotRunner]:
         """Report (once) every slot that ignored a stop request past its stop_timeout."""

@@ -301,14 +301,22 @@ class SlotRunner:
         self._gate.set()
 
     def request_stop(self, reason: str) -> None:
-        if not self.stop_event.is_set():
-            self.stop_requested_at = time.monotonic()
-            self.stop_event.set()
-            self._wake.set()
-            self._gate.set()  # a thread still at its gate ends without acquiring
-            if self.state not in ("done", "stopped", "failed"):
-                self.state = "stopping"
+        if self.signal_stop():
             self.log.info("stopping slot ({})", reason)
+
+    def signal_stop(self) -> bool:
+        """`request_stop` without its log line; True if this asked for the stop. For
+        stopping many slots at once: a log line written between two signals hands the GIL
+        to the slot threads already told, and the next signal waits behind them."""
+        if self.stop_event.is_set():
+            return False
+        self.stop_requested_at = time.monotonic()
+        self.stop_event.set()
+        self._wake.set()
+        self._gate.set()  # a thread still at its gate ends without acquiring
+        if self.state not in ("done", "stopped", "failed"):
+            self.state = "stopping"
+        return True
 
     @property
     def alive(self) -> bool:

@@ -217,6 +217,13 @@ MUTANTS: list[Mutant] = [
         "a node stopping with a stuck slot closes its session: the owner znode goes while "
         "the handler still runs"),
     Mutant(
+        "name-kept-when-the-session-is-kept", "xconsumer/runtime.py",
+        "        if give_back is not None:\n            give_back()\n",
+        "        pass\n",
+        [f"{G}::test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode"],
+        "a leaving node's name claim is left to its session's close, which a stuck slot "
+        "puts off: a restart under its name cannot join until the process ends"),
+    Mutant(
         "isolation-no-wait-for-session", "xconsumer/isolation.py",
         "    _wait_session_gone(runner, proc.pid, watcher.value)\n",
         "",
@@ -586,8 +593,8 @@ MUTANTS: list[Mutant] = [
         "remembers for it, finds nothing to publish, and runs pass after pass"),
     Mutant(
         "gated-thread-ignores-stop", "xconsumer/slot.py",
-        "            self._gate.set()  # a thread still at its gate ends without acquiring\n",
-        "            pass\n",
+        "        self._gate.set()  # a thread still at its gate ends without acquiring\n",
+        "        pass\n",
         ["tests/integration/test_claims.py::test_a_stop_during_a_slow_claim_ends_the_"
          "threads_at_their_gate"],
         "a node stopping while a slow claim is out waits for it past its deadline: its "
