@@ -29,6 +29,7 @@ from .lease import Lease
 from .metrics import Metrics
 from .paths import Paths
 from .slot import SlotContext, SlotRunner, SlotStatus, restart_needed
+from .slotthreads import SlotThreads
 from .works import WorksRegistry
 from .zk import refused_ops
 
@@ -70,6 +71,7 @@ class Runtime:
         # keep the slot's next owner waiting.
         # slot -> (the owner znode it may still hold, the fence it held it with, if known)
         self._orphans: dict[Slot, tuple[str, int | None]] = {}
+        self.threads = SlotThreads()  # the threads slots run in, kept between slots
         # No thread until a coroutine slot asks for it (see executors/coroutine.py).
         self.event_loop = EventLoopThread(metrics=metrics, events=events)
         self.callbacks = BatchCallbacks(node=node, registry=registry, events=events,
@@ -122,7 +124,8 @@ class Runtime:
                                     lease=self._lease, registry=self._registry,
                                     session_id=self._session_id, on_exit=self._runner_exited,
                                     metrics=self._metrics, events=self._events,
-                                    session_closes=self._closing.is_set, gated=True)
+                                    session_closes=self._closing.is_set, gated=True,
+                                    threads=self.threads)
                 runner.event_loop = self.event_loop  # type: ignore[attr-defined]
                 self._runners[slot] = runner
                 starting[slot] = runner
@@ -435,6 +438,7 @@ class Runtime:
         self.callbacks.dispatch(final, [])
         self.callbacks.stop(timeout=max(STOP_MIN, deadline - time.monotonic()))
         self.event_loop.stop(timeout=max(LOOP_STOP_MIN, deadline - time.monotonic()))
+        self.threads.close()  # joined by the node once its session is closed
         return left
 
     def runners(self) -> list[SlotRunner]:

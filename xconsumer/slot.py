@@ -36,6 +36,7 @@ from .executors import executor_for
 from .lease import Lease
 from .metrics import Metrics
 from .paths import Paths, checkpoint_id
+from .slotthreads import SlotThread, SlotThreads
 from .works import Handler, WorksError, WorksRegistry
 from .zk import dumps
 
@@ -209,7 +210,7 @@ class SlotRunner:
                  metrics: Metrics | None = None,
                  events: EventLog | None = None,
                  session_closes: Callable[[], bool] = lambda: False,
-                 gated: bool = False) -> None:
+                 gated: bool = False, threads: SlotThreads | None = None) -> None:
         self.slot = slot
         # True once the node leaves and will close its session after every slot has ended:
         # the close deletes our owner znode then (see Runtime.leave_owners_to_session).
@@ -269,13 +270,14 @@ class SlotRunner:
         self._owner_watch = lambda _event: self._wake.set()
         self._call_timeout = call_timeout
         self.log = logger.bind(task=slot.task, slot=slot.index)
-        self.thread = threading.Thread(
-            target=self._main, name=f"xc-slot-{slot.task}-{slot.index}", daemon=True
-        )
+        # Run by one of the node's slot threads (see slotthreads.py); a runner made alone
+        # (tests) gets a thread of its own.
+        self._threads = threads
+        self.thread = SlotThread(f"xc-slot-{slot.task}-{slot.index}", self._main)
 
     # -- control (any thread) -------------------------------------------------------------
     def start(self) -> None:
-        self.thread.start()
+        (self._threads or SlotThreads(idle_timeout=0.0)).start(self.thread)
 
     @property
     def owner_watch(self) -> Callable[[Any], None]:

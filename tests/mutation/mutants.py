@@ -224,6 +224,16 @@ MUTANTS: list[Mutant] = [
         "a leaving node's name claim is left to its session's close, which a stuck slot "
         "puts off: a restart under its name cannot join until the process ends"),
     Mutant(
+        "slot-thread-ends-before-its-slot", "xconsumer/slotthreads.py",
+        "        try:\n            contextvars.Context().run(self._target)\n",
+        "        self._done.set()\n        try:\n            contextvars.Context().run("
+        "self._target)\n",
+        [f"{G}::test_a_node_stopping_with_a_stuck_slot_keeps_its_session_and_owner_znode",
+         "tests/unit/test_slotthreads.py::test_a_slot_thread_is_alive_until_its_slot_ends_"
+         "and_named_after_it"],
+        "a pooled thread reports its slot ended while the handler still runs: a leaving "
+        "node closes its session, and the slot's next owner starts it beside the handler"),
+    Mutant(
         "isolation-no-wait-for-session", "xconsumer/isolation.py",
         "    _wait_session_gone(runner, proc.pid, watcher.value)\n",
         "",

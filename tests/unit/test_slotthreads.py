@@ -1,0 +1,174 @@
+"""The pool of slot threads: a slot's thread looks like a thread of its own to its runner
+(started, alive until its slot ends, joinable), whichever pooled thread runs it."""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.util import wait_until
+from xconsumer.slotthreads import IDLE_NAME, SlotThread, SlotThreads
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("xc-slot")}
+
+
+@pytest.fixture
+def pool():
+    before = pool_threads()
+    threads = SlotThreads()
+    yield threads
+    threads.close()
+    threads.join(5)
+    wait_until(lambda: pool_threads() <= before, 5,
+               message=lambda: f"threads left: {sorted(t.name for t in pool_threads())}")
+
+
+def test_a_slot_thread_is_alive_until_its_slot_ends_and_named_after_it(pool):
+    release, seen = threading.Event(), []
+
+    def target() -> None:
+        seen.append((threading.current_thread().name, threading.get_ident()))
+        release.wait(5)
+
+    job = SlotThread("xc-slot-t-0", target)
+    assert job.ident is None and not job.is_alive()
+    with pytest.raises(RuntimeError):
+        job.join(0)
+    pool.start(job)
+    wait_until(lambda: seen, 5)
+    assert job.is_alive() and seen == [("xc-slot-t-0", job.ident)]
+    job.join(0.05)
+    assert job.is_alive()  # join timed out: the slot still runs
+    release.set()
+    job.join(5)
+    assert not job.is_alive()
+
+
+def test_an_ended_slots_thread_runs_the_next_slot_and_is_idle_between(pool):
+    before = pool_threads()
+    idents = []
+    first = SlotThread("xc-slot-t-0", lambda: idents.append(threading.get_ident()))
+    pool.start(first)
+    first.join(5)
+    wait_until(lambda: pool.idle() == 1, 5)
+    assert [t.name for t in pool_threads() - before] == [IDLE_NAME]
+    second = SlotThread("xc-slot-t-1", lambda: idents.append(threading.get_ident()))
+    pool.start(second)
+    second.join(5)
+    assert len(idents) == 2 and idents[0] == idents[1] == second.ident
+
+
+def test_prestarted_threads_take_the_slots_without_a_thread_started(pool):
+    before = pool_threads()
+    pool.prestart(3)
+    assert pool.idle() == 3
+    threads = pool_threads() - before
+    jobs = [SlotThread(f"xc-slot-t-{i}", lambda: None) for i in range(3)]
+    for job in jobs:
+        pool.start(job)
+    for job in jobs:
+        job.join(5)
+    assert {job.ident for job in jobs} == {t.ident for t in threads}
+    pool.prestart(2)  # idle threads count towards it
+    assert pool.idle() == 3
+
+
+def test_an_idle_thread_ends_after_the_idle_timeout():
+    before = pool_threads()
+    pool = SlotThreads(idle_timeout=0.05)
+    pool.prestart(2)
+    job = SlotThread("xc-slot-t-0", lambda: None)
+    pool.start(job)
+    job.join(5)
+    wait_until(lambda: pool.idle() == 0 and pool_threads() <= before, 5)
+    later = SlotThread("xc-slot-t-1", lambda: None)  # a new thread, then
+    pool.start(later)
+    later.join(5)
+    pool.close()
+    pool.join(5)
+    wait_until(lambda: pool_threads() <= before, 5)
+
+
+def test_each_slot_runs_in_a_fresh_context_and_a_failure_keeps_the_thread(pool):
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="fresh")
+    seen = []
+
+    def dirty() -> None:
+        var.set("dirty")
+        raise ValueError("boom")
+
+    failing = SlotThread("xc-slot-t-0", dirty)
+    pool.start(failing)
+    failing.join(5)
+    assert not failing.is_alive()
+    after = SlotThread("xc-slot-t-1", lambda: seen.append(var.get()))
+    pool.start(after)
+    after.join(5)
+    assert seen == ["fresh"] and after.ident == failing.ident
+
+
+def test_close_joins_idle_threads_leaves_a_running_slot_and_refuses_new_ones():
+    before = pool_threads()
+    pool = SlotThreads()
+    pool.prestart(2)
+    release = threading.Event()
+    stuck = SlotThread("xc-slot-t-0", lambda: release.wait(10))
+    pool.start(stuck)
+    pool.close()
+    pool.join(0.5)  # returns without waiting for the running slot
+    assert stuck.is_alive()
+    assert [t.name for t in pool_threads() - before] == ["xc-slot-t-0"]
+    with pytest.raises(RuntimeError):
+        pool.start(SlotThread("xc-slot-t-1", lambda: None))
+    release.set()
+    stuck.join(5)
+    wait_until(lambda: pool_threads() <= before, 5)  # its thread ends with the slot
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 0.003)), min_size=1, max_size=40),
+       st.integers(0, 6), st.sampled_from([0.0, 0.001, 30.0]))
+def test_every_slot_runs_once_whatever_the_order_of_starts_ends_and_timeouts(
+        jobs, prestart, idle_timeout):
+    """Starts from several threads at once, slots of random length, idle timeouts racing
+    with the starts: every slot runs exactly once, is alive until it has, and after close
+    no thread is left."""
+    before = pool_threads()
+    pool = SlotThreads(idle_timeout=idle_timeout)
+    pool.prestart(prestart)
+    runs: list[int] = []
+    lock = threading.Lock()
+    made = []
+    for i, (_, length) in enumerate(jobs):
+        def target(i: int = i, length: float = length) -> None:
+            with lock:
+                runs.append(i)
+            threading.Event().wait(length)
+        made.append(SlotThread(f"xc-slot-t-{i}", target))
+    starters = []
+    for k in range(4):
+        mine = [job for job, (who, _) in zip(made, jobs, strict=True) if who == k]
+
+        def start_all(mine: list[SlotThread] = mine) -> None:
+            for job in mine:
+                threading.Event().wait(random.random() * 0.002)
+                pool.start(job)
+        starters.append(threading.Thread(target=start_all, name=f"test-starter-{k}"))
+    for starter in starters:
+        starter.start()
+    for starter in starters:
+        starter.join(10)
+    for job in made:
+        job.join(10)
+        assert not job.is_alive()
+    pool.close()
+    pool.join(5)
+    assert sorted(runs) == list(range(len(jobs)))
+    wait_until(lambda: pool_threads() <= before, 5)

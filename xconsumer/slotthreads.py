@@ -1,0 +1,181 @@
+"""The threads slots run in, kept for the next slot once one ends.
+
+A handover starts the threads of every slot a node gains at the moment ZooKeeper and every
+node are busiest. `threading.Thread.start()` waits until the new thread has run (two
+switches of the GIL, each waiting for a core on a loaded machine): at a join of 20 slots
+on 2 busy cores the controller started them one after another (15 ms in a traced join)
+before any of them could claim its slot. A thread that waits here for its next
+slot is handed one without that wait. A node keeps the threads of the slots it gave up
+(the next handover reuses them) and starts, before it joins, about as many as its share
+of the slots; a thread left idle for IDLE_TIMEOUT ends.
+
+As in any thread pool, a handler's thread-local state may outlive its slot on a reused
+thread; each slot runs in a fresh `contextvars` context all the same, as in a new thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from loguru import logger
+
+IDLE_TIMEOUT = 30.0  # an idle thread ends after this long without a slot
+IDLE_NAME = "xc-slot-idle"
+
+
+class SlotThread:
+    """A slot's thread as its runner sees it: the pool's thread running it, named after the
+    slot while it runs, with the start / is_alive / join of a `threading.Thread`."""
+
+    def __init__(self, name: str, target: Callable[[], None]) -> None:
+        self.name = name
+        self._target = target
+        self._done = threading.Event()
+        self.ident: int | None = None  # set once handed to a thread (None: never started)
+
+    def is_alive(self) -> bool:
+        return self.ident is not None and not self._done.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.ident is None:
+            raise RuntimeError("cannot join thread before it is started")
+        self._done.wait(timeout)
+
+    def _run(self) -> None:
+        self.ident = threading.get_ident()
+        current = threading.current_thread()
+        current.name = self.name
+        try:
+            contextvars.Context().run(self._target)
+        except BaseException:  # noqa: BLE001 - the thread must go back to the pool
+            logger.exception("slot thread {} failed", self.name)
+        finally:
+            current.name = IDLE_NAME
+            self._done.set()
+
+
+class _Worker:
+    def __init__(self, pool: SlotThreads, first: SlotThread | None) -> None:
+        self._pool = pool
+        self.job = first
+        self.running: SlotThread | None = None
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=first.name if first else
+                                       IDLE_NAME, daemon=True)
+
+    def _main(self) -> None:
+        while True:
+            job = self.job
+            if job is None:
+                job = self._pool._next(self)
+                if job is None:
+                    return
+            self.job = None
+            self.running = job
+            try:
+                job._run()
+            finally:
+                self.running = None
+
+
+class SlotThreads:
+    """The node's slot threads: owned by its runtime, ended by `close()`, joined by `join()`."""
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self._idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
+        self._closed = False
+        self._numbers = itertools.count(1)
+
+    def start(self, slot_thread: SlotThread) -> None:
+        """Run `slot_thread` on an idle thread, or a new one. RuntimeError once closed (or
+        when no thread can be started)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the node's slot threads are closed")
+            worker = self._idle.pop() if self._idle else None
+            if worker is not None:
+                worker.job = slot_thread
+                slot_thread.ident = worker.thread.ident
+                worker.wake.set()
+                return
+            worker = _Worker(self, slot_thread)
+            self._workers.add(worker)
+        try:
+            worker.thread.start()
+        except BaseException:
+            with self._lock:
+                self._workers.discard(worker)
+            raise
+        slot_thread.ident = worker.thread.ident
+
+    def prestart(self, count: int) -> None:
+        """Start idle threads up to `count` idle (a node about to join: see the module)."""
+        with self._lock:
+            missing = 0 if self._closed else count - len(self._idle)
+        for _ in range(missing):
+            with self._lock:
+                if self._closed:
+                    return
+                worker = _Worker(self, None)
+                self._workers.add(worker)
+                self._idle.append(worker)
+            try:
+                worker.thread.start()
+            except RuntimeError as exc:  # no thread: slots start theirs when they come
+                logger.warning("cannot start an idle slot thread: {}", exc)
+                with self._lock:
+                    self._workers.discard(worker)
+                    if worker in self._idle:
+                        self._idle.remove(worker)
+                return
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def _next(self, worker: _Worker) -> SlotThread | None:
+        """A worker that ran its slot waits here for the next; None: end the thread."""
+        with self._lock:
+            if self._closed:
+                self._workers.discard(worker)
+                return None
+            if worker not in self._idle:
+                self._idle.append(worker)
+        while True:
+            woken = worker.wake.wait(self._idle_timeout)
+            with self._lock:
+                worker.wake.clear()
+                if worker.job is not None:
+                    return worker.job  # taken off the idle list by start()
+                if self._closed or not woken:
+                    if worker in self._idle:
+                        self._idle.remove(worker)
+                    self._workers.discard(worker)
+                    return None
+
+    def close(self) -> None:
+        """No slot starts from now on, and idle threads end (`join` waits for them): quick,
+        so a leaving node closes its session (what hands its slots over) without waiting
+        for threads to end."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.wake.set()
+
+    def join(self, timeout: float) -> None:
+        """After `close`: join every thread not running a slot, within `timeout`. A thread
+        still running one (a stuck slot) is left to it, as a slot's own thread was."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            workers = [w for w in self._workers if w.running is None and w.job is None]
+        for worker in workers:
+            if worker.thread.ident is not None:
+                worker.thread.join(timeout=max(0.0, deadline - time.monotonic()))
