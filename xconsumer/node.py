@@ -275,7 +275,7 @@ class Node:
         slotthreads.py). The share is guessed from the members there now, at a stat's cost;
         a guess off either way costs only threads started later, or ended idle."""
         try:
-            stat = self.client.exists(self.paths.nodes)
+            stat = self.client.exists_async(self.paths.nodes).get(timeout=CLAIM_TIMEOUT)
         except _ZK_ERRORS:
             return
         members = (stat.numChildren if stat is not None else 0) + 1

@@ -16,7 +16,6 @@ thread; each slot runs in a fresh `contextvars` context all the same, as in a ne
 from __future__ import annotations
 
 import contextvars
-import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -69,12 +68,9 @@ class _Worker:
 
     def _main(self) -> None:
         while True:
-            job = self.job
+            job = self._pool._take(self)
             if job is None:
-                job = self._pool._next(self)
-                if job is None:
-                    return
-            self.job = None
+                return
             self.running = job
             try:
                 job._run()
@@ -91,7 +87,6 @@ class SlotThreads:
         self._idle: list[_Worker] = []
         self._workers: set[_Worker] = set()
         self._closed = False
-        self._numbers = itertools.count(1)
 
     def start(self, slot_thread: SlotThread) -> None:
         """Run `slot_thread` on an idle thread, or a new one. RuntimeError once closed (or
@@ -140,9 +135,16 @@ class SlotThreads:
         with self._lock:
             return len(self._idle)
 
-    def _next(self, worker: _Worker) -> SlotThread | None:
-        """A worker that ran its slot waits here for the next; None: end the thread."""
+    def _take(self, worker: _Worker) -> SlotThread | None:
+        """A worker's next slot, waited for while idle; None: end the thread. A worker is on
+        the idle list only while it has no slot, given or running: `start()` takes it off
+        as it gives it one, and the worker takes the slot here, under the same lock (found
+        by review: a prestarted worker handed its first slot before its thread ran put
+        itself back on the list, and was given a second slot while running the first)."""
         with self._lock:
+            if worker.job is not None:
+                job, worker.job = worker.job, None
+                return job
             if self._closed:
                 self._workers.discard(worker)
                 return None
@@ -152,8 +154,9 @@ class SlotThreads:
             woken = worker.wake.wait(self._idle_timeout)
             with self._lock:
                 worker.wake.clear()
-                if worker.job is not None:
-                    return worker.job  # taken off the idle list by start()
+                if worker.job is not None:  # taken off the idle list by start()
+                    job, worker.job = worker.job, None
+                    return job
                 if self._closed or not woken:
                     if worker in self._idle:
                         self._idle.remove(worker)
@@ -175,7 +178,8 @@ class SlotThreads:
         still running one (a stuck slot) is left to it, as a slot's own thread was."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            workers = [w for w in self._workers if w.running is None and w.job is None]
+            workers = [w for w in self._workers if w.job is None and (
+                w.running is None or w.running._done.is_set())]
         for worker in workers:
             if worker.thread.ident is not None:
                 worker.thread.join(timeout=max(0.0, deadline - time.monotonic()))

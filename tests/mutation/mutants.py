@@ -234,6 +234,15 @@ MUTANTS: list[Mutant] = [
         "a pooled thread reports its slot ended while the handler still runs: a leaving "
         "node closes its session, and the slot's next owner starts it beside the handler"),
     Mutant(
+        "pool-thread-listed-idle-while-running", "xconsumer/slotthreads.py",
+        "            if worker.job is not None:\n                job, worker.job = worker.job, "
+        "None\n                return job\n            if self._closed:\n",
+        "            if self._closed:\n",
+        ["tests/unit/test_slotthreads.py::test_a_prestarted_thread_handed_a_slot_before_it_"
+         "ran_is_not_handed_a_second"],
+        "a prestarted thread handed its first slot before it ran lists itself idle: it is "
+        "handed a second slot while it runs the first, which then waits, or is lost"),
+    Mutant(
         "isolation-no-wait-for-session", "xconsumer/isolation.py",
         "    _wait_session_gone(runner, proc.pid, watcher.value)\n",
         "",

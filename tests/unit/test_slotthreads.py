@@ -132,6 +132,52 @@ def test_close_joins_idle_threads_leaves_a_running_slot_and_refuses_new_ones():
     wait_until(lambda: pool_threads() <= before, 5)  # its thread ends with the slot
 
 
+def test_a_prestarted_thread_handed_a_slot_before_it_ran_is_not_handed_a_second(
+        monkeypatch):
+    """Found by review: a prestarted thread given its first slot before its thread first
+    looked put itself back on the idle list, and was given the next slot while still
+    running the first (which then waited for it, or was lost)."""
+    hold, held = threading.Event(), threading.Event()
+    real, calls = SlotThreads._take, []
+
+    def late_take(self, worker):
+        calls.append(worker)
+        if len(calls) == 1:  # the prestarted thread's first look, before the lock
+            held.set()
+            hold.wait(5)
+        return real(self, worker)
+
+    monkeypatch.setattr(SlotThreads, "_take", late_take)
+    before = pool_threads()
+    pool = SlotThreads()
+    pool.prestart(1)
+    assert held.wait(5)
+    a_runs, release_a, b_ran = threading.Event(), threading.Event(), threading.Event()
+    a = SlotThread("xc-slot-t-0", lambda: (a_runs.set(), release_a.wait(10)))
+    pool.start(a)  # given to the prestarted thread, which has not looked yet
+    hold.set()
+    assert a_runs.wait(5)
+    b = SlotThread("xc-slot-t-1", b_ran.set)
+    pool.start(b)
+    try:
+        wait_until(b_ran.is_set, 5, message="the second slot waited for the first")
+        assert b.ident != a.ident
+    finally:
+        release_a.set()
+        a.join(5)
+        b.join(5)
+        pool.close()
+        pool.join(5)
+    wait_until(lambda: pool_threads() <= before, 5)
+
+
+def _idle_list_faults(pool: SlotThreads) -> list[str]:
+    """A thread on the idle list has no slot, given or running."""
+    with pool._lock:
+        return [f"{worker.thread.name}: job {worker.job}, running {worker.running}"
+                for worker in pool._idle if worker.job is not None or worker.running]
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 0.003)), min_size=1, max_size=40),
        st.integers(0, 6), st.sampled_from([0.0, 0.001, 30.0]))
@@ -144,6 +190,7 @@ def test_every_slot_runs_once_whatever_the_order_of_starts_ends_and_timeouts(
     pool = SlotThreads(idle_timeout=idle_timeout)
     pool.prestart(prestart)
     runs: list[int] = []
+    faults: list[str] = []
     lock = threading.Lock()
     made = []
     for i, (_, length) in enumerate(jobs):
@@ -160,6 +207,7 @@ def test_every_slot_runs_once_whatever_the_order_of_starts_ends_and_timeouts(
             for job in mine:
                 threading.Event().wait(random.random() * 0.002)
                 pool.start(job)
+                faults.extend(_idle_list_faults(pool))
         starters.append(threading.Thread(target=start_all, name=f"test-starter-{k}"))
     for starter in starters:
         starter.start()
@@ -170,5 +218,5 @@ def test_every_slot_runs_once_whatever_the_order_of_starts_ends_and_timeouts(
         assert not job.is_alive()
     pool.close()
     pool.join(5)
-    assert sorted(runs) == list(range(len(jobs)))
+    assert sorted(runs) == list(range(len(jobs))) and faults == []
     wait_until(lambda: pool_threads() <= before, 5)
