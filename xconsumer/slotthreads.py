@@ -6,8 +6,11 @@ switches of the GIL, each waiting for a core on a loaded machine): at a join of 
 on 2 busy cores the controller started them one after another (15 ms in a traced join)
 before any of them could claim its slot. A thread that waits here for its next
 slot is handed one without that wait. A node keeps the threads of the slots it gave up
-(the next handover reuses them) and starts, before it joins, about as many as its share
-of the slots; a thread left idle for IDLE_TIMEOUT ends.
+(the next handover reuses them); a thread left idle for IDLE_TIMEOUT ends. Threads started
+ahead of a join (about the node's share) were tried and dropped: members joining one after
+another each guess a share from the members there so far, which adds up to several times
+the slots (about 7,500 threads for 1,000 slots on 1,000 members), and the 1,000-member
+benchmark's processes, starting them, lost their sessions and never converged.
 
 As in any thread pool, a handler's thread-local state may outlive its slot on a reused
 thread; each slot runs in a fresh `contextvars` context all the same, as in a new thread.
@@ -110,27 +113,6 @@ class SlotThreads:
             raise
         slot_thread.ident = worker.thread.ident
 
-    def prestart(self, count: int) -> None:
-        """Start idle threads up to `count` idle (a node about to join: see the module)."""
-        with self._lock:
-            missing = 0 if self._closed else count - len(self._idle)
-        for _ in range(missing):
-            with self._lock:
-                if self._closed:
-                    return
-                worker = _Worker(self, None)
-                self._workers.add(worker)
-                self._idle.append(worker)
-            try:
-                worker.thread.start()
-            except RuntimeError as exc:  # no thread: slots start theirs when they come
-                logger.warning("cannot start an idle slot thread: {}", exc)
-                with self._lock:
-                    self._workers.discard(worker)
-                    if worker in self._idle:
-                        self._idle.remove(worker)
-                return
-
     def idle(self) -> int:
         with self._lock:
             return len(self._idle)
@@ -139,8 +121,9 @@ class SlotThreads:
         """A worker's next slot, waited for while idle; None: end the thread. A worker is on
         the idle list only while it has no slot, given or running: `start()` takes it off
         as it gives it one, and the worker takes the slot here, under the same lock (found
-        by review: a prestarted worker handed its first slot before its thread ran put
-        itself back on the list, and was given a second slot while running the first)."""
+        by review: a worker listed idle before its thread first ran, and handed a slot
+        then, put itself back on the list and was given a second slot while it ran the
+        first). A new worker's first slot is taken here too, without a wait."""
         with self._lock:
             if worker.job is not None:
                 job, worker.job = worker.job, None

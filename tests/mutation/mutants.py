@@ -234,14 +234,14 @@ MUTANTS: list[Mutant] = [
         "a pooled thread reports its slot ended while the handler still runs: a leaving "
         "node closes its session, and the slot's next owner starts it beside the handler"),
     Mutant(
-        "pool-thread-listed-idle-while-running", "xconsumer/slotthreads.py",
+        "new-thread-idle-before-its-first-slot", "xconsumer/slotthreads.py",
         "            if worker.job is not None:\n                job, worker.job = worker.job, "
         "None\n                return job\n            if self._closed:\n",
         "            if self._closed:\n",
-        ["tests/unit/test_slotthreads.py::test_a_prestarted_thread_handed_a_slot_before_it_"
-         "ran_is_not_handed_a_second"],
-        "a prestarted thread handed its first slot before it ran lists itself idle: it is "
-        "handed a second slot while it runs the first, which then waits, or is lost"),
+        ["tests/unit/test_slotthreads.py::test_a_slot_thread_is_alive_until_its_slot_ends_"
+         "and_named_after_it"],
+        "a new thread lists itself idle before it takes its first slot: the slot waits for "
+        "the idle timeout (30 s) before it starts"),
     Mutant(
         "isolation-no-wait-for-session", "xconsumer/isolation.py",
         "    _wait_session_gone(runner, proc.pid, watcher.value)\n",

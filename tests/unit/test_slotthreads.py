@@ -65,25 +65,9 @@ def test_an_ended_slots_thread_runs_the_next_slot_and_is_idle_between(pool):
     assert len(idents) == 2 and idents[0] == idents[1] == second.ident
 
 
-def test_prestarted_threads_take_the_slots_without_a_thread_started(pool):
-    before = pool_threads()
-    pool.prestart(3)
-    assert pool.idle() == 3
-    threads = pool_threads() - before
-    jobs = [SlotThread(f"xc-slot-t-{i}", lambda: None) for i in range(3)]
-    for job in jobs:
-        pool.start(job)
-    for job in jobs:
-        job.join(5)
-    assert {job.ident for job in jobs} == {t.ident for t in threads}
-    pool.prestart(2)  # idle threads count towards it
-    assert pool.idle() == 3
-
-
 def test_an_idle_thread_ends_after_the_idle_timeout():
     before = pool_threads()
     pool = SlotThreads(idle_timeout=0.05)
-    pool.prestart(2)
     job = SlotThread("xc-slot-t-0", lambda: None)
     pool.start(job)
     job.join(5)
@@ -117,10 +101,18 @@ def test_each_slot_runs_in_a_fresh_context_and_a_failure_keeps_the_thread(pool):
 def test_close_joins_idle_threads_leaves_a_running_slot_and_refuses_new_ones():
     before = pool_threads()
     pool = SlotThreads()
-    pool.prestart(2)
-    release = threading.Event()
-    stuck = SlotThread("xc-slot-t-0", lambda: release.wait(10))
+    done = SlotThread("xc-slot-t-5", lambda: None)  # leaves an idle thread
+    pool.start(done)
+    done.join(5)
+    beside = SlotThread("xc-slot-t-6", lambda: release_beside.wait(10))
+    release_beside = threading.Event()
+    pool.start(beside)  # takes the idle thread...
+    release_beside.set()
+    beside.join(5)  # ...and leaves it idle again
+    release, running = threading.Event(), threading.Event()
+    stuck = SlotThread("xc-slot-t-0", lambda: (running.set(), release.wait(10)))
     pool.start(stuck)
+    assert running.wait(5)
     pool.close()
     pool.join(0.5)  # returns without waiting for the running slot
     assert stuck.is_alive()
@@ -132,45 +124,6 @@ def test_close_joins_idle_threads_leaves_a_running_slot_and_refuses_new_ones():
     wait_until(lambda: pool_threads() <= before, 5)  # its thread ends with the slot
 
 
-def test_a_prestarted_thread_handed_a_slot_before_it_ran_is_not_handed_a_second(
-        monkeypatch):
-    """Found by review: a prestarted thread given its first slot before its thread first
-    looked put itself back on the idle list, and was given the next slot while still
-    running the first (which then waited for it, or was lost)."""
-    hold, held = threading.Event(), threading.Event()
-    real, calls = SlotThreads._take, []
-
-    def late_take(self, worker):
-        calls.append(worker)
-        if len(calls) == 1:  # the prestarted thread's first look, before the lock
-            held.set()
-            hold.wait(5)
-        return real(self, worker)
-
-    monkeypatch.setattr(SlotThreads, "_take", late_take)
-    before = pool_threads()
-    pool = SlotThreads()
-    pool.prestart(1)
-    assert held.wait(5)
-    a_runs, release_a, b_ran = threading.Event(), threading.Event(), threading.Event()
-    a = SlotThread("xc-slot-t-0", lambda: (a_runs.set(), release_a.wait(10)))
-    pool.start(a)  # given to the prestarted thread, which has not looked yet
-    hold.set()
-    assert a_runs.wait(5)
-    b = SlotThread("xc-slot-t-1", b_ran.set)
-    pool.start(b)
-    try:
-        wait_until(b_ran.is_set, 5, message="the second slot waited for the first")
-        assert b.ident != a.ident
-    finally:
-        release_a.set()
-        a.join(5)
-        b.join(5)
-        pool.close()
-        pool.join(5)
-    wait_until(lambda: pool_threads() <= before, 5)
-
-
 def _idle_list_faults(pool: SlotThreads) -> list[str]:
     """A thread on the idle list has no slot, given or running."""
     with pool._lock:
@@ -180,15 +133,14 @@ def _idle_list_faults(pool: SlotThreads) -> list[str]:
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 0.003)), min_size=1, max_size=40),
-       st.integers(0, 6), st.sampled_from([0.0, 0.001, 30.0]))
+       st.sampled_from([0.0, 0.001, 30.0]))
 def test_every_slot_runs_once_whatever_the_order_of_starts_ends_and_timeouts(
-        jobs, prestart, idle_timeout):
+        jobs, idle_timeout):
     """Starts from several threads at once, slots of random length, idle timeouts racing
     with the starts: every slot runs exactly once, is alive until it has, and after close
     no thread is left."""
     before = pool_threads()
     pool = SlotThreads(idle_timeout=idle_timeout)
-    pool.prestart(prestart)
     runs: list[int] = []
     faults: list[str] = []
     lock = threading.Lock()
