@@ -61,13 +61,14 @@ class SlotThread:
 
 
 class _Worker:
-    def __init__(self, pool: SlotThreads, first: SlotThread | None) -> None:
+    """A pool thread, started with its first slot (taken in `SlotThreads._take`)."""
+
+    def __init__(self, pool: SlotThreads, first: SlotThread) -> None:
         self._pool = pool
-        self.job = first
+        self.job: SlotThread | None = first
         self.running: SlotThread | None = None
         self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._main, name=first.name if first else
-                                       IDLE_NAME, daemon=True)
+        self.thread = threading.Thread(target=self._main, name=first.name, daemon=True)
 
     def _main(self) -> None:
         while True:
