@@ -113,15 +113,19 @@ class Cluster:
     procs: list[NodeProc] = field(default_factory=list)  # every process started, in order
 
     def __post_init__(self) -> None:
-        self.config = write_config(self.tmp / "app.toml", cluster=self.name,
-                                   zk_hosts=self.zk_hosts, root=self.root, tasks=self.tasks,
-                                   session_timeout=self.session_timeout, extra=self.extra)
+        self.rewrite_config()
         self.record = self.tmp / "record.jsonl"
         self.release = self.tmp / "release"
         self.paths = Paths(self.root, self.name)
         self.client = KazooClient(hosts=self.zk_hosts, timeout=10,
                                   connection_retry={"max_tries": -1, "max_delay": 0.5})
         self.client.start(timeout=15)
+
+    def rewrite_config(self) -> None:
+        """(Re)write app.toml from `tasks` and `extra`, for the nodes started next."""
+        self.config = write_config(self.tmp / "app.toml", cluster=self.name,
+                                   zk_hosts=self.zk_hosts, root=self.root, tasks=self.tasks,
+                                   session_timeout=self.session_timeout, extra=self.extra)
 
     def start_node(self, name: str, *args: str, wait: bool = True) -> NodeProc:
         log_path = self.tmp / f"{name}.log"

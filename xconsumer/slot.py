@@ -46,6 +46,11 @@ RELEASE_TIMEOUT = 2.0
 # claim's requests is bounded by CLAIM_TIMEOUT; past this the thread claims by itself).
 GATE_TIMEOUT = 30.0
 QUIET_WAIT = 1.0  # a wait for a previous owner this long is said (see _await_owner)
+ASK_SLICE = 0.05  # how often a claim's request in flight looks for a stop (see _ask)
+
+
+class _GivenUp(KazooTimeoutError):
+    """A claim's request left unanswered because the slot was told to stop meanwhile."""
 
 
 def restart_needed(old: TaskConfig, new: TaskConfig) -> bool:
@@ -377,6 +382,22 @@ class SlotRunner:
         dead connection must not hold the slot (or a shutdown) hostage."""
         return result.get(timeout=self._call_timeout)
 
+    def _ask(self, result: Any) -> Any:
+        """`_call` for a request whose answer a stop makes moot (the claim's, the done
+        marker's read): given up as soon as the slot is told to stop. Found by the suite: a
+        slot still claiming when ZooKeeper went away waited out the whole call timeout (a
+        request waits for the connection to come back) past the node's stop deadline, so
+        the node, taking it for a stuck handler, kept its session and never stopped its
+        client. A create given up may still land: `may_hold_owner` (set before the first
+        one) leaves its znode to the orphan sweep, or to the session's close."""
+        deadline = time.monotonic() + self._call_timeout
+        while not result.wait(ASK_SLICE):
+            if self.stop_event.is_set():
+                raise _GivenUp("stopped while waiting for ZooKeeper")
+            if time.monotonic() >= deadline:
+                break  # get() raises the timeout
+        return result.get(block=False)
+
     def _acquire(self) -> bool:
         """Create the owner znode, waiting (on a watch) while a previous owner still holds it."""
         path = self.owner_path
@@ -400,7 +421,7 @@ class SlotRunner:
                 self._wake.clear()
                 continue
             try:
-                _, stat = self._call(self._client.create_async(
+                _, stat = self._ask(self._client.create_async(
                     path, self.owner_data(), ephemeral=True, makepath=True, include_data=True))
                 self.fence = stat.czxid
                 self.owner_version = stat.version
@@ -415,11 +436,13 @@ class SlotRunner:
                 self.stop_event.wait(self._retry_wait * 5)
                 continue
             except _ZK_ERRORS as exc:
+                if self.stop_event.is_set():
+                    break
                 self.log.warning("cannot claim owner znode yet: {}", type(exc).__name__)
                 self.stop_event.wait(self._retry_wait)
                 continue
             try:
-                stat = self._call(self._client.exists_async(path, watch=self._owner_watch))
+                stat = self._ask(self._client.exists_async(path, watch=self._owner_watch))
             except _ZK_ERRORS:
                 self.stop_event.wait(self._retry_wait)
                 continue
@@ -432,8 +455,8 @@ class SlotRunner:
                 # timed out: it is ours, adopt it. Rewriting it bumps its version, so a
                 # delete left queued with the old version can no longer remove it under us.
                 try:
-                    adopted = self._call(self._client.set_async(path, self.owner_data(),
-                                                                version=stat.version))
+                    adopted = self._ask(self._client.set_async(path, self.owner_data(),
+                                                               version=stat.version))
                 except _ZK_ERRORS:
                     continue
                 self.fence = stat.czxid
@@ -488,7 +511,7 @@ class SlotRunner:
         path = self._paths.done_marker(self.slot.task, self.slot.index)
         while not self.stop_event.is_set():
             try:
-                return self._call(self._client.exists_async(path)) is not None
+                return self._ask(self._client.exists_async(path)) is not None
             except _ZK_ERRORS:
                 self.stop_event.wait(self._retry_wait)
         return None

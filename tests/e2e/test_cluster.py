@@ -184,7 +184,7 @@ def test_no_slot_ever_owned_twice_through_churn(cluster: Cluster):
 def test_second_signal_exits_at_once(cluster: Cluster):
     cluster.tasks[:] = [{"name": "stubborn", "workName": "stubborn", "workerNum": 1,
                          "stop_timeout": 30}]
-    cluster.__post_init__()
+    cluster.rewrite_config()
     node = cluster.start_node("n1")
     wait_until(lambda: any(r["e"] == "start" for r in cluster.records()), 20)
     node.signal(signal.SIGTERM)

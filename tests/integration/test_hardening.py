@@ -5,19 +5,26 @@ in-process nodes; each test reproduces a defect found by writing into the znodes
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from kazoo.client import KazooClient
 
+from tests.cluster import RECORD_WORKS
+from tests.conftest import _client
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import wait_until
 from xconsumer import node as node_module
+from xconsumer.assignment import Slot
 from xconsumer.codecs import Corrupt
-from xconsumer.config import parse_config
+from xconsumer.config import TaskConfig, parse_config
 from xconsumer.errors import ConfigError
 from xconsumer.leader import read_assignment, valid_doc
+from xconsumer.lease import Lease
 from xconsumer.overrides import OverrideError, update_task
 from xconsumer.paths import Paths
+from xconsumer.runtime import Runtime
+from xconsumer.works import discover
 from xconsumer.zk import dumps
 from xconsumer.zkserver import ZooKeeperServer
 
@@ -217,6 +224,45 @@ def test_the_controller_does_not_spin_while_zookeeper_is_unreachable(
         finally:
             server.start()
         wait_until(lambda: a.client.connected, 20)
+        # Stopped while its server still runs: a node outliving it kept reconnecting (and
+        # its slots claiming) through the rest of the suite.
+        assert a.stop(timeout=5)
+        assert not [t.name for t in a._threads if t.is_alive()]
+
+
+def test_a_slot_still_claiming_when_zookeeper_went_away_stops_at_once(
+        tmp_path, zk_root, local_zookeeper) -> None:
+    """Found by the suite (a node outliving its test's server): a slot thread waiting for
+    ZooKeeper to answer its claim ended only when the call timed out (10 s), past the stop
+    deadline, so the node took it for a stuck handler, kept its session and never stopped
+    its client. A claim's request is given up at the stop."""
+    with ZooKeeperServer(data_dir=tmp_path / "zk") as server:
+        client = _client(server.hosts)
+        client.start()
+        try:
+            lease = Lease(lambda: 600.0)
+            lease.renew(lease.now())
+            session = client.client_id[0]
+            rt = Runtime(node="a", client=client, paths=Paths(zk_root, "it"), lease=lease,
+                         registry=discover(RECORD_WORKS),
+                         session_id=lambda: session, on_change=lambda: None)
+            server.stop()
+            wait_until(lambda: not client.connected, 10)
+            rt.apply({Slot("r", 0): TaskConfig(name="r", work_name="record", worker_num=1)}, 1)
+            wait_until(lambda: [r.state for r in rt.runners()] == ["waiting"], 10)
+            stuck = rt.stop_all(time.monotonic() + 3.0)
+            assert stuck == [] and not any(r.alive for r in rt.runners())
+            assert [r.acquired for r in rt.runners()] == [False]
+            rt.threads.join(3.0)
+            # The create given up was still queued: sent once ZooKeeper is back, its znode
+            # is the orphan sweep's (and would go with the session's close anyway).
+            server.start()
+            wait_until(lambda: client.connected, 20)
+            owner = Paths(zk_root, "it").owner("r", 0)
+            wait_until(lambda: (rt.release_orphans(), client.exists(owner) is None)[1], 10)
+        finally:
+            client.stop()
+            client.close()
 
 
 def test_a_stop_is_not_held_for_ever_by_a_membership_call(

@@ -618,4 +618,12 @@ MUTANTS: list[Mutant] = [
          "threads_at_their_gate"],
         "a node stopping while a slow claim is out waits for it past its deadline: its "
         "slots are reported stuck and it keeps its session"),
+    Mutant(
+        "claim-waits-out-a-stop", "xconsumer/slot.py",
+        "            if self.stop_event.is_set():\n                raise _GivenUp(",
+        "            if False:\n                raise _GivenUp(",
+        [f"{H}::test_a_slot_still_claiming_when_zookeeper_went_away_stops_at_once"],
+        "a slot still claiming when ZooKeeper went away waits out the call timeout past "
+        "the node's stop deadline: taken for a stuck handler, it keeps the session and the "
+        "client reconnecting for ever"),
 ]
