@@ -9,6 +9,7 @@ server, so it runs in the unit suite.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -41,7 +42,11 @@ class SilentServer:
             self._conns.append(conn)
 
     def close(self) -> None:
+        # A close alone leaves accept() blocked for ever on Linux: shut it down first.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self._thread.join(2.0)
         for conn in self._conns:
             conn.close()
 

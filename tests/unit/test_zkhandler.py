@@ -7,6 +7,7 @@ loop), so every case runs on both functions and expects the same answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -225,6 +226,8 @@ def test_a_server_that_drops_every_connection_is_retried_not_fatal(
     finally:
         client.stop()
         client.close()
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # a close alone leaves accept() blocked
         server.close()
         thread.join(2.0)
     messages = [r.getMessage() for r in caplog.records]
