@@ -626,4 +626,11 @@ MUTANTS: list[Mutant] = [
         "a slot still claiming when ZooKeeper went away waits out the call timeout past "
         "the node's stop deadline: taken for a stuck handler, it keeps the session and the "
         "client reconnecting for ever"),
+    Mutant(
+        "plans-checked-before-the-publish", "xconsumer/node.py",
+        '        rebalance = int(overrides.get("rebalance", 0))\n',
+        '        self._verify_plans()\n        rebalance = int(overrides.get("rebalance", 0))\n',
+        [f"{PL}::test_the_leaders_check_of_the_plans_never_holds_a_publish"],
+        "the leader's check of every plan (a stat each) runs in front of the publish: at "
+        "1,000 members a join whose pass falls due for it waits behind 1,000 stats"),
 ]
