@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NoAuthError, NoNodeError
 from kazoo.security import make_acl
 
 from tests.integration.test_node import make_config, running, start
@@ -207,7 +207,7 @@ def test_a_plan_made_again_by_hand_is_rewritten(zk: KazooClient, zk_root, trio) 
 # Found by the 1,000-member benchmark: the leader's check of every plan (a stat each, every
 # 30 s) ran in front of the publish, so a join whose pass fell due for it waited behind
 # 1,000 stats (one join in three: 1,043 requests and 0.4 s more).
-def test_the_leaders_check_of_the_plans_never_holds_a_publish(
+def test_a_pass_due_for_the_plans_check_publishes_first(
         zk: KazooClient, zk_root, trio, monkeypatch) -> None:
     a, b, c = trio
     paths = Paths(zk_root, "it")
@@ -237,6 +237,27 @@ def test_the_leaders_check_of_the_plans_never_holds_a_publish(
         wait_until(checking.is_set, 10)  # and the check did run, after it
     finally:
         check_may_end.set()
+
+
+# Found by review: the check, moved after the publish into the housekeeping, came after its
+# other chores in one try: a left marker that cannot be deleted (made by hand, with an ACL
+# without DELETE) failed every pass's housekeeping first, and no plan was checked again.
+def test_a_failing_chore_does_not_stop_the_plans_check(
+        zk: KazooClient, zk_root, trio, monkeypatch) -> None:
+    a, b, _ = trio
+    paths = Paths(zk_root, "it")
+    wait_until(lambda: b.plan_source == "plan", 10)
+    mine = running(b)
+
+    def sweep(*_args, **_kwargs):
+        raise NoAuthError()
+
+    monkeypatch.setattr(a, "_sweep_left_markers", sweep)
+    zk.set(paths.plan("b"), dumps({**plan(zk, paths, "b"), "slots": {}, "keys": {}}))
+    wait_until(lambda: running(b) == set(), 10)  # b runs the forged plan
+    a._plans_verified = 0.0
+    a._kick("test")
+    wait_until(lambda: running(b) == mine and b.plan_source == "plan", 10)
 
 
 # Found by review: a plan its node may not read stopped that node's passes.

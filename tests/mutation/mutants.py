@@ -630,7 +630,17 @@ MUTANTS: list[Mutant] = [
         "plans-checked-before-the-publish", "xconsumer/node.py",
         '        rebalance = int(overrides.get("rebalance", 0))\n',
         '        self._verify_plans()\n        rebalance = int(overrides.get("rebalance", 0))\n',
-        [f"{PL}::test_the_leaders_check_of_the_plans_never_holds_a_publish"],
+        [f"{PL}::test_a_pass_due_for_the_plans_check_publishes_first"],
         "the leader's check of every plan (a stat each) runs in front of the publish: at "
         "1,000 members a join whose pass falls due for it waits behind 1,000 stats"),
+    Mutant(
+        "plans-check-skipped-with-the-chores", "xconsumer/node.py",
+        "        except _ZK_ERRORS as exc:\n            logger.warning(\"housekeeping skipped this "
+        "pass ({}: {})\", type(exc).__name__, exc)\n",
+        "        except _ZK_ERRORS as exc:\n            logger.warning(\"housekeeping skipped this "
+        "pass ({}: {})\", type(exc).__name__, exc)\n            return\n",
+        [f"{PL}::test_a_failing_chore_does_not_stop_the_plans_check"],
+        "a housekeeping chore that fails on every pass (a left marker that cannot be "
+        "deleted) stops the leader's check of the plans: a plan changed by hand is never "
+        "written again"),
 ]
