@@ -209,6 +209,18 @@ def measure_event(cl: XCluster, kind: str, *, victim: str | None = None,
         out["cluster_cores"] = used / window
         out["machine_cores"] = (bb - ba) / window
         out["cpu_window"] = window
+        # Where it went: the node that left (its stop, before it exited), the node that
+        # published, the other survivors together, and ZooKeeper.
+        by_pid = {p.pid: n for n, p in cl.nodes.items()}
+        roles = {"leaver": 0.0, "publisher": 0.0, "others": 0.0, "zookeeper": 0.0}
+        for pid in ca:
+            if ca[pid] is None or cb.get(pid) is None:
+                continue
+            name = by_pid.get(pid)
+            role = ("zookeeper" if pid == zk_pid else "leaver" if name == victim
+                    else "publisher" if name == log_node else "others")
+            roles[role] += (cb[pid] or 0) - ca[pid]
+        out["cpu_roles"] = roles
     out["downtime_slot_s"] = sum(down)
     out["downtime_max"] = max(down) if down else 0.0
     # When each moved slot's owner znode was created (server clock): splits the time after
@@ -308,6 +320,10 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 vals = [e[key][stat] for e in evs if e.get(key)]
                 if vals:
                     out[kind][f"{key}_{stat}"] = summary(vals)
+        for role in ("leaver", "publisher", "others", "zookeeper"):
+            vals = [e["cpu_roles"][role] for e in evs if e.get("cpu_roles")]
+            if vals:
+                out[kind][f"cpu_{role}_s"] = summary(vals)
     return out
 
 
@@ -363,14 +379,19 @@ def print_tables(result: dict[str, Any]) -> str:
                          f"{k['zk_cpu_s']['median'] * 1000:.0f}" if "zk_cpu_s" in k else "-",
                          f"{k['cpu_ms_per_moved_slot']['median']:.1f}",
                          f"{k['cluster_cores']['median']:.2f}",
-                         f"{k['machine_cores']['median']:.2f}"])
+                         f"{k['machine_cores']['median']:.2f}",
+                         " / ".join(f"{k[f'cpu_{r}_s']['median'] * 1000:.0f}"
+                                    if f"cpu_{r}_s" in k else "-"
+                                    for r in ("leaver", "publisher", "others"))])
     if cpu_rows:
         out += "\n" + table(
             "CPU during the handover (trigger -> convergence seen), medians",
             ["event", "nodes + ZooKeeper CPU ms", "of which ZooKeeper", "CPU ms per moved slot",
-             "cores (cluster)", "cores (whole machine)"], cpu_rows,
-            "/proc/PID/stat resolution is 10 ms per process; the window ends when the "
-            "benchmark saw convergence (polled every 50 ms).")
+             "cores (cluster)", "cores (whole machine)", "leaver / publisher / others ms"],
+            cpu_rows,
+            "CPU read from each process's CPU clock (ns); the window ends when the benchmark "
+            "saw convergence (polled every 50 ms). leaver: the node that left, until it "
+            "exited; publisher: the leader that published; others: the other survivors.")
     crash_rows = []
     for kind in ("crash_follower", "crash_leader"):
         if kind not in s:
