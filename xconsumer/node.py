@@ -229,6 +229,8 @@ class Node:
         self.damper = Damper(rejoin_grace=config.assignment.rejoin_grace,
                              debounce=config.assignment.debounce)
         self._wake_at: float | None = None
+        # While the leader waits out a debounce, until when (see _controller_loop).
+        self._debouncing_until: float | None = None
         self.started_at = time.time()
         self._admin_factory = admin_factory
         self.admin: Any = None
@@ -554,6 +556,11 @@ class Node:
         while not self._stop.is_set():
             timeout = interval
             keys_due = self.keys.next_due() if self.is_leader else None
+            if keys_due is not None and self._debouncing_until is not None:
+                # The provider is called by the pass after the debounce: a call falling due
+                # meanwhile waits for it. Found in review: its wake-up stayed in the past, so
+                # the controller ran pass after pass, with no wait, through the window.
+                keys_due = max(keys_due, self._debouncing_until)
             wakes = [w for w in (self._wake_at, self._candidate_wake, keys_due,
                                  self._look_at) if w is not None]
             if wakes and self.client.connected:
@@ -1039,6 +1046,7 @@ class Node:
         the fence a check of the members' container, which always passes (found when a
         stopping leader's last plans overwrote its successor's)."""
         members, self._wake_at = self.damper.plan_members(live, self._left_gracefully)
+        self._debouncing_until = self._wake_at if members is None else None
         if members is None:
             self._chores = (live, None, ())
             return  # debouncing: look again at _wake_at

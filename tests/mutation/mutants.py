@@ -30,6 +30,7 @@ ISO = "tests/integration/test_isolation.py"
 CK = "tests/integration/test_checkpoints.py"
 LEASE_UNIT = "tests/unit/test_lease.py"
 PL = "tests/integration/test_plans.py"
+DB = "tests/integration/test_debounce.py"
 DM = "tests/integration/test_doc_memo.py"
 MR = "tests/integration/test_member_reads.py"
 
@@ -643,4 +644,12 @@ MUTANTS: list[Mutant] = [
         "a housekeeping chore that fails on every pass (a left marker that cannot be "
         "deleted) stops the leader's check of the plans: a plan changed by hand is never "
         "written again"),
+    Mutant(
+        "keys-due-ignores-the-debounce", "xconsumer/node.py",
+        "                keys_due = max(keys_due, self._debouncing_until)\n",
+        "                keys_due = keys_due\n",
+        [f"{DB}::test_a_keys_call_due_while_debouncing_waits_for_the_window"],
+        "a keys provider falling due while the leader debounces a membership change keeps "
+        "the controller's wake-up in the past: pass after pass, with no wait, through the "
+        "window"),
 ]

@@ -195,3 +195,8 @@ def RunSwitch(ctx) -> None:
         raise RuntimeError("switch is off")
     _record(ctx, "start")
     _record(ctx, "stop")
+
+
+def KeysPair() -> list[str]:  # noqa: N802 - the provider naming convention
+    """Two fixed keys: a keyed task whose provider the leader calls every keys_interval."""
+    return ["k1", "k2"]
