@@ -149,8 +149,16 @@ class KeysTracker:
         keyed = {t.name: t for t in tasks if getattr(t, "keys", None)}
         with self._lock:
             for name in list(self._states):
-                if name not in keyed and self._states[name].thread is None:
-                    del self._states[name]
+                if name not in keyed:
+                    # A call still running for a task no longer keyed is forgotten, as at
+                    # reset(): its answer is dropped. Found in review: its state was kept
+                    # while the call ran, and only keyed tasks are checked for a hang, so a
+                    # hung call's deadline stayed in next_due, in the past, for good, and
+                    # the leader's controller ran pass after pass without waiting.
+                    thread = self._states.pop(name).thread
+                    if thread is not None:
+                        self._orphans = [t for t in self._orphans if t.is_alive()]
+                        self._orphans.append(thread)
             for name, task in keyed.items():
                 state = self._states.setdefault(name, _State())
                 if state.keys is None and name in published:

@@ -652,4 +652,12 @@ MUTANTS: list[Mutant] = [
         "a keys provider falling due while the leader debounces a membership change keeps "
         "the controller's wake-up in the past: pass after pass, with no wait, through the "
         "window"),
+    Mutant(
+        "removed-task-keeps-its-hung-call", "xconsumer/keys.py",
+        "                if name not in keyed:\n",
+        "                if name not in keyed and self._states[name].thread is None:\n",
+        ["tests/unit/test_keys.py::"
+         "test_a_task_removed_while_its_provider_hangs_leaves_no_deadline_behind"],
+        "a keyed task removed while its provider hangs keeps the hang's deadline in the "
+        "past for good: the leader's controller runs pass after pass without waiting"),
 ]

@@ -205,3 +205,35 @@ def test_a_provider_raising_systemexit_is_reported_and_keeps_the_keys():
         if state.thread is not None:
             state.thread.join(5)
     assert tracker.keys("t") == ["a"] and "raised SystemExit" in errors[0]
+
+
+def test_a_task_removed_while_its_provider_hangs_leaves_no_deadline_behind():
+    """Found in review: the state of a task no longer keyed was kept while its call ran,
+    and only keyed tasks are checked for a hang, so the hang's deadline stayed in the past
+    for good: the leader's controller, which waits for next_due, ran pass after pass
+    without waiting for as long as the provider hung."""
+    release = threading.Event()
+    now = [0.0]
+    errors: list[str] = []
+
+    def provider():
+        release.wait(10)
+        return ["late"]
+
+    tracker = KeysTracker(lambda name: provider, on_change=lambda: None,
+                          on_error=lambda t, m: errors.append(m), clock=lambda: now[0],
+                          timeout=10.0)
+    try:
+        tracker.poll([_Task("t", "p")], {}, {})
+        assert tracker.next_due() == 10.0  # the hang check, while the call runs
+        now[0] = 5.0
+        tracker.poll([], {}, {})  # the task is removed from the table
+        now[0] = 50.0
+        due = tracker.next_due()
+        assert due is None or due > now[0], f"a deadline left in the past: {due}"
+        tracker.poll([], {}, {})
+        assert tracker.keys("t") is None and not errors
+    finally:
+        release.set()
+        tracker.stop(5)
+    assert tracker.keys("t") is None  # the late answer of a removed task is dropped
