@@ -151,7 +151,7 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
     # The same figure in round trips of this run's ZooKeeper floor (create + delete): the
     # targets are absolute, but a machine twice as slow doubles the floor and every figure
     # with it (1.05 ms on the machine of the run at daf5d6b, 2.40 ms on a slower one, where
-    # the handover figures in floors came out within 15 % of that run's), so runs on
+    # the handover figures in floors came out within about 15 % of that run's), so runs on
     # different machines compare in floors.
     floor = _median(results.get("floor") or {}, "create_delete")
     for label, value, limit in rows:
