@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -46,3 +47,24 @@ async def RunBlocker(ctx: Any) -> None:
     time.sleep(1.6)
     note("stop", ctx)
     await ctx.sleep(3600)
+
+
+async def RunOffload(ctx: Any) -> None:
+    """Hands blocking work to asyncio.to_thread; the work runs until the test's release
+    file exists (bounded), whatever happens to the coroutine that awaited it."""
+    note("start", ctx)
+
+    def work() -> None:
+        note("work_start", ctx)
+        release = os.environ.get("XCONSUMER_TEST_RELEASE", "")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (release and os.path.exists(release)):
+            time.sleep(0.02)
+        note("work_end", ctx)
+
+    try:
+        await asyncio.to_thread(work)
+        await ctx.sleep(3600)
+    except asyncio.CancelledError:
+        note("cancelled", ctx)
+        raise

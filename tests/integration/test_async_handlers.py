@@ -5,6 +5,7 @@ the loop thread is gone once the node has stopped."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests.integration.test_node import make_config, records, running, start
 from tests.util import wait_until
 from xconsumer.node import Node
 from xconsumer.overrides import update_task
+from xconsumer.paths import Paths
 
 ASYNC_WORKS = Path(__file__).resolve().parents[1] / "async_works"
 
@@ -120,3 +122,35 @@ def test_node_shutdown_joins_the_loop_thread(zk_hosts, zk_root, nodes, record):
     assert loop_threads() == []
     assert len(events_of(record, "cancelled")) == 2
     assert len(events_of(record, "slept_false")) == 1
+
+
+def test_a_revoked_slot_lets_go_only_once_its_to_thread_work_ends(
+        zk, zk_hosts, zk_root, nodes, record):
+    """Found in review: a cancelled `await asyncio.to_thread(f)` ends the coroutine, not `f`,
+    so the slot thread returned, the owner znode was deleted and the slot's next owner could
+    start while `f` still ran here. The slot now waits for the calls its run submitted: past
+    stop_timeout it is reported stuck and keeps its owner znode, like a thread handler that
+    ignores a stop, and lets go once `f` has returned."""
+    config = make_config(zk_hosts, zk_root, task("off", "offload", 2))
+    node = start(nodes, config, "a")
+    wait_until(lambda: len(events_of(record, "work_start")) == 2, 15,
+               message=lambda: str(node.node_view()))
+    owner = Paths(zk_root, "it").owner("off", 1)
+    assert zk.exists(owner) is not None
+    scale(node, "off", 1)  # revokes off/1 while its work runs in the pool
+
+    def state() -> str | None:
+        return next((s.state for s in node.runtime.statuses() if s.slot == 1), None)
+
+    # The old code: the owner znode was gone at the cancellation. Now: the slot holds on
+    # until its work returns, and is reported stuck after its stop_timeout (2 s).
+    wait_until(lambda: zk.exists(owner) is None or state() == "stuck", 15,
+               message=lambda: str(node.node_view()))
+    assert events_of(record, "cancelled", "off"), "the coroutine was cancelled"
+    assert zk.exists(owner) is not None and state() == "stuck"
+    assert not events_of(record, "work_end")
+    Path(os.environ["XCONSUMER_TEST_RELEASE"]).touch()  # the work returns
+    wait_until(lambda: zk.exists(owner) is None, 15, message=lambda: str(node.node_view()))
+    ends = [r for r in events_of(record, "work_end") if r["slot"] == 1]
+    assert ends, "the slot let go before its work ended"
+    assert running(node) == {"off/0"}

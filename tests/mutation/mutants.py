@@ -31,6 +31,7 @@ CK = "tests/integration/test_checkpoints.py"
 LEASE_UNIT = "tests/unit/test_lease.py"
 PL = "tests/integration/test_plans.py"
 DB = "tests/integration/test_debounce.py"
+AS = "tests/integration/test_async_handlers.py"
 DM = "tests/integration/test_doc_memo.py"
 MR = "tests/integration/test_member_reads.py"
 
@@ -660,4 +661,11 @@ MUTANTS: list[Mutant] = [
          "test_a_task_removed_while_its_provider_hangs_leaves_no_deadline_behind"],
         "a keyed task removed while its provider hangs keeps the hang's deadline in the "
         "past for good: the leader's controller runs pass after pass without waiting"),
+    Mutant(
+        "to-thread-work-outlives-its-slot", "xconsumer/executors/coroutine.py",
+        "        run = _RUN.get()\n",
+        "        run = None\n",
+        [f"{AS}::test_a_revoked_slot_lets_go_only_once_its_to_thread_work_ends"],
+        "a coroutine slot cancelled while awaiting asyncio.to_thread lets go of its owner "
+        "znode while the call still runs: the slot's next owner starts beside it"),
 ]

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from loguru import logger
@@ -43,6 +45,48 @@ POLL = 0.05  # how often a waiting slot thread looks at ctx.stopping (a lease en
 LIVE_LIMIT_EVERY = 0.25  # how often a run's deadline follows a run_timeout changed live
 START_TIMEOUT = 5.0
 IO_THREADS = 8  # `await ctx.commit()` and the handlers' asyncio.to_thread calls
+
+
+# The run of a slot whose coroutine is running (set in its task's context): what the pool
+# files a blocking call under, since asyncio.to_thread submits from the calling task.
+_RUN: contextvars.ContextVar[object | None] = contextvars.ContextVar("xc_slot_run",
+                                                                    default=None)
+
+
+class _SlotPool(ThreadPoolExecutor):
+    """The loop's default executor (`asyncio.to_thread`, `run_in_executor(None, ...)`), which
+    knows which slot's run submitted each call. A cancelled `await asyncio.to_thread(f)`
+    ends the coroutine, not `f`: the thread runs on. Found in review: the slot thread then
+    returned and the runner released the owner znode while `f` still ran, so the slot's new
+    owner could start beside it. The slot now ends only once its calls have (`pending`); one
+    past `stop_timeout` makes it stuck, its owner znode kept, like a thread that ignores a
+    stop."""
+
+    def __init__(self, workers: int, *, thread_name_prefix: str) -> None:
+        super().__init__(workers, thread_name_prefix=thread_name_prefix)
+        self._by_run: dict[object, set[Future[Any]]] = {}
+        self._runs_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        run = _RUN.get()
+        if run is not None:
+            with self._runs_lock:
+                self._by_run.setdefault(run, set()).add(future)
+            future.add_done_callback(lambda f, r=run: self._forget(r, f))
+        return future
+
+    def _forget(self, run: object, future: Future[Any]) -> None:
+        with self._runs_lock:
+            left = self._by_run.get(run)
+            if left is not None:
+                left.discard(future)
+                if not left:
+                    del self._by_run[run]
+
+    def pending(self, run: object) -> set[Future[Any]]:
+        with self._runs_lock:
+            return set(self._by_run.get(run, ()))
 
 
 class AsyncSlotContext:
@@ -164,7 +208,7 @@ class EventLoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
-        self._io: ThreadPoolExecutor | None = None
+        self._io: _SlotPool | None = None
         self._closing = threading.Event()
         # The loop's tasks that run a slot, for naming the culprit of a blocked loop.
         self._slots: dict[asyncio.Task[Any], tuple[str, int]] = {}
@@ -186,7 +230,7 @@ class EventLoopThread:
 
     def _start(self) -> None:
         loop = asyncio.new_event_loop()
-        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix=f"{self.name}-io")
+        self._io = _SlotPool(IO_THREADS, thread_name_prefix=f"{self.name}-io")
         loop.set_default_executor(self._io)
         ready = threading.Event()
 
@@ -259,9 +303,14 @@ class EventLoopThread:
         finished = threading.Event()
         box: dict[str, asyncio.Task[bool]] = {}
 
+        run = object()  # this run's blocking calls, apart from a later run of the slot
+        context = contextvars.copy_context()
+        context.run(_RUN.set, run)
+
         def begin() -> None:
             coro = slot_loop(handler, view, _LiveTask(runner), report, breaker=runner.breaker)
-            task = loop.create_task(coro, name=f"xc-slot-{slot[0]}-{slot[1]}")
+            task = loop.create_task(coro, name=f"xc-slot-{slot[0]}-{slot[1]}",
+                                    context=context)
             self._slots[task] = slot
             box["task"] = task
 
@@ -282,20 +331,37 @@ class EventLoopThread:
         while not finished.wait(POLL):
             if thread is None or not thread.is_alive():
                 runner.log.warning("event loop ended under a running coroutine slot")
-                return False
+                break
             if not stop_sent and ctx.stopping:
                 stop_sent = True
                 try:
                     loop.call_soon_threadsafe(stop)
                 except RuntimeError:
-                    return False  # the loop is closed: nothing of the slot runs any more
-        task = box["task"]
+                    break  # the loop is closed: only the slot's blocking calls may remain
+        self._await_calls(runner, run)
+        task = box.get("task")
+        if task is None or not task.done():
+            return False
         if task.cancelled():
             return False
         error = task.exception()
         if error is not None:
             raise error
         return bool(task.result())
+
+    def _await_calls(self, runner: Any, run: object) -> None:
+        """Wait for the blocking calls the run left behind (see _SlotPool), in slices: past
+        stop_timeout the runtime reports the slot stuck, and the wait goes on."""
+        io = self._io
+        if io is None:
+            return
+        pending = io.pending(run)
+        if pending:
+            runner.log.info("waiting for {} asyncio.to_thread call(s) of the slot to end "
+                            "before it lets go of the slot", len(pending))
+        while pending:
+            wait_futures(pending, timeout=POLL * 4)
+            pending = io.pending(run)
 
     # -- watchdog ---------------------------------------------------------------------------
     def _watch(self, loop: asyncio.AbstractEventLoop, closing: threading.Event) -> None:
