@@ -668,4 +668,20 @@ MUTANTS: list[Mutant] = [
         [f"{AS}::test_a_revoked_slot_lets_go_only_once_its_to_thread_work_ends"],
         "a coroutine slot cancelled while awaiting asyncio.to_thread lets go of its owner "
         "znode while the call still runs: the slot's next owner starts beside it"),
+    Mutant(
+        "left-behind-call-runs-after-the-slot", "xconsumer/executors/coroutine.py",
+        "                run.closed = True\n",
+        "                pass\n",
+        ["tests/unit/test_coroutine_loop.py::"
+         "test_a_task_left_behind_cannot_start_a_call_once_its_slot_let_go"],
+        "a task a coroutine handler left behind starts a blocking call after its slot let "
+        "go: it runs unseen beside the slot's next owner"),
+    Mutant(
+        "overran-run-not-drained", "xconsumer/executors/coroutine.py",
+        "        if isinstance(outcome, Overran) and run is not None:\n",
+        "        if False:\n",
+        ["tests/unit/test_coroutine_loop.py::"
+         "test_a_run_over_its_run_timeout_ends_its_call_before_the_next_run"],
+        "a coroutine run cancelled at its run_timeout leaves its to_thread call running "
+        "while the next run of the slot starts beside it"),
 ]

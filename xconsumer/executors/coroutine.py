@@ -5,8 +5,11 @@ slot runs on an event loop, and a stop (revoke, node leaving, lease ended) is re
 cancellation: `CancelledError` inside the handler. One loop thread serves every coroutine
 slot of a node (`EventLoopThread`, owned by the runtime, started with the first coroutine
 slot and joined when the node stops); the slot's own thread only submits the slot's loop
-and waits for it, because the runner releases the owner znode as soon as `run()` returns
-and nothing the slot started may still run by then.
+and waits for it, and for the blocking calls the run handed to the loop's pool
+(`_SlotPool`), because the runner releases the owner znode as soon as `run()` returns and
+nothing the slot started may still run by then. (A task the handler spawned and never
+awaited is the one exception: it is not waited for, and the pool refuses it a blocking
+call once the slot has let go.)
 
 A stop first wakes the handler's `await ctx.sleep()` (it returns False, as for threads),
 then cancels the coroutine if it is still running `CANCEL_GRACE` seconds later. A coroutine
@@ -47,10 +50,31 @@ START_TIMEOUT = 5.0
 IO_THREADS = 8  # `await ctx.commit()` and the handlers' asyncio.to_thread calls
 
 
-# The run of a slot whose coroutine is running (set in its task's context): what the pool
-# files a blocking call under, since asyncio.to_thread submits from the calling task.
-_RUN: contextvars.ContextVar[object | None] = contextvars.ContextVar("xc_slot_run",
-                                                                    default=None)
+class _Run:
+    """One run of a slot on the loop (run_slot): the blocking calls it handed to the pool."""
+
+    __slots__ = ("closed", "log", "pool")
+
+    def __init__(self, pool: _SlotPool | None, log: Any) -> None:
+        self.pool = pool
+        self.log = log
+        self.closed = False  # the slot has let go: no call may start for it any more
+
+    async def drain(self, why: str) -> None:
+        """Wait, on the loop, for the calls of this run still in the pool (see _SlotPool)."""
+        pending = self.pool.pending(self) if self.pool is not None else set()
+        if pending:
+            self.log.info("waiting for {} asyncio.to_thread call(s) {}", len(pending), why)
+        while pending:
+            await asyncio.sleep(POLL)
+            pending = self.pool.pending(self) if self.pool is not None else set()
+
+
+# The run of a slot whose coroutine is running, set in its task's context (which the tasks
+# it spawns copy): what the pool files a blocking call under, since asyncio.to_thread and
+# run_in_executor submit from the calling task.
+_RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("xc_slot_run",
+                                                                  default=None)
 
 
 class _SlotPool(ThreadPoolExecutor):
@@ -60,23 +84,28 @@ class _SlotPool(ThreadPoolExecutor):
     returned and the runner released the owner znode while `f` still ran, so the slot's new
     owner could start beside it. The slot now ends only once its calls have (`pending`); one
     past `stop_timeout` makes it stuck, its owner znode kept, like a thread that ignores a
-    stop."""
+    stop. A call submitted for a run that has let go (by a task the handler spawned and
+    left behind) is refused: it would run unseen beside the slot's next owner."""
 
     def __init__(self, workers: int, *, thread_name_prefix: str) -> None:
         super().__init__(workers, thread_name_prefix=thread_name_prefix)
-        self._by_run: dict[object, set[Future[Any]]] = {}
+        self._by_run: dict[_Run, set[Future[Any]]] = {}
         self._runs_lock = threading.Lock()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future = super().submit(fn, *args, **kwargs)
         run = _RUN.get()
-        if run is not None:
-            with self._runs_lock:
-                self._by_run.setdefault(run, set()).add(future)
-            future.add_done_callback(lambda f, r=run: self._forget(r, f))
+        if run is None or run.pool is not self:
+            return super().submit(fn, *args, **kwargs)
+        with self._runs_lock:  # filed before `pending` can look: no call is missed
+            if run.closed:
+                raise RuntimeError("this slot has stopped: a task it left behind cannot "
+                                   "start a blocking call")
+            future = super().submit(fn, *args, **kwargs)
+            self._by_run.setdefault(run, set()).add(future)
+        future.add_done_callback(lambda f, r=run: self._forget(r, f))
         return future
 
-    def _forget(self, run: object, future: Future[Any]) -> None:
+    def _forget(self, run: _Run, future: Future[Any]) -> None:
         with self._runs_lock:
             left = self._by_run.get(run)
             if left is not None:
@@ -84,9 +113,14 @@ class _SlotPool(ThreadPoolExecutor):
                 if not left:
                     del self._by_run[run]
 
-    def pending(self, run: object) -> set[Future[Any]]:
+    def pending(self, run: _Run, *, close: bool = False) -> set[Future[Any]]:
+        """The run's calls still queued or running; with `close`, when there are none, the
+        run is closed in the same step, so no call can start after the answer."""
         with self._runs_lock:
-            return set(self._by_run.get(run, ()))
+            left = set(self._by_run.get(run, ()))
+            if close and not left:
+                run.closed = True
+            return left
 
 
 class AsyncSlotContext:
@@ -187,9 +221,15 @@ async def slot_loop(handler: Callable[[Any], Any], view: AsyncSlotContext, task:
     driven with awaits. True only when a once-slot completed."""
     steps = loop_steps(task, report, lambda: view.stopping, breaker=breaker)
     step = advance(steps, None)
+    run = _RUN.get()
     while not isinstance(step, Done):
-        step = advance(steps, await (_one_run(handler, view, task) if step is RUN
-                                     else _pause(view, step)))
+        outcome = await (_one_run(handler, view, task) if step is RUN else _pause(view, step))
+        step = advance(steps, outcome)  # a timeout is reported here, as it happens
+        if isinstance(outcome, Overran) and run is not None:
+            # Cancelled at its deadline, the run's blocking call runs on: the next run
+            # must not start beside it (found in review), as an overdue thread run holds
+            # its slot.
+            await run.drain("of the run that ran over its run_timeout to end")
     return step.completed
 
 
@@ -303,7 +343,7 @@ class EventLoopThread:
         finished = threading.Event()
         box: dict[str, asyncio.Task[bool]] = {}
 
-        run = object()  # this run's blocking calls, apart from a later run of the slot
+        run = _Run(self._io, runner.log)  # this run's calls, apart from a later run's
         context = contextvars.copy_context()
         context.run(_RUN.set, run)
 
@@ -349,19 +389,21 @@ class EventLoopThread:
             raise error
         return bool(task.result())
 
-    def _await_calls(self, runner: Any, run: object) -> None:
-        """Wait for the blocking calls the run left behind (see _SlotPool), in slices: past
-        stop_timeout the runtime reports the slot stuck, and the wait goes on."""
-        io = self._io
-        if io is None:
+    def _await_calls(self, runner: Any, run: _Run) -> None:
+        """Wait for the blocking calls the run left behind (see _SlotPool), in slices, and
+        close it: past stop_timeout the runtime reports the slot stuck, and the wait goes on."""
+        pool = run.pool
+        if pool is None:
             return
-        pending = io.pending(run)
+        for future in pool.pending(run):
+            future.cancel()  # one still queued never runs: dropped (a running one runs on)
+        pending = pool.pending(run, close=True)
         if pending:
             runner.log.info("waiting for {} asyncio.to_thread call(s) of the slot to end "
                             "before it lets go of the slot", len(pending))
         while pending:
             wait_futures(pending, timeout=POLL * 4)
-            pending = io.pending(run)
+            pending = pool.pending(run, close=True)
 
     # -- watchdog ---------------------------------------------------------------------------
     def _watch(self, loop: asyncio.AbstractEventLoop, closing: threading.Event) -> None:
