@@ -669,14 +669,6 @@ MUTANTS: list[Mutant] = [
         "a coroutine slot cancelled while awaiting asyncio.to_thread lets go of its owner "
         "znode while the call still runs: the slot's next owner starts beside it"),
     Mutant(
-        "left-behind-call-runs-after-the-slot", "xconsumer/executors/coroutine.py",
-        "                run.closed = True\n",
-        "                pass\n",
-        ["tests/unit/test_coroutine_loop.py::"
-         "test_a_task_left_behind_cannot_start_a_call_once_its_slot_let_go"],
-        "a task a coroutine handler left behind starts a blocking call after its slot let "
-        "go: it runs unseen beside the slot's next owner"),
-    Mutant(
         "overran-run-not-drained", "xconsumer/executors/coroutine.py",
         "        if isinstance(outcome, Overran) and run is not None:\n",
         "        if False:\n",

@@ -8,8 +8,8 @@ slot and joined when the node stops); the slot's own thread only submits the slo
 and waits for it, and for the blocking calls the run handed to the loop's pool
 (`_SlotPool`), because the runner releases the owner znode as soon as `run()` returns and
 nothing the slot started may still run by then. (A task the handler spawned and never
-awaited is the one exception: it is not waited for, and the pool refuses it a blocking
-call once the slot has let go.)
+awaited is the one exception: it is not waited for, and what it starts after the slot let
+go is not the slot's.)
 
 A stop first wakes the handler's `await ctx.sleep()` (it returns False, as for threads),
 then cancels the coroutine if it is still running `CANCEL_GRACE` seconds later. A coroutine
@@ -53,21 +53,34 @@ IO_THREADS = 8  # `await ctx.commit()` and the handlers' asyncio.to_thread calls
 class _Run:
     """One run of a slot on the loop (run_slot): the blocking calls it handed to the pool."""
 
-    __slots__ = ("closed", "log", "pool")
+    __slots__ = ("closed", "log", "pool", "stop_timeout")
 
-    def __init__(self, pool: _SlotPool | None, log: Any) -> None:
+    def __init__(self, pool: _SlotPool | None, log: Any, stop_timeout: float) -> None:
         self.pool = pool
         self.log = log
-        self.closed = False  # the slot has let go: no call may start for it any more
+        self.stop_timeout = stop_timeout
+        self.closed = False  # the slot has let go: its calls are no longer tracked
 
     async def drain(self, why: str) -> None:
-        """Wait, on the loop, for the calls of this run still in the pool (see _SlotPool)."""
-        pending = self.pool.pending(self) if self.pool is not None else set()
-        if pending:
-            self.log.info("waiting for {} asyncio.to_thread call(s) {}", len(pending), why)
-        while pending:
+        """Wait, on the loop, for the calls of this run in the pool *now* (see _SlotPool);
+        those started later (by a task the handler left running) do not extend the wait.
+        Said when it starts, and again if it lasts past stop_timeout."""
+        pool = self.pool
+        if pool is None:
+            return
+        waiting = pool.pending(self)
+        if not waiting:
+            return
+        self.log.info("waiting for {} asyncio.to_thread call(s) {}", len(waiting), why)
+        began, said = time.monotonic(), False
+        while any(not f.done() for f in waiting):
             await asyncio.sleep(POLL)
-            pending = self.pool.pending(self) if self.pool is not None else set()
+            if not said and time.monotonic() - began > self.stop_timeout:
+                said = True
+                self.log.warning("still waiting after {:.1f}s for {} asyncio.to_thread "
+                                 "call(s) {}: a blocking call that does not return holds "
+                                 "the slot", time.monotonic() - began,
+                                 sum(not f.done() for f in waiting), why)
 
 
 # The run of a slot whose coroutine is running, set in its task's context (which the tasks
@@ -85,7 +98,7 @@ class _SlotPool(ThreadPoolExecutor):
     owner could start beside it. The slot now ends only once its calls have (`pending`); one
     past `stop_timeout` makes it stuck, its owner znode kept, like a thread that ignores a
     stop. A call submitted for a run that has let go (by a task the handler spawned and
-    left behind) is refused: it would run unseen beside the slot's next owner."""
+    left running) is not the slot's any more and is not tracked."""
 
     def __init__(self, workers: int, *, thread_name_prefix: str) -> None:
         super().__init__(workers, thread_name_prefix=thread_name_prefix)
@@ -97,10 +110,13 @@ class _SlotPool(ThreadPoolExecutor):
         if run is None or run.pool is not self:
             return super().submit(fn, *args, **kwargs)
         with self._runs_lock:  # filed before `pending` can look: no call is missed
-            if run.closed:
-                raise RuntimeError("this slot has stopped: a task it left behind cannot "
-                                   "start a blocking call")
             future = super().submit(fn, *args, **kwargs)
+            if run.closed:
+                # From a task the handler left running after its slot let go (a shared
+                # client's refresher, say): not the slot's any more, so not tracked; such
+                # a task is not covered (docs/HANDLERS.md). Refusing it, tried after a
+                # review, broke node-wide tasks a slot happened to start.
+                return future
             self._by_run.setdefault(run, set()).add(future)
         future.add_done_callback(lambda f, r=run: self._forget(r, f))
         return future
@@ -117,7 +133,7 @@ class _SlotPool(ThreadPoolExecutor):
         """The run's calls still queued or running; with `close`, when there are none, the
         run is closed in the same step, so no call can start after the answer."""
         with self._runs_lock:
-            left = set(self._by_run.get(run, ()))
+            left = {f for f in self._by_run.get(run, ()) if not f.done()}
             if close and not left:
                 run.closed = True
             return left
@@ -343,7 +359,7 @@ class EventLoopThread:
         finished = threading.Event()
         box: dict[str, asyncio.Task[bool]] = {}
 
-        run = _Run(self._io, runner.log)  # this run's calls, apart from a later run's
+        run = _Run(self._io, runner.log, runner.task.stop_timeout)  # apart from a later run's
         context = contextvars.copy_context()
         context.run(_RUN.set, run)
 
