@@ -67,6 +67,12 @@ def _task_objs():
 
 
 def test_leader_is_smallest_sequence_and_slots_are_dealt_followers_first(cluster: Cluster):
+    # Started one after another (so their sequence numbers follow the names), they must
+    # all join within the leader's formation window to be dealt together. The default
+    # 1 s was shorter than a node process's start on a slow 2-core machine (imports
+    # compiled afresh without .pyc files), and the first plan was built by joins.
+    cluster.extra = {"assignment": {"formation_window": 8}}
+    cluster.rewrite_config()
     for name in ("n1", "n2", "n3"):
         cluster.start_node(name)
     view = cluster.wait_converged({"n1", "n2", "n3"})
