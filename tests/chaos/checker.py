@@ -39,7 +39,10 @@ from xconsumer.zk import loads
 # slower than documented does not. A ZooKeeper restart was later seen at 0.22 s on a loaded
 # machine, and 0.5 s failed once with three other suites running beside it: the graceful
 # bound is 1.0 s, under twice the README's worst figure for that fault (0.6 s).
-GRACEFUL_BOUND = 1.0  # nothing has to wait for a session to expire
+# On a 2-core VM whose ZooKeeper round trips are 2.2 times as long, the vandal's recovery
+# took 1.05 s (every figure of the handover scales so, docs/BENCHMARKS.md): 2.0 s, still
+# over three times the README's worst figure, holds there without hiding a lost wake-up.
+GRACEFUL_BOUND = 2.0  # nothing has to wait for a session to expire
 CRASH_EXTRA = 1.5  # ... beyond the session timeout, when a session has to expire first
 KINDS = ("graceful", "crash")
 # A frozen (SIGSTOP) process's lease ended while it slept, so on SIGCONT its handlers see

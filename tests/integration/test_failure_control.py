@@ -49,7 +49,9 @@ def test_a_thread_run_past_run_timeout_sees_stopping_and_is_retried_with_backoff
     assert all(r["stopping"] and not r["slot_stopping"] for r in stops)
     assert len({r["fence"] for r in starts}) == 1
     for begin, end in zip(starts, stops, strict=False):
-        assert 0.3 <= end["t"] - begin["t"] < 0.3 + 1.0
+        # The deadline counts from the run's start, a little before the handler writes its
+        # start record (0.298 s seen between the records on a slow 2-core machine).
+        assert 0.3 - 0.05 <= end["t"] - begin["t"] < 0.3 + 1.0
     # Retried after the backoff: 0.2, then doubling to the 0.4 cap.
     gaps = [b["t"] - a["t"] for a, b in zip(stops, starts[1:], strict=False)]
     assert gaps[0] >= 0.19 and all(g >= 0.39 for g in gaps[1:3]), gaps
