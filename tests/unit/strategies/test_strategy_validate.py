@@ -7,7 +7,7 @@ an operator reads) and as a mutation of a valid plan drawn by hypothesis.
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.strategy_cases import ALL, T, clusters
@@ -137,12 +137,18 @@ def mutate(plan: Plan, kind: str, tasks, ms, leader, leader_works, data) -> Plan
     return Plan({n: tuple(s) for n, s in nodes.items()}, tuple(unassigned))
 
 
+# Each kind needs a plan shape that a generic cluster has only some of the time (a placed
+# slot, a task over its max_per_node, a second eligible node), so many drawn cases are
+# skipped by `assume`; hypothesis still runs max_examples cases that apply. Its health check
+# for heavy filtering judges the first few draws and failed at random (9 of 59 applied).
 @pytest.mark.parametrize("kind", MUTATIONS)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(case=clusters(), data=st.data(), use_sticky=st.booleans())
 def test_property_every_mutation_of_a_valid_plan_is_caught(kind: str, case, data,
                                                           use_sticky: bool):
     tasks, ms, leader, leader_works, previous = case
+    if kind == "leader_without_work":
+        leader_works = False  # the only plans this mutation applies to
     strategy = sticky if use_sticky else round_robin
     plan = strategy(tasks, ms, leader=leader, leader_works=leader_works, previous=previous)
     assert validate_plan(plan, tasks, ms, leader, leader_works) == []
