@@ -17,6 +17,11 @@ import pytest
 
 T = TypeVar("T")
 
+# Where the chaos suite appends one JSON line per fault (tests/chaos), read back by the root
+# conftest for the table at the end of the run.
+CHAOS_RESULTS_ENV = "XCONSUMER_CHAOS_RESULTS"
+CHAOS_RESULTS_NAME = "chaos-results.jsonl"
+
 
 def wait_until(
     predicate: Callable[[], T],

@@ -2,12 +2,13 @@
 
 `pytest tests/chaos --soak 300` also runs the randomized soak (skipped otherwise) for 300 s;
 `--soak-seed N` replays one soak run. Figures of every fault are printed (`-s`) and appended as
-JSON lines to `chaos-results.jsonl` in pytest's base temp dir (or $XCONSUMER_CHAOS_RESULTS).
+JSON lines to `chaos-results.jsonl` in pytest's base temp dir (or $XCONSUMER_CHAOS_RESULTS);
+the table at the end of the run is printed by the root conftest, which also runs in the
+controller of a parallel (pytest-xdist) run, where this one is never loaded.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +17,9 @@ from typing import Any
 import pytest
 
 from tests.chaos.harness import ChaosCluster
+from tests.util import CHAOS_RESULTS_ENV as RESULTS_ENV
+from tests.util import CHAOS_RESULTS_NAME as RESULTS_NAME
 from xconsumer.zkserver import ZooKeeperEnsemble, ZooKeeperServer
-
-RESULTS_ENV = "XCONSUMER_CHAOS_RESULTS"
-_results_path: Path | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,31 +56,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def chaos_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    global _results_path
     path = Path(os.environ.get(RESULTS_ENV) or
-                tmp_path_factory.getbasetemp() / "chaos-results.jsonl")
+                tmp_path_factory.getbasetemp() / RESULTS_NAME)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _results_path = path
     return path
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _results_path is None or not _results_path.exists():
-        return
-    rows = [json.loads(line) for line in _results_path.read_text().splitlines() if line]
-    if not rows:
-        return
-    tr = terminalreporter
-    tr.section("chaos figures")
-    width = max(34, *(len(r["name"]) for r in rows))
-    tr.write_line(f"{'fault':<{width}} {'overlap ms':>10} {'recovery s':>10} "
-                  f"{'handover s':>10} {'bound s':>7} {'gap s':>6} {'load':>5}  violations")
-    for r in rows:
-        rec = "never" if r["recovery_s"] is None else f"{r['recovery_s']:.2f}"
-        tr.write_line(f"{r['name']:<{width}} {r['overlap_ms']:>10.1f} {rec:>10} "
-                      f"{r['last_handover_s']:>10.2f} {r['bound_s']:>7.1f} "
-                      f"{r['max_gap_s']:>6.2f} {r.get('load1', 0):>5.1f}  {len(r['problems'])}")
-    tr.write_line(f"(JSON lines: {_results_path})")
 
 
 @pytest.fixture
