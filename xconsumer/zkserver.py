@@ -11,6 +11,7 @@ import argparse
 import atexit
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -103,10 +104,48 @@ def install(*, quiet: bool = False) -> None:
     _find_java()
 
 
+# Ports picked for servers we start lie below the kernel's ephemeral range (from which it
+# hands out port-0 binds and the local ports of outgoing connections), from this one up.
+PICK_FLOOR = 10000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free on `host` now, below the kernel's ephemeral range.
+
+    A server may be stopped and started again on its port (a restart, a test's outage). In
+    between, the port must not go to another process: any other program's port-0 bind (a
+    node's admin server, another test's server) or outgoing connection gets a port from the
+    ephemeral range only, so a port below it stays ours unless someone picks it by number.
+    Without /proc, or with no such port free, the kernel picks (bind to port 0)."""
+    floor, top = PICK_FLOOR, _ephemeral_start()
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    tries = 0
+    while len(ports) < count and top - floor > count * 4 and tries < 200 * count:
+        tries += 1
+        port = rng.randrange(floor, top)
+        if port not in ports and not port_in_use(host, port):
+            ports.append(port)
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free on `host` now, for a server of ours (see free_ports)."""
+    return free_ports(1, host)[0]
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -396,10 +435,7 @@ class ZooKeeperEnsemble(_StartedInWith):
         if taken:
             raise TypeError(f"ZooKeeperEnsemble picks {sorted(taken)} itself")
         host = server_kwargs.get("host", "127.0.0.1")
-        ports: list[int] = []
-        while len(ports) < 3 * size:  # the OS may hand back a port it just gave us
-            if (p := free_port(host)) not in ports:
-                ports.append(p)
+        ports = free_ports(3 * size, host)
         peers = [(i + 1, ports[size + i], ports[2 * size + i]) for i in range(size)]
         self.members = [
             ZooKeeperServer(port=ports[i], my_id=i + 1, peers=peers, **server_kwargs)

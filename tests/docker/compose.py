@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.util import missing_tool
+from xconsumer.zkserver import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -41,20 +41,6 @@ def compose_argv() -> list[str] | None:
             check=False).returncode == 0:
         return ["docker", "compose"]
     return None
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (all held open together, so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def http_json(url: str, *, method: str = "GET", token: str | None = None,

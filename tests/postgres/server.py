@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.util import missing_tool, wait_until
+from xconsumer.zkserver import free_port
 
 INSTALL_HINT = "bin/setup --tests installs Debian's postgresql package"
 STOP_TIMEOUT = 20.0
@@ -39,10 +39,6 @@ def find_bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def psycopg_module() -> Any:
