@@ -39,8 +39,6 @@ def find_bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-
-
 def psycopg_module() -> Any:
     try:
         import psycopg

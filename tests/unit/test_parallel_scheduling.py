@@ -1,6 +1,7 @@
 """bin/test's two pytest-xdist workers: the serial groups (chaos, Docker, PostgreSQL) run on one
-worker, one after another. A silent failure of this grouping once let two workers share, and
-stop, one dockerd; pytest-xdist's own `xdist_group` marks are ignored under pytest 9.2."""
+worker, one after another. When this grouping failed silently, both workers used the Docker
+engine and two dockerd were started on one socket; pytest-xdist's own `xdist_group` marks are
+ignored under pytest 9.2."""
 
 from __future__ import annotations
 
