@@ -7,6 +7,7 @@ the fence can refuse it."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -59,27 +60,45 @@ def test_a_frozen_owners_commit_after_sigcont_is_refused(
     c = make_cluster(zk_hosts, zk_root, TASKS, session_timeout=SESSION, works=WORKS)
     victim, slot = start(c)
     c.freeze(victim)
+    frozen_fence = records(c, event="start", slot=slot, node=victim)[-1]["fence"]
     # Its session expires, the slot moves, and the successor commits past the frozen count.
     wait_until(lambda: c.view()["owners"].get(f"count/{slot}") not in (None, victim),
                chaos.recovery_bound("crash", SESSION) + 20)
     successor = c.view()["owners"][f"count/{slot}"]
-    wait_until(lambda: len(records(c, event="commit", slot=slot, node=successor)) >= 5, 20)
-    frozen_last = max(r["value"] for r in records(c, event="commit", slot=slot, node=victim))
-    resumed = records(c, event="start", slot=slot, node=successor)[-1]["value"]
-    assert resumed >= frozen_last
+    # Its run from this handover on (it may have run the slot before, when the cluster formed).
+    resumed = wait_until(lambda: next((
+        r for r in records(c, event="start", slot=slot, node=successor)
+        if r["fence"] > frozen_fence), None), 20)
+    wait_until(lambda: len(records(c, event="commit", slot=slot, fence=resumed["fence"])) >= 5,
+               20)
+    frozen_last = max(r["value"] for r in records(c, event="commit", slot=slot, node=victim,
+                                                  fence=frozen_fence))
+    assert resumed["value"] >= frozen_last
     c.thaw(victim)
     lost = wait_until(lambda: records(c, event="lost", slot=slot, node=victim), 20)
     assert "commit refused" in lost[0]["error"], lost
-    # Nothing the woken node tried landed: the value is the successor's, and it never went
-    # back (every commit the successor recorded after is above what it resumed from).
-    # Records first: the successor keeps committing, and each of its commits lands before
-    # it is recorded, so the stored value read after them is at least the last recorded.
-    mine = [r["value"] for r in records(c, event="commit", slot=slot, node=successor)]
+    # Nothing the woken node tried landed, and the value never went back. The woken node
+    # rejoins under a new session, so a rebalance may hand the slot on again (to it, even):
+    # owners are told apart by their fence (the owner znode's czxid), which every record
+    # carries. Records first: each commit lands before it is recorded, so the stored value
+    # read after them is at least the largest recorded.
+    later: dict[int, list[int]] = {}
+    for r in records(c, event="commit", slot=slot):
+        if r["fence"] >= resumed["fence"]:
+            later.setdefault(r["fence"], []).append(r["value"])
+    late = [r["value"] for r in records(c, event="commit", slot=slot, fence=frozen_fence)]
     after = stored(c, slot)
-    assert after["node"] == successor
-    assert mine == sorted(mine) and after["value"] >= mine[-1]
+    detail = (after, resumed, records(c, slot=slot, event="start"))
+    # Once woken, the frozen owner may still record a commit that landed just before the
+    # freeze: never one above what its successor resumed from.
+    assert max(late) <= resumed["value"], detail
+    assert after["fence"] >= resumed["fence"], detail
+    runs = [later[f] for f in sorted(later)]
+    assert all(run == sorted(run) for run in runs), detail
+    assert all(a[-1] < b[0] for a, b in pairwise(runs)), detail
+    assert after["value"] >= runs[-1][-1], detail
     print(f"\nfrozen owner {victim}: last commit {frozen_last}; successor {successor} "
-          f"resumed from {resumed}; late commit refused: {lost[0]['error']}")
+          f"resumed from {resumed['value']}; late commit refused: {lost[0]['error']}")
 
 
 def test_a_killed_owners_last_commit_is_what_its_successor_reads(

@@ -37,10 +37,10 @@ def RunCounter(ctx):  # noqa: N802 - the handler naming convention
             ctx.commit(count)
         except OwnershipLost as exc:
             _record(event="lost", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count,
-                    error=str(exc))
+                    fence=ctx.fence, error=str(exc))
             return
         _record(event="commit", task=ctx.task, slot=ctx.slot, node=ctx.node, value=count,
-                key=ctx.key, param=ctx.param)
+                fence=ctx.fence, key=ctx.key, param=ctx.param)
         ctx.sleep(step)
     _record(event="end", task=ctx.task, slot=ctx.slot, node=ctx.node, key=ctx.key)
 
