@@ -15,7 +15,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.e2e.test_admin_api import call, url_of
-from tests.e2e.test_checkpoints import WORKS, cli, events
+from tests.e2e.test_checkpoints import WORKS, cli, current_starts, events
 from tests.util import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -58,9 +58,11 @@ def running_keys(cluster: Cluster) -> dict[str, int]:
 
 
 def settled(cluster: Cluster, keys: dict[str, int]) -> bool:
-    """Those keys run at those indices, and the plan (made with both nodes) fully runs."""
+    """Those keys run at those indices, and the plan (made with both nodes) fully runs,
+    each slot's current owner having recorded its start."""
     cluster.expected_slots = lambda: {f"shards/{i}" for i in range(len(keys))}  # type: ignore
-    return running_keys(cluster) == keys and cluster.converged({"n1", "n2"}) is not None
+    return (running_keys(cluster) == keys and cluster.converged({"n1", "n2"}) is not None
+            and current_starts(cluster, "shards") is not None)
 
 
 def starts(cluster: Cluster, key: str) -> list[dict[str, Any]]:
