@@ -40,8 +40,10 @@ def page(tmp_path: Path) -> Iterator:
     if CHROMIUM is None:
         missing_tool("no Chromium binary on PATH (`chromium`); bin/setup --tests installs "
                      "Debian's chromium package")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # set_default_timeout covers actions only; expect() assertions wait 5 s unless told.
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
