@@ -437,3 +437,34 @@ def test_a_run_over_its_run_timeout_ends_its_call_before_the_next_run(host: Any)
         assert not thread.is_alive()
     finally:
         logger.remove(sink)
+
+
+def test_a_stop_while_a_timed_out_runs_call_drains_waits_for_the_call(host: Any) -> None:
+    """Stopped while the next run waits for an overdue run's call (the drain), the slot
+    thread still returns only once the call has, and no run starts after the stop."""
+    log: list[str] = []
+    release = threading.Event()
+    runs: list[int] = []
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+
+    async def handler(ctx: Any) -> None:
+        runs.append(len(runs))
+        await asyncio.to_thread(blocking_work(log, release, f"w{len(runs)}"))
+
+    ctx = FakeCtx()
+    try:
+        thread, out, _ = run_in_thread(host, handler, Task(run_timeout=0.1,
+                                                           retry_backoff=0.01), ctx)
+        wait_until(lambda: any("ran over its run_timeout" in line for line in lines), 5)
+        ctx.stop_event.set()
+        thread.join(co.CANCEL_GRACE + 0.5)
+        assert thread.is_alive(), "the slot thread returned while its run's call still ran"
+        assert log == ["w1_start"]
+        release.set()
+        thread.join(5)
+        assert not thread.is_alive()
+        assert runs == [0] and log == ["w1_start", "w1_end"], "a run started after the stop"
+        assert "error" not in out, out
+    finally:
+        logger.remove(sink)
