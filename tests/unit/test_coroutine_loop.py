@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -408,10 +409,22 @@ def test_a_stopped_slot_returns_only_once_its_to_thread_call_has(host: Any) -> N
     assert out == {"result": False}
 
 
-def test_a_run_over_its_run_timeout_ends_its_call_before_the_next_run(host: Any) -> None:
-    """Cancelled at its deadline, a run's call runs on: the next run waits for it (and says
-    so), so two runs of one slot never run side by side on the node, as an overdue thread
-    run holds its slot. A call a task left running starts later does not extend the wait."""
+@dataclass
+class Overdue:
+    """A slot whose first run went over its run_timeout (0.1 s) while its asyncio.to_thread
+    call is held by `release`: the next run is waiting for that call (the drain said so)."""
+
+    ctx: FakeCtx
+    thread: threading.Thread
+    out: dict[str, Any]
+    reports: Reports
+    release: threading.Event
+    log: list[str]  # the calls' start and end, named w1, w2, ... by run
+    runs: list[int]
+
+
+@contextlib.contextmanager
+def overdue_run(host: Any) -> Iterator[Overdue]:
     log: list[str] = []
     release = threading.Event()
     runs: list[int] = []
@@ -424,47 +437,40 @@ def test_a_run_over_its_run_timeout_ends_its_call_before_the_next_run(host: Any)
 
     ctx = FakeCtx()
     try:
-        thread, _, reports = run_in_thread(host, handler, Task(run_timeout=0.1,
-                                                              retry_backoff=0.01), ctx)
+        thread, out, reports = run_in_thread(host, handler, Task(run_timeout=0.1,
+                                                                retry_backoff=0.01), ctx)
         wait_until(lambda: any("ran over its run_timeout" in line for line in lines), 5)
-        assert "timeout" in reports.kinds()
-        assert runs == [0] and log == ["w1_start"], "a second run started beside the call"
-        release.set()
-        wait_until(lambda: len(runs) >= 2, 5)
-        assert log[:2] == ["w1_start", "w1_end"]
-        ctx.stop_event.set()
-        thread.join(5)
-        assert not thread.is_alive()
+        yield Overdue(ctx, thread, out, reports, release, log, runs)
     finally:
+        release.set()
         logger.remove(sink)
+
+
+def test_a_run_over_its_run_timeout_ends_its_call_before_the_next_run(host: Any) -> None:
+    """Cancelled at its deadline, a run's call runs on: the next run waits for it (and says
+    so), so two runs of one slot never run side by side on the node, as an overdue thread
+    run holds its slot. A call a task left running starts later does not extend the wait."""
+    with overdue_run(host) as o:
+        assert "timeout" in o.reports.kinds()
+        assert o.runs == [0] and o.log == ["w1_start"], "a second run started beside the call"
+        o.release.set()
+        wait_until(lambda: len(o.runs) >= 2, 5)
+        assert o.log[:2] == ["w1_start", "w1_end"]
+        o.ctx.stop_event.set()
+        o.thread.join(5)
+        assert not o.thread.is_alive()
 
 
 def test_a_stop_while_a_timed_out_runs_call_drains_waits_for_the_call(host: Any) -> None:
     """Stopped while the next run waits for an overdue run's call (the drain), the slot
     thread still returns only once the call has, and no run starts after the stop."""
-    log: list[str] = []
-    release = threading.Event()
-    runs: list[int] = []
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
-
-    async def handler(ctx: Any) -> None:
-        runs.append(len(runs))
-        await asyncio.to_thread(blocking_work(log, release, f"w{len(runs)}"))
-
-    ctx = FakeCtx()
-    try:
-        thread, out, _ = run_in_thread(host, handler, Task(run_timeout=0.1,
-                                                           retry_backoff=0.01), ctx)
-        wait_until(lambda: any("ran over its run_timeout" in line for line in lines), 5)
-        ctx.stop_event.set()
-        thread.join(co.CANCEL_GRACE + 0.5)
-        assert thread.is_alive(), "the slot thread returned while its run's call still ran"
-        assert log == ["w1_start"]
-        release.set()
-        thread.join(5)
-        assert not thread.is_alive()
-        assert runs == [0] and log == ["w1_start", "w1_end"], "a run started after the stop"
-        assert "error" not in out, out
-    finally:
-        logger.remove(sink)
+    with overdue_run(host) as o:
+        o.ctx.stop_event.set()
+        o.thread.join(co.CANCEL_GRACE + 0.5)
+        assert o.thread.is_alive(), "the slot thread returned while its run's call still ran"
+        assert o.log == ["w1_start"]
+        o.release.set()
+        o.thread.join(5)
+        assert not o.thread.is_alive()
+        assert o.runs == [0] and o.log == ["w1_start", "w1_end"], "a run started after the stop"
+        assert "error" not in o.out, o.out
