@@ -676,4 +676,14 @@ MUTANTS: list[Mutant] = [
          "test_a_run_over_its_run_timeout_ends_its_call_before_the_next_run"],
         "a coroutine run cancelled at its run_timeout leaves its to_thread call running "
         "while the next run of the slot starts beside it"),
+    Mutant(
+        "slot-lets-go-before-its-calls-end", "xconsumer/executors/coroutine.py",
+        "        while pending:\n            wait_futures(pending, timeout=POLL * 4)\n",
+        "        while False:\n            wait_futures(pending, timeout=POLL * 4)\n",
+        ["tests/unit/test_coroutine_loop.py::"
+         "test_a_stopped_slot_returns_only_once_its_to_thread_call_has",
+         "tests/unit/test_coroutine_loop.py::"
+         "test_a_stop_while_a_timed_out_runs_call_drains_waits_for_the_call"],
+        "a stopped coroutine slot returns (and lets go of its owner znode) while a blocking "
+        "call it handed to asyncio.to_thread still runs"),
 ]
