@@ -59,13 +59,18 @@ def test_a_frozen_owners_commit_after_sigcont_is_refused(
     # Its session expires, the slot moves, and the successor commits past the frozen count.
     wait_until(lambda: c.view()["owners"].get(f"count/{slot}") not in (None, victim),
                chaos.recovery_bound("crash", SESSION) + 20)
-    successor = c.view()["owners"][f"count/{slot}"]
-    # Its run from this handover on (it may have run the slot before, when the cluster formed).
-    resumed = wait_until(lambda: next((
-        r for r in events(c, event="start", slot=slot, node=successor)
-        if r["fence"] > frozen_fence), None), 20)
-    wait_until(lambda: len(events(c, event="commit", slot=slot, fence=resumed["fence"])) >= 5,
-               20)
+
+    def first_run_after_the_freeze() -> dict[str, Any] | None:
+        """The start of the slot's first owner after the victim (the smallest later fence,
+        whichever node it is: it may have run the slot before, when the cluster formed, and
+        the slot may have moved on again since)."""
+        runs = [r for r in events(c, event="start", slot=slot) if r["fence"] > frozen_fence]
+        return min(runs, key=lambda r: r["fence"]) if runs else None
+
+    resumed = wait_until(first_run_after_the_freeze, 20)
+    successor = resumed["node"]
+    wait_until(lambda: len([r for r in events(c, event="commit", slot=slot)
+                            if r["fence"] > frozen_fence]) >= 5, 20)
     frozen_last = max(r["value"] for r in events(c, event="commit", slot=slot,
                                                   fence=frozen_fence))
     assert resumed["value"] >= frozen_last
@@ -77,9 +82,10 @@ def test_a_frozen_owners_commit_after_sigcont_is_refused(
     # owners are told apart by their fence (the owner znode's czxid), which every record
     # carries. Records first: each commit lands before it is recorded, so the stored value
     # read after them is at least the largest recorded.
+    resumed = first_run_after_the_freeze() or resumed  # a smaller fence recorded late
     later: dict[int, list[int]] = {}
     for r in events(c, event="commit", slot=slot):
-        if r["fence"] >= resumed["fence"]:
+        if r["fence"] > frozen_fence:
             later.setdefault(r["fence"], []).append(r["value"])
     late = [r["value"] for r in events(c, event="commit", slot=slot, fence=frozen_fence)]
     after = stored(c, slot)

@@ -436,13 +436,17 @@ def overdue_run(host: Any) -> Iterator[Overdue]:
         await asyncio.to_thread(blocking_work(log, release, f"w{len(runs)}"))
 
     ctx = FakeCtx()
+    thread: threading.Thread | None = None
     try:
         thread, out, reports = run_in_thread(host, handler, Task(run_timeout=0.1,
                                                                 retry_backoff=0.01), ctx)
         wait_until(lambda: any("ran over its run_timeout" in line for line in lines), 5)
         yield Overdue(ctx, thread, out, reports, release, log, runs)
     finally:
+        ctx.stop_event.set()  # a failed test leaves no slot thread running on
         release.set()
+        if thread is not None:
+            thread.join(5)
         logger.remove(sink)
 
 
@@ -465,8 +469,10 @@ def test_a_stop_while_a_timed_out_runs_call_drains_waits_for_the_call(host: Any)
     """Stopped while the next run waits for an overdue run's call (the drain), the slot
     thread still returns only once the call has, and no run starts after the stop."""
     with overdue_run(host) as o:
-        o.ctx.stop_event.set()
-        o.thread.join(co.CANCEL_GRACE + 0.5)
+        o.ctx.stop_event.set()  # the drain is cancelled after CANCEL_GRACE
+        wait_until(lambda: not [t for t in asyncio.all_tasks(host.loop())
+                                if t.get_name().startswith("xc-slot-")], 5)
+        o.thread.join(0.3)
         assert o.thread.is_alive(), "the slot thread returned while its run's call still ran"
         assert o.log == ["w1_start"]
         o.release.set()
