@@ -65,6 +65,23 @@ def write_config(path: Path, *, cluster: str, zk_hosts: str, root: str, tasks: l
     return path
 
 
+def threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` is stopped (or gone): /proc's state T, t, Z or X."""
+    task = Path(f"/proc/{pid}/task")
+    try:
+        tids = list(task.iterdir())
+    except FileNotFoundError:
+        return True
+    for tid in tids:
+        try:
+            stat = (tid / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
 @dataclass
 class NodeProc:
     name: str
@@ -84,6 +101,15 @@ class NodeProc:
             os.kill(self.pid, signum)
             if signum == signal.SIGKILL:
                 self.killed_at = time.time()
+
+    def freeze(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and return only once every thread of the process is stopped. The kernel
+        stops a thread when it next runs kernel code: on a loaded machine one can run on for
+        milliseconds after kill() returned (seen: a handler got its database read's reply
+        and opened its write transaction after the test had sent SIGSTOP)."""
+        self.signal(signal.SIGSTOP)
+        wait_until(lambda: threads_stopped(self.pid), timeout,
+                   message=f"{self.name} (pid {self.pid}) did not stop")
 
     def terminate(self, timeout: float = 20.0) -> int:
         self.signal(signal.SIGTERM)

@@ -103,8 +103,8 @@ class ChaosCluster(Cluster):
 
     def freeze(self, name: str) -> float:
         node = self.nodes[name]
-        node.signal(signal.SIGSTOP)
-        at = time.time()  # after kill() returned: the process is stopped from here on
+        node.freeze()
+        at = time.time()  # every thread of the process is stopped from here on
         self._frozen_since[node.pid] = at
         return at
 

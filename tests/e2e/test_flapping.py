@@ -39,7 +39,7 @@ def test_a_node_that_flaps_gets_its_slots_back_and_nothing_else_moves(cluster: C
     others = {k: f for k, f in before["fences"].items() if before["owners"][k] != "n2"}
     first = member_znode(cluster, "n2")
     assert first is not None
-    cluster.nodes["n2"].signal(signal.SIGSTOP)
+    cluster.nodes["n2"].freeze()
     try:
         # Frozen until its session expired (its member znode is gone), so that it comes back
         # as a new member under the same name.
