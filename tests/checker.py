@@ -42,13 +42,17 @@ class MalformedRecords(ValueError):
 
 
 # -- records -------------------------------------------------------------------------------------
-def parse_records(text: str) -> list[dict[str, Any]]:
-    """Records in time order. A last line without its newline is still being written (each
+def complete_records(text: str) -> list[dict[str, Any]]:
+    """Records in file order. A last line without its newline is still being written (each
     record is one O_APPEND write) and is left for the next read."""
     lines = text.split("\n")
     complete = lines[:-1]  # after the last "\n": empty, or a partial line
-    return sorted((json.loads(line) for line in complete if line.strip()),
-                  key=lambda r: r["t"])
+    return [json.loads(line) for line in complete if line.strip()]
+
+
+def parse_records(text: str) -> list[dict[str, Any]]:
+    """Records in time order (see complete_records)."""
+    return sorted(complete_records(text), key=lambda r: r["t"])
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:

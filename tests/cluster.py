@@ -65,21 +65,25 @@ def write_config(path: Path, *, cluster: str, zk_hosts: str, root: str, tasks: l
     return path
 
 
-def threads_stopped(pid: int) -> bool:
-    """Every thread of `pid` is stopped (or gone): /proc's state T, t, Z or X."""
-    task = Path(f"/proc/{pid}/task")
+def thread_states(pid: int) -> set[str]:
+    """The /proc states of `pid`'s threads (R, S, D, T, ...); empty once it is gone."""
     try:
-        tids = list(task.iterdir())
+        tids = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
-        return True
+        return set()
+    states = set()
     for tid in tids:
         try:
             stat = (tid / "stat").read_text()
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended meanwhile
-        if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X"):
-            return False
-    return True
+        states.add(stat.rsplit(")", 1)[1].split()[0])
+    return states
+
+
+def threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` is stopped (or gone): /proc's state T, t, Z or X."""
+    return thread_states(pid) <= {"T", "t", "Z", "X"}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.checker import complete_records
 from tests.cluster import REPO, Cluster
 from tests.e2e.test_admin_api import call as api_call
 from tests.e2e.test_admin_api import url_of
@@ -42,9 +43,7 @@ def cluster(tmp_path: Path, zk_hosts: str, zk_root: str) -> Iterator[Cluster]:
 def events(cluster: Cluster, **match: Any) -> list[dict[str, Any]]:
     if not cluster.record.exists():
         return []
-    text = cluster.record.read_text()
-    # A handler may be writing its last line right now: only whole lines count.
-    rows = [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line]
+    rows = complete_records(cluster.record.read_text())
     return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster import NodeProc, threads_stopped
+from tests.cluster import NodeProc, thread_states, threads_stopped
 from tests.util import wait_until
 
 BUSY = """
@@ -32,9 +32,7 @@ def test_freeze_returns_once_every_thread_is_stopped(tmp_path: Path) -> None:
         assert not threads_stopped(proc.pid)  # two threads spin, two sleep
         node.freeze()
         assert threads_stopped(proc.pid)
-        states = {(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                  for t in Path(f"/proc/{proc.pid}/task").iterdir()}
-        assert states == {"T"}, states
+        assert thread_states(proc.pid) == {"T"}
         node.signal(signal.SIGCONT)
         wait_until(lambda: not threads_stopped(proc.pid), 5)
     finally:
