@@ -207,6 +207,9 @@ class Node:
         self._successor_child: str | None = None
         self._gone_leader: str | None = None
         self._member_foreign: str | None = None  # our child name, seen another session's
+        # (child, session) of our member znode while a watch on it is set (see
+        # _prove_membership); None once it fired.
+        self._member_watched: tuple[str, int | None] | None = None
         self._lock_abandoned = False  # stop() left without waiting for a rejoin in flight
         self._name_to_give_back = False  # stop() left: our name claim is ours to give back
         self._plan_mzxid: int | None = None  # of our plan when we last read it
@@ -448,7 +451,10 @@ class Node:
                 self.client.delete(self.paths.left_marker(self.name))
             child, session = register(self.client, self.paths, self.member_data(),
                                       wait_for_name=self.session.timeout + 2.0)
-            self._member_child, self._member_session = child, session
+            # The session first: the lease thread reads the child first, so it never pairs
+            # the new znode with the old session (the child is None until now).
+            self._member_session = session
+            self._member_child = child
             if self._lock_abandoned:
                 # stop() gave up waiting for this rejoin (a slow ZooKeeper) and left without
                 # it: what it made leaves now, or the node stays a member while its session
@@ -1301,28 +1307,63 @@ class Node:
             was_valid = self._lease_transition(was_valid)
             child, session = self._member_child, self._member_session
             if child is not None and self.client.connected:
-                sent = self.lease.now()
-                try:
-                    # sync goes through the ZooKeeper leader: a follower cut off from the
-                    # quorum would still answer a plain read while our session expires.
-                    self.client.sync_async(self.paths.node(child)).get(timeout=interval * 2)
-                    stat = self.client.exists_async(self.paths.node(child)).get(
-                        timeout=interval * 2)
-                    if stat is not None and stat.ephemeralOwner == session:
-                        self.lease.renew(sent)
-                        if stat.version != self._member_version:
-                            self._member_dirty.set()
-                            self._kick("member data changed")
-                    elif child == self._member_child:
-                        if stat is not None:
-                            self._member_foreign = child  # see _sync_pass
-                        self.lease.invalidate()
-                        self._kick("membership lost")
-                except _ZK_ERRORS:
-                    pass
+                with contextlib.suppress(*_ZK_ERRORS):
+                    self._prove_membership(child, session, interval * 2)
             was_valid = self._lease_transition(was_valid)
             self._lease_wake.wait(interval)
             self._lease_wake.clear()
+
+    def _prove_membership(self, child: str, session: int | None, timeout: float) -> None:
+        """One renewal: a `sync`, and a look at our member znode only when a watch on it
+        fired (or none is set yet). One request per renewal at rest, where a `sync` and an
+        `exists` every time made the lease most of an idle member's traffic.
+
+        The `sync` proves the session, not the membership. A follower cut off from the
+        quorum cannot answer it (it would still answer a plain read while our session
+        expires), and ZooKeeper's leader answers a sync only after every transaction before
+        it has committed: once our session's closing has, the server has closed our
+        connection, so the reply never comes. The membership is the watch's part: our member
+        znode is ephemeral, so while the session lives it goes only if someone deletes it
+        and changes only if someone writes it, and either fires the watch. kazoo also calls
+        every watch, with a NONE event, on every connection loss, not only at the session's
+        end, and drops it (it sets no watch again on reconnect): any call clears the mark,
+        so the znode is looked at again once connected. A watch's call runs on kazoo's
+        event thread and can come just after a sync's reply: at most one renewal follows a
+        deletion before the look (the old check every round lagged up to a round)."""
+        path = self.paths.node(child)
+        sent = self.lease.now()
+        self.client.sync_async(path).get(timeout=timeout)
+        key = (child, session)
+        if self._member_watched != key:
+            # Marked before the request, so a watch firing the moment it is set clears it.
+            self._member_watched = key
+            try:
+                stat = self.client.exists_async(path, watch=self._on_member_event).get(
+                    timeout=timeout)
+            except Exception:
+                self._member_watched = None  # no watch may be set: look again next round
+                raise
+            if stat is None or stat.ephemeralOwner != session:
+                self._member_watched = None  # and again every round, until we join again
+                if child == self._member_child:
+                    if stat is not None:
+                        self._member_foreign = child  # see _sync_pass
+                    self.lease.invalidate()
+                    self._kick("membership lost")
+                return
+            if stat.version != self._member_version:
+                self._member_dirty.set()
+                self._kick("member data changed")
+        # The reply came on that session, not on kazoo's next one (the member znode's
+        # session expired and kazoo made a new one, whose syncs prove nothing about it).
+        if self._session_id() == session:
+            self.lease.renew(sent)
+
+    def _on_member_event(self, _event: Any) -> None:
+        """kazoo's thread: our member znode was deleted or written, or the connection or
+        the session ended (see _prove_membership)."""
+        self._member_watched = None
+        self._lease_wake.set()
 
     def _lease_transition(self, was_valid: bool) -> bool:
         valid = self.lease.valid()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss
 from kazoo.protocol.states import KazooState
 
 from tests.integration import test_node
@@ -29,6 +30,7 @@ from xconsumer.overrides import effective_tasks, update_task
 from xconsumer.paths import Paths
 from xconsumer.runtime import Runtime
 from xconsumer.works import discover
+from xconsumer.zkserver import ZooKeeperServer
 
 SLOTS = {"r/0", "r/1", "r/2"}
 STUBBORN = ('[[task]]\nname = "s"\nworkName = "stubborn"\nworkerNum = 1\n'
@@ -49,6 +51,30 @@ def _freeze_controller(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
 def _stop_renewals(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """No reply renews the lease any more: it ends within 2/3 of the session."""
     monkeypatch.setattr(node.lease, "renew", lambda sent_at: None)
+
+
+def _count_lease_syncs(node: Node, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lease thread's syncs from now on (one per round that reached ZooKeeper), so a
+    test can wait for rounds to pass instead of for time."""
+    syncs = [0]
+    real_sync = node.client.sync_async
+
+    def sync_async(path: str):
+        if threading.current_thread().name == "xc-lease":
+            syncs[0] += 1
+        return real_sync(path)
+
+    monkeypatch.setattr(node.client, "sync_async", sync_async)
+    return syncs
+
+
+def _lease_stays_ended(node: Node, syncs: list[int], rounds: int = 2) -> None:
+    """The lease ended and stays ended through `rounds` more rounds of the lease thread."""
+    wait_until(lambda: not node.lease.valid(), node.session.timeout * LEASE_FRACTION + 5,
+               message=lambda: f"lease remaining {node.lease.remaining():.2f}s")
+    seen = syncs[0]
+    wait_until(lambda: syncs[0] >= seen + rounds, 10)
+    assert not node.lease.valid(), f"lease renewed: {node.lease.remaining():.2f}s left"
 
 
 def _runners(node: Node) -> list:
@@ -133,13 +159,101 @@ def test_the_lease_is_renewed_only_by_our_own_member_znode(
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
     wait_until(lambda: running(node) == SLOTS, 15)
     _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
+    syncs = _count_lease_syncs(node, monkeypatch)
     path = node.paths.node(node._member_child or "")
     data, _ = zk.get(path)
-    zk.delete(path)
-    zk.create(path, data, ephemeral=True)
-    wait_until(lambda: not node.lease.valid(), node.session.timeout * LEASE_FRACTION + 5,
-               message=lambda: f"lease remaining {node.lease.remaining():.2f}s")
+    tx = zk.transaction()  # in one: no look of the lease thread can fall in between
+    tx.delete(path)
+    tx.create(path, data, ephemeral=True)
+    assert not any(isinstance(r, Exception) for r in tx.commit())
+    # Ended, and not renewed by the syncs that follow (our session still lives).
+    _lease_stays_ended(node, syncs)
     wait_until(lambda: not node.runtime.running_slots(), 5)
+
+
+def test_a_failed_look_at_the_member_znode_is_made_again(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """A look at our member znode that failed set no watch: the lease thread must look again
+    at its next round, or a deletion after it would never end the lease."""
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
+    syncs = _count_lease_syncs(node, monkeypatch)
+    failed: list[str] = []
+    real_exists = node.client.exists_async
+
+    def exists_async(path: str, watch=None):
+        if threading.current_thread().name == "xc-lease" and not failed:
+            failed.append(path)
+            raise ConnectionLoss()  # as when the connection drops before the reply
+        return real_exists(path, watch=watch)
+
+    monkeypatch.setattr(node.client, "exists_async", exists_async)
+    path = node.paths.node(node._member_child or "")
+    zk.set(path, zk.get(path)[0])  # a write fires the watch: the lease thread looks again
+    wait_until(lambda: failed, 10)
+    zk.delete(path)
+    _lease_stays_ended(node, syncs)
+
+
+def test_a_deletion_while_the_connection_was_down_ends_the_lease(
+        tmp_path, zk_root, nodes, record, monkeypatch, local_zookeeper) -> None:
+    """kazoo drops every watch on a connection loss (calling it with a NONE event) and sets
+    none again on reconnect: the lease thread must look at the member znode again, or a
+    deletion after the reconnect would go unnoticed while syncs renew the lease."""
+    with ZooKeeperServer(data_dir=tmp_path / "zk") as server:
+        # 8 s: the session outlives the restart (see test_node's restart test).
+        node = start(nodes, make_config(server.hosts, zk_root, RECORD_TASK,
+                                        session_timeout=8.0), "a")
+        wait_until(lambda: running(node) == SLOTS, 15)
+        session = node.client.client_id[0]
+        _freeze_controller(node, monkeypatch)  # it would rejoin on its reconnect pass
+        syncs = _count_lease_syncs(node, monkeypatch)
+        states: list[str] = []
+        node.client.add_listener(states.append)
+        server.restart()
+        wait_until(lambda: KazooState.SUSPENDED in states and node.client.connected, 20,
+                   message=lambda: f"states {states}")
+        seen = syncs[0]
+        wait_until(lambda: syncs[0] > seen and node.lease.valid(), 20,
+                   message=lambda: str(node.node_view()))  # a round since the reconnect
+        assert node.client.client_id[0] == session
+        other = KazooClient(hosts=server.hosts, timeout=10)
+        other.start(timeout=10)
+        try:
+            other.delete(node.paths.node(node._member_child or ""))
+        finally:
+            other.stop()
+            other.close()
+        _lease_stays_ended(node, syncs)
+        node.stop(timeout=5)
+
+
+def test_a_sync_on_a_later_session_does_not_renew_the_lease(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """The lease proves the session our member znode is of. Once that session expired,
+    kazoo makes a new one, whose syncs succeed: they must not renew the lease. The watch on
+    our member znode (which fires when the session ends and makes the lease thread look at
+    the znode) is held back here, as when kazoo's event thread has not run it yet."""
+    monkeypatch.setattr(Node, "_on_member_event", lambda self, _event: None)
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)  # it would join again under the new session
+    syncs = _count_lease_syncs(node, monkeypatch)
+    old = node.client.client_id
+    assert old is not None
+    # Another connection that takes over the session and closes it: the server expires it.
+    other = KazooClient(hosts=zk_hosts, client_id=old, timeout=10)
+    other.start(timeout=10)
+    other.stop()
+    other.close()
+    wait_until(lambda: node.client.connected and node.client.client_id is not None
+               and node.client.client_id[0] != old[0], 20,
+               message=lambda: f"session {node.client.client_id}")
+    seen = syncs[0]
+    wait_until(lambda: syncs[0] >= seen + 2, 10)  # two lease rounds on the new session
+    assert not node.lease.valid(), f"lease renewed: {node.lease.remaining():.2f}s left"
+    assert not node.runtime.running_slots()
 
 
 def test_the_lease_counts_from_when_the_renewing_request_was_sent(
@@ -154,20 +268,20 @@ def test_the_lease_counts_from_when_the_renewing_request_was_sent(
     monkeypatch.setattr(lease, "_clock", lambda: base() + skew[0])
     slow: list[float] = []  # lease time just before the one slow request went out
     ends: list[float] = []  # lease deadline right after the renewal that followed it
-    real_exists, real_renew = node.client.exists_async, lease.renew
+    real_sync, real_renew = node.client.sync_async, lease.renew
 
-    def exists_async(path: str, watch=None):
+    def sync_async(path: str):
         if threading.current_thread().name == "xc-lease" and not slow:
             slow.append(lease.now())
             skew[0] += 1.0  # the reply comes a second after this request was sent
-        return real_exists(path, watch=watch)
+        return real_sync(path)
 
     def renew(sent_at: float) -> None:
         real_renew(sent_at)
         if slow and not ends:
             ends.append(lease.now() + lease.remaining())
 
-    monkeypatch.setattr(node.client, "exists_async", exists_async)
+    monkeypatch.setattr(node.client, "sync_async", sync_async)
     monkeypatch.setattr(lease, "renew", renew)
     wait_until(lambda: ends, 10)
     assert ends[0] <= slow[0] + node.session.timeout * LEASE_FRACTION + 1e-6, \
