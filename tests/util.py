@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 import pytest
+from kazoo.client import KazooClient
 
 T = TypeVar("T")
 
@@ -125,3 +126,29 @@ def first_args(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> lis
     monkeypatch.setattr(owner, name, recording)
     return calls
 
+
+
+def expire_session(client: KazooClient, hosts: str, attempts: int = 5) -> None:
+    """Expire `client`'s session the way ZooKeeper does it: another connection takes the
+    session over and closes it; returns once `client` has its next session. The client's
+    own reconnect can take the session back before the close is sent (it then lives on),
+    so that is tried again, a bounded number of times."""
+    __tracebackhide__ = True
+    old = client.client_id
+    assert old is not None, "the client has no session"
+
+    def renewed() -> bool:
+        now = client.client_id
+        return client.connected and now is not None and now[0] != old[0]
+
+    for attempt in range(attempts):
+        twin = KazooClient(hosts=hosts, client_id=old, timeout=10)
+        twin.start(timeout=10)
+        twin.stop()
+        twin.close()
+        try:
+            wait_until(renewed, 10)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise

@@ -453,6 +453,7 @@ class Node:
                                       wait_for_name=self.session.timeout + 2.0)
             # The session first: the lease thread reads the child first, so it never pairs
             # the new znode with the old session (the child is None until now).
+            self._member_version = 0
             self._member_session = session
             self._member_child = child
             if self._lock_abandoned:
@@ -467,7 +468,6 @@ class Node:
                         timeout=CLAIM_TIMEOUT)
                 release_claim(self.client, self.paths, self.name, session)
                 return
-            self._member_version = 0
             # Members are read afresh: if nodes/ was deleted and made again (our znode went
             # with it), its children's names start again from n-0000000000, and a cached
             # record would give a new member an old one's name and data.
@@ -1307,8 +1307,12 @@ class Node:
             was_valid = self._lease_transition(was_valid)
             child, session = self._member_child, self._member_session
             if child is not None and self.client.connected:
-                with contextlib.suppress(*_ZK_ERRORS):
+                try:
                     self._prove_membership(child, session, interval * 2)
+                except _ZK_ERRORS:
+                    pass  # not renewed: the next round tries again
+                except Exception:  # noqa: BLE001 - the lease thread must survive anything
+                    logger.exception("lease renewal failed; retrying")
             was_valid = self._lease_transition(was_valid)
             self._lease_wake.wait(interval)
             self._lease_wake.clear()

@@ -19,7 +19,7 @@ from kazoo.protocol.states import KazooState
 
 from tests.integration import test_node
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
-from tests.util import observe_until, wait_until
+from tests.util import expire_session, observe_until, wait_until
 from xconsumer import node as node_module
 from xconsumer.assignment import Slot
 from xconsumer.leader import DocMemo, publish, read_assignment
@@ -53,27 +53,30 @@ def _stop_renewals(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(node.lease, "renew", lambda sent_at: None)
 
 
-def _count_lease_syncs(node: Node, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The lease thread's syncs from now on (one per round that reached ZooKeeper), so a
-    test can wait for rounds to pass instead of for time."""
-    syncs = [0]
-    real_sync = node.client.sync_async
+def _count_lease_rounds(node: Node, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lease thread's rounds that reached ZooKeeper from now on, counted as they end,
+    so a test can wait for rounds to pass instead of for time."""
+    ended = [0]
+    real = node._prove_membership
 
-    def sync_async(path: str):
-        if threading.current_thread().name == "xc-lease":
-            syncs[0] += 1
-        return real_sync(path)
+    def counted(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        finally:
+            ended[0] += 1
 
-    monkeypatch.setattr(node.client, "sync_async", sync_async)
-    return syncs
+    monkeypatch.setattr(node, "_prove_membership", counted)
+    return ended
 
 
-def _lease_stays_ended(node: Node, syncs: list[int], rounds: int = 2) -> None:
-    """The lease ended and stays ended through `rounds` more rounds of the lease thread."""
+def _lease_stays_ended(node: Node, rounds: list[int], more: int = 2) -> None:
+    """The lease ends, and stays ended through `more` whole rounds of the lease thread that
+    began after it ended."""
+    __tracebackhide__ = True
     wait_until(lambda: not node.lease.valid(), node.session.timeout * LEASE_FRACTION + 5,
                message=lambda: f"lease remaining {node.lease.remaining():.2f}s")
-    seen = syncs[0]
-    wait_until(lambda: syncs[0] >= seen + rounds, 10)
+    seen = rounds[0] + 1  # the round under way (if one is) began before
+    wait_until(lambda: rounds[0] >= seen + more, 10)
     assert not node.lease.valid(), f"lease renewed: {node.lease.remaining():.2f}s left"
 
 
@@ -159,7 +162,7 @@ def test_the_lease_is_renewed_only_by_our_own_member_znode(
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
     wait_until(lambda: running(node) == SLOTS, 15)
     _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
-    syncs = _count_lease_syncs(node, monkeypatch)
+    rounds = _count_lease_rounds(node, monkeypatch)
     path = node.paths.node(node._member_child or "")
     data, _ = zk.get(path)
     tx = zk.transaction()  # in one: no look of the lease thread can fall in between
@@ -167,7 +170,7 @@ def test_the_lease_is_renewed_only_by_our_own_member_znode(
     tx.create(path, data, ephemeral=True)
     assert not any(isinstance(r, Exception) for r in tx.commit())
     # Ended, and not renewed by the syncs that follow (our session still lives).
-    _lease_stays_ended(node, syncs)
+    _lease_stays_ended(node, rounds)
     wait_until(lambda: not node.runtime.running_slots(), 5)
 
 
@@ -178,7 +181,7 @@ def test_a_failed_look_at_the_member_znode_is_made_again(
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
     wait_until(lambda: running(node) == SLOTS, 15)
     _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
-    syncs = _count_lease_syncs(node, monkeypatch)
+    rounds = _count_lease_rounds(node, monkeypatch)
     failed: list[str] = []
     real_exists = node.client.exists_async
 
@@ -193,10 +196,47 @@ def test_a_failed_look_at_the_member_znode_is_made_again(
     zk.set(path, zk.get(path)[0])  # a write fires the watch: the lease thread looks again
     wait_until(lambda: failed, 10)
     zk.delete(path)
-    _lease_stays_ended(node, syncs)
+    _lease_stays_ended(node, rounds)
 
 
-def test_a_deletion_while_the_connection_was_down_ends_the_lease(
+def test_a_watch_call_during_the_look_is_not_lost(
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """The look at our member znode sets its watch, and a write can fire it before the
+    look's reply is read (the node's own write right after it joins does, every time). That
+    call must not be lost, or the next deletion would go unnoticed."""
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
+    rounds = _count_lease_rounds(node, monkeypatch)
+    path = node.paths.node(node._member_child or "")
+    fired = threading.Event()
+    real_event, real_exists = node._on_member_event, node.client.exists_async
+
+    def on_member_event(event) -> None:
+        real_event(event)
+        fired.set()
+
+    looked: list[str] = []
+
+    def exists_async(at: str, watch=None):
+        result = real_exists(at, watch=watch)
+        if threading.current_thread().name == "xc-lease" and not looked:
+            result.get(timeout=10)  # the watch is set now...
+            fired.clear()
+            zk.set(path, zk.get(path)[0])  # ...and fires before the lease thread reads
+            assert fired.wait(10), "the write did not call the watch"
+            looked.append(at)
+        return result
+
+    monkeypatch.setattr(node, "_on_member_event", on_member_event)
+    monkeypatch.setattr(node.client, "exists_async", exists_async)
+    zk.set(path, zk.get(path)[0])  # a write: the lease thread looks again
+    wait_until(lambda: looked, 10)
+    zk.delete(path)
+    _lease_stays_ended(node, rounds)
+
+
+def test_a_deletion_after_a_reconnect_ends_the_lease(
         tmp_path, zk_root, nodes, record, monkeypatch, local_zookeeper) -> None:
     """kazoo drops every watch on a connection loss (calling it with a NONE event) and sets
     none again on reconnect: the lease thread must look at the member znode again, or a
@@ -208,15 +248,15 @@ def test_a_deletion_while_the_connection_was_down_ends_the_lease(
         wait_until(lambda: running(node) == SLOTS, 15)
         session = node.client.client_id[0]
         _freeze_controller(node, monkeypatch)  # it would rejoin on its reconnect pass
-        syncs = _count_lease_syncs(node, monkeypatch)
+        rounds = _count_lease_rounds(node, monkeypatch)
         states: list[str] = []
         node.client.add_listener(states.append)
         server.restart()
         wait_until(lambda: KazooState.SUSPENDED in states and node.client.connected, 20,
                    message=lambda: f"states {states}")
-        seen = syncs[0]
-        wait_until(lambda: syncs[0] > seen and node.lease.valid(), 20,
-                   message=lambda: str(node.node_view()))  # a round since the reconnect
+        seen = rounds[0] + 1  # a round that began after the reconnect, and renewed
+        wait_until(lambda: rounds[0] > seen and node.lease.valid(), 20,
+                   message=lambda: str(node.node_view()))
         assert node.client.client_id[0] == session
         other = KazooClient(hosts=server.hosts, timeout=10)
         other.start(timeout=10)
@@ -225,7 +265,7 @@ def test_a_deletion_while_the_connection_was_down_ends_the_lease(
         finally:
             other.stop()
             other.close()
-        _lease_stays_ended(node, syncs)
+        _lease_stays_ended(node, rounds)
         node.stop(timeout=5)
 
 
@@ -239,21 +279,10 @@ def test_a_sync_on_a_later_session_does_not_renew_the_lease(
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
     wait_until(lambda: running(node) == SLOTS, 15)
     _freeze_controller(node, monkeypatch)  # it would join again under the new session
-    syncs = _count_lease_syncs(node, monkeypatch)
-    old = node.client.client_id
-    assert old is not None
-    # Another connection that takes over the session and closes it: the server expires it.
-    other = KazooClient(hosts=zk_hosts, client_id=old, timeout=10)
-    other.start(timeout=10)
-    other.stop()
-    other.close()
-    wait_until(lambda: node.client.connected and node.client.client_id is not None
-               and node.client.client_id[0] != old[0], 20,
-               message=lambda: f"session {node.client.client_id}")
-    seen = syncs[0]
-    wait_until(lambda: syncs[0] >= seen + 2, 10)  # two lease rounds on the new session
-    assert not node.lease.valid(), f"lease renewed: {node.lease.remaining():.2f}s left"
-    assert not node.runtime.running_slots()
+    rounds = _count_lease_rounds(node, monkeypatch)
+    expire_session(node.client, zk_hosts)
+    _lease_stays_ended(node, rounds)
+    wait_until(lambda: not node.runtime.running_slots(), 5)
 
 
 def test_the_lease_counts_from_when_the_renewing_request_was_sent(
@@ -266,12 +295,14 @@ def test_the_lease_counts_from_when_the_renewing_request_was_sent(
     skew = [0.0]
     base = lease._clock
     monkeypatch.setattr(lease, "_clock", lambda: base() + skew[0])
-    slow: list[float] = []  # lease time just before the one slow request went out
-    ends: list[float] = []  # lease deadline right after the renewal that followed it
+    # Every request is slow until one renews (a round whose sync timed out under load
+    # renews nothing, and the next one's is the one to check).
+    slow: list[float] = []  # lease time just before each slow request went out
+    ends: list[float] = []  # lease deadline right after the first renewal among them
     real_sync, real_renew = node.client.sync_async, lease.renew
 
     def sync_async(path: str):
-        if threading.current_thread().name == "xc-lease" and not slow:
+        if threading.current_thread().name == "xc-lease" and not ends:
             slow.append(lease.now())
             skew[0] += 1.0  # the reply comes a second after this request was sent
         return real_sync(path)
@@ -284,8 +315,8 @@ def test_the_lease_counts_from_when_the_renewing_request_was_sent(
     monkeypatch.setattr(node.client, "sync_async", sync_async)
     monkeypatch.setattr(lease, "renew", renew)
     wait_until(lambda: ends, 10)
-    assert ends[0] <= slow[0] + node.session.timeout * LEASE_FRACTION + 1e-6, \
-        f"lease ends {ends[0] - slow[0]:.3f}s after the request was sent"
+    assert ends[0] <= slow[-1] + node.session.timeout * LEASE_FRACTION + 1e-6, \
+        f"lease ends {ends[0] - slow[-1]:.3f}s after the request was sent"
 
 
 # -- owner znodes ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from kazoo.client import KazooClient
 
 from tests.checker import load_records, worst_overlap_in_file
 from tests.cluster import RECORD_WORKS
-from tests.util import wait_until
+from tests.util import expire_session, wait_until
 from xconsumer.config import Config, parse_config
 from xconsumer.leader import publish, read_assignment
 from xconsumer.membership import read_members
@@ -106,11 +106,7 @@ def test_session_expiry_stops_slots_and_the_node_rejoins(zk_hosts, zk_root, node
     wait_until(lambda: running(node) == {"r/0", "r/1", "r/2"}, 15)
     first_znode = node.node_view()["znode"]
     first_session = node.client.client_id
-    # Expire the session the way ZooKeeper does it: another client closes it by id.
-    twin = KazooClient(hosts=zk_hosts, client_id=first_session, timeout=2.0)
-    twin.start(timeout=10)
-    twin.stop()
-    twin.close()
+    expire_session(node.client, zk_hosts)  # another client closes it by id
     wait_until(lambda: node.client.client_id and node.client.client_id[0] != first_session[0]
                and running(node) == {"r/0", "r/1", "r/2"}, 30,
                message=lambda: str(node.node_view()))

@@ -202,7 +202,7 @@ MUTANTS: list[Mutant] = [
         "        self._member_watched = None\n        self._lease_wake.set()\n",
         "        if _event.type != \"NONE\":\n            self._member_watched = None\n"
         "        self._lease_wake.set()\n",
-        [f"{G}::test_a_deletion_while_the_connection_was_down_ends_the_lease"],
+        [f"{G}::test_a_deletion_after_a_reconnect_ends_the_lease"],
         "after a reconnect no watch is on the member znode (kazoo sets none again) and the "
         "lease thread does not look: a deletion goes unnoticed"),
     Mutant(
@@ -219,6 +219,17 @@ MUTANTS: list[Mutant] = [
         "",
         [f"{G}::test_the_lease_is_renewed_only_by_our_own_member_znode"],
         "after the member znode was found lost, the next rounds' syncs renew the lease"),
+    Mutant(
+        "member-watch-marked-after-the-look", "xconsumer/node.py",
+        "            self._member_watched = key\n            try:\n"
+        "                stat = self.client.exists_async(path, watch=self._on_member_event).get(\n"
+        "                    timeout=timeout)\n",
+        "            try:\n"
+        "                stat = self.client.exists_async(path, watch=self._on_member_event).get(\n"
+        "                    timeout=timeout)\n                self._member_watched = key\n",
+        [f"{G}::test_a_watch_call_during_the_look_is_not_lost"],
+        "a watch that fires before the look's reply is read is marked as set: the next "
+        "deletion goes unnoticed"),
     # -- session loss -----------------------------------------------------------------------
     Mutant(
         "lost-no-revoke", "xconsumer/node.py",
