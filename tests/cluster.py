@@ -21,6 +21,7 @@ from tests import checker
 from tests.util import wait_until
 from xconsumer.leader import read_assignment, valid_doc
 from xconsumer.paths import Paths
+from xconsumer.procfs import threads_stopped
 from xconsumer.view import read_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,27 +64,6 @@ def write_config(path: Path, *, cluster: str, zk_hosts: str, root: str, tasks: l
         lines.append("")
     path.write_text("\n".join(lines))
     return path
-
-
-def thread_states(pid: int) -> set[str]:
-    """The /proc states of `pid`'s threads (R, S, D, T, ...); empty once it is gone."""
-    try:
-        tids = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
-        return set()
-    states = set()
-    for tid in tids:
-        try:
-            stat = (tid / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # the thread ended meanwhile
-        states.add(stat.rsplit(")", 1)[1].split()[0])
-    return states
-
-
-def threads_stopped(pid: int) -> bool:
-    """Every thread of `pid` is stopped (or gone): /proc's state T, t, Z or X."""
-    return thread_states(pid) <= {"T", "t", "Z", "X"}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from kazoo.client import KazooClient
 from loguru import logger
 
 from xconsumer.errors import XConsumerError
+from xconsumer.procfs import wait_stopped
 
 JAVA_DIR = Path("/usr/share/java")
 CLASSPATH_ENV = "XCONSUMER_ZK_CLASSPATH"
@@ -388,9 +389,17 @@ class ZooKeeperServer(_StartedInWith):
         self.stop()
         return self.start(timeout)
 
-    def pause(self) -> None:
-        """SIGSTOP: the server looks alive on TCP but answers nothing, like a long GC pause."""
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP: the server looks alive on TCP but answers nothing, like a long GC pause.
+        Returns once every thread of the JVM is stopped: one can answer after the signal
+        was sent (see procfs)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
         self._signal(signal.SIGSTOP)
+        if not wait_stopped(proc.pid, timeout):
+            raise XConsumerError(f"ZooKeeper (pid {proc.pid}) was sent SIGSTOP but did not "
+                                 f"stop within {timeout:g}s")
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster import NodeProc, thread_states, threads_stopped
+from tests.cluster import NodeProc
 from tests.util import wait_until
+from xconsumer.procfs import thread_states, threads_stopped
 
 BUSY = """
 import threading, time
