@@ -502,13 +502,16 @@ def _spawn_solo(cl: MemberCluster, name: str, timeout: float) -> dict[str, Any]:
 
 def run_size(hostport: tuple[str, int], n: int, reps: int, tmp: Path,
              procs: int | None = None, session_timeout: float | None = None,
-             idle_window: float = 10.0, start_budget: float = 0.3) -> dict[str, Any]:
-    """One cluster of `n` members; the start may take 60 s + `start_budget` s per member."""
+             idle_window: float = 10.0, start_budget: float = 0.3,
+             start_threads: int = 4) -> dict[str, Any]:
+    """One cluster of `n` members; the start may take 60 s + `start_budget` s per member.
+    Each pooled process starts `start_threads` members at a time."""
     st = session_timeout or session_timeout_for(n)
     k = procs or procs_for(n)
     out: dict[str, Any] = {"members": n, "slots": n, "procs": k, "session_timeout": st,
                            "events": [], "errors": []}
-    cl = MemberCluster(hostport=hostport, n=n, tmp=tmp, session_timeout=st, procs=k)
+    cl = MemberCluster(hostport=hostport, n=n, tmp=tmp, session_timeout=st, procs=k,
+                       start_threads=start_threads)
     cpu0 = cpu_seconds(os.getpid()) or 0.0
     try:
         names = [f"m{i:04d}" for i in range(n - 1)]
@@ -658,8 +661,8 @@ def _hostport(server: Any) -> tuple[str, int]:
 
 def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000),
                 reps: int = 3, *, tmp: Path | None = None, procs: int | None = None,
-                session_timeout: float | None = None, start_budget: float = 0.3
-                ) -> dict[str, Any]:
+                session_timeout: float | None = None, start_budget: float = 0.3,
+                start_threads: int = 4) -> dict[str, Any]:
     """Every size in turn on one ZooKeeper (a `ZooKeeperServer` or "host:port"; mntr must
     be allowed). Each size uses its own cluster name, and its processes are killed before
     the next size starts."""
@@ -673,13 +676,14 @@ def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000
         "procs": {str(n): (procs or procs_for(n)) for n in sizes},
         "session_timeout": {str(n): (session_timeout or session_timeout_for(n))
                             for n in sizes},
-        "reps": reps, "crash": "SIGKILL of a process hosting only the victim"},
+        "reps": reps, "crash": "SIGKILL of a process hosting only the victim",
+        "start_threads": start_threads},
         "sizes": {}}
     try:
         for n in sizes:
             t = time.monotonic()
             r = run_size(hostport, n, reps, tmp, procs, session_timeout,
-                         start_budget=start_budget)
+                         start_budget=start_budget, start_threads=start_threads)
             r["wall_s"] = time.monotonic() - t
             result["sizes"][str(n)] = r
             progress(f"{n} members done in {r['wall_s']:.0f}s")
@@ -824,6 +828,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--session-timeout", type=float, default=None)
     ap.add_argument("--start-budget", type=float, default=0.3,
                     help="seconds per member allowed for the start, on top of 60 s")
+    ap.add_argument("--start-threads", type=int, default=4,
+                    help="members each pooled process starts at a time")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     ap.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
     args = ap.parse_args(argv)
@@ -834,7 +840,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = run_members(server, sizes, args.reps, tmp=tmp, procs=args.procs,
                              session_timeout=args.session_timeout,
-                             start_budget=args.start_budget)
+                             start_budget=args.start_budget,
+                             start_threads=args.start_threads)
     finally:
         server.stop()
     print(print_members(result), flush=True)
