@@ -94,10 +94,12 @@ class Worker:
     """A `bench.member_worker` process, driven over its stdin/stdout; stopped by PID."""
 
     def __init__(self, label: str, config: Path, names: list[str], log: Path,
-                 start_threads: int = 4) -> None:
+                 start_threads: int = 4, nice: int = 0) -> None:
         cmd = [sys.executable, "-m", "bench.member_worker", "--config", str(config),
                "--works", str(BENCH_WORKS), "--names", ",".join(names),
                "--start-threads", str(start_threads)]
+        if nice:
+            cmd = ["nice", "-n", str(nice), *cmd]  # nice execs: the PID stays the worker's
         env = {k: v for k, v in os.environ.items() if not k.startswith("XCONSUMER_")}
         env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +231,8 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, Any]:
 # -- one cluster ------------------------------------------------------------------------------
 class MemberCluster:
     def __init__(self, *, hostport: tuple[str, int], n: int, tmp: Path,
-                 session_timeout: float, procs: int, start_threads: int = 4) -> None:
+                 session_timeout: float, procs: int, start_threads: int = 4,
+                 nice: int = 0) -> None:
         self.n, self.tmp = n, tmp
         self.hostport = hostport
         self.hosts = f"{hostport[0]}:{hostport[1]}"
@@ -237,6 +240,7 @@ class MemberCluster:
         self.cluster = f"m{n}"
         self.paths = Paths(ROOT, self.cluster)
         self.start_threads = start_threads
+        self.nice = nice
         self.config = tmp / f"app-{n}.toml"
         self.config.write_text(
             f'[cluster]\nname = "{self.cluster}"\n\n'
@@ -259,7 +263,7 @@ class MemberCluster:
         self._wseq += 1
         label = f"{'solo' if solo else 'pool'}-{self._wseq}"
         w = Worker(label, self.config, names, self.tmp / f"n{self.n}-{label}.log",
-                   self.start_threads)
+                   self.start_threads, nice=self.nice)
         self.workers[label] = w
         return w
 
@@ -503,15 +507,16 @@ def _spawn_solo(cl: MemberCluster, name: str, timeout: float) -> dict[str, Any]:
 def run_size(hostport: tuple[str, int], n: int, reps: int, tmp: Path,
              procs: int | None = None, session_timeout: float | None = None,
              idle_window: float = 10.0, start_budget: float = 0.3,
-             start_threads: int = 4) -> dict[str, Any]:
+             start_threads: int = 4, nice: int = 0) -> dict[str, Any]:
     """One cluster of `n` members; the start may take 60 s + `start_budget` s per member.
-    Each pooled process starts `start_threads` members at a time."""
+    Each pooled process starts `start_threads` members at a time; `nice` lowers the member
+    processes' CPU priority below ZooKeeper's."""
     st = session_timeout or session_timeout_for(n)
     k = procs or procs_for(n)
     out: dict[str, Any] = {"members": n, "slots": n, "procs": k, "session_timeout": st,
                            "events": [], "errors": []}
     cl = MemberCluster(hostport=hostport, n=n, tmp=tmp, session_timeout=st, procs=k,
-                       start_threads=start_threads)
+                       start_threads=start_threads, nice=nice)
     cpu0 = cpu_seconds(os.getpid()) or 0.0
     try:
         names = [f"m{i:04d}" for i in range(n - 1)]
@@ -662,7 +667,7 @@ def _hostport(server: Any) -> tuple[str, int]:
 def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000),
                 reps: int = 3, *, tmp: Path | None = None, procs: int | None = None,
                 session_timeout: float | None = None, start_budget: float = 0.3,
-                start_threads: int = 4) -> dict[str, Any]:
+                start_threads: int = 4, nice: int = 0) -> dict[str, Any]:
     """Every size in turn on one ZooKeeper (a `ZooKeeperServer` or "host:port"; mntr must
     be allowed). Each size uses its own cluster name, and its processes are killed before
     the next size starts."""
@@ -677,13 +682,14 @@ def run_members(hosts_or_server: Any, sizes: Iterable[int] = (10, 100, 300, 1000
         "session_timeout": {str(n): (session_timeout or session_timeout_for(n))
                             for n in sizes},
         "reps": reps, "crash": "SIGKILL of a process hosting only the victim",
-        "start_threads": start_threads},
+        "start_threads": start_threads, "member_nice": nice},
         "sizes": {}}
     try:
         for n in sizes:
             t = time.monotonic()
             r = run_size(hostport, n, reps, tmp, procs, session_timeout,
-                         start_budget=start_budget, start_threads=start_threads)
+                         start_budget=start_budget, start_threads=start_threads,
+                         nice=nice)
             r["wall_s"] = time.monotonic() - t
             result["sizes"][str(n)] = r
             progress(f"{n} members done in {r['wall_s']:.0f}s")
@@ -830,6 +836,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="seconds per member allowed for the start, on top of 60 s")
     ap.add_argument("--start-threads", type=int, default=4,
                     help="members each pooled process starts at a time")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the member processes at this nice value (ZooKeeper at 0)")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     ap.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
     args = ap.parse_args(argv)
@@ -841,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_members(server, sizes, args.reps, tmp=tmp, procs=args.procs,
                              session_timeout=args.session_timeout,
                              start_budget=args.start_budget,
-                             start_threads=args.start_threads)
+                             start_threads=args.start_threads, nice=args.nice)
     finally:
         server.stop()
     print(print_members(result), flush=True)
