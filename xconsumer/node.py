@@ -207,9 +207,6 @@ class Node:
         self._successor_child: str | None = None
         self._gone_leader: str | None = None
         self._member_foreign: str | None = None  # our child name, seen another session's
-        # (child, session) of our member znode while a watch on it is set (see
-        # _prove_membership); None once it fired.
-        self._member_watched: tuple[str, int | None] | None = None
         self._lock_abandoned = False  # stop() left without waiting for a rejoin in flight
         self._name_to_give_back = False  # stop() left: our name claim is ours to give back
         self._plan_mzxid: int | None = None  # of our plan when we last read it
@@ -1318,56 +1315,27 @@ class Node:
             self._lease_wake.clear()
 
     def _prove_membership(self, child: str, session: int | None, timeout: float) -> None:
-        """One renewal: a `sync`, and a look at our member znode only when a watch on it
-        fired (or none is set yet). One request per renewal at rest, where a `sync` and an
-        `exists` every time made the lease most of an idle member's traffic.
+        """One renewal: a `sync` and an `exists` of our member znode, every round.
 
-        The `sync` proves the session, not the membership. A follower cut off from the
-        quorum cannot answer it (it would still answer a plain read while our session
-        expires), and ZooKeeper's leader answers a sync only after every transaction before
-        it has committed: once our session's closing has, the server has closed our
-        connection, so the reply never comes. The membership is the watch's part: our member
-        znode is ephemeral, so while the session lives it goes only if someone deletes it
-        and changes only if someone writes it, and either fires the watch. kazoo also calls
-        every watch, with a NONE event, on every connection loss, not only at the session's
-        end, and drops it (it sets no watch again on reconnect): any call clears the mark,
-        so the znode is looked at again once connected. A watch's call runs on kazoo's
-        event thread and can come just after a sync's reply: at most one renewal follows a
-        deletion before the look (the old check every round lagged up to a round)."""
+        The `sync` goes through the ZooKeeper leader: a follower cut off from the quorum
+        would still answer a plain read while our session expires. The `exists` proves the
+        membership: the znode is there and our session's. A `sync` alone with a watch on
+        the znode (half the requests at rest) was built and measured, and taken back: see
+        docs/BENCHMARKS.md, "The lease's idle requests"."""
         path = self.paths.node(child)
         sent = self.lease.now()
         self.client.sync_async(path).get(timeout=timeout)
-        key = (child, session)
-        if self._member_watched != key:
-            # Marked before the request, so a watch firing the moment it is set clears it.
-            self._member_watched = key
-            try:
-                stat = self.client.exists_async(path, watch=self._on_member_event).get(
-                    timeout=timeout)
-            except Exception:
-                self._member_watched = None  # no watch may be set: look again next round
-                raise
-            if stat is None or stat.ephemeralOwner != session:
-                self._member_watched = None  # and again every round, until we join again
-                if child == self._member_child:
-                    if stat is not None:
-                        self._member_foreign = child  # see _sync_pass
-                    self.lease.invalidate()
-                    self._kick("membership lost")
-                return
+        stat = self.client.exists_async(path).get(timeout=timeout)
+        if stat is not None and stat.ephemeralOwner == session:
+            self.lease.renew(sent)
             if stat.version != self._member_version:
                 self._member_dirty.set()
                 self._kick("member data changed")
-        # The reply came on that session, not on kazoo's next one (the member znode's
-        # session expired and kazoo made a new one, whose syncs prove nothing about it).
-        if self._session_id() == session:
-            self.lease.renew(sent)
-
-    def _on_member_event(self, _event: Any) -> None:
-        """kazoo's thread: our member znode was deleted or written, or the connection or
-        the session ended (see _prove_membership)."""
-        self._member_watched = None
-        self._lease_wake.set()
+        elif child == self._member_child:
+            if stat is not None:
+                self._member_foreign = child  # see _sync_pass
+            self.lease.invalidate()
+            self._kick("membership lost")
 
     def _lease_transition(self, was_valid: bool) -> bool:
         valid = self.lease.valid()

@@ -176,8 +176,9 @@ def test_the_lease_is_renewed_only_by_our_own_member_znode(
 
 def test_a_failed_look_at_the_member_znode_is_made_again(
         zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
-    """A look at our member znode that failed set no watch: the lease thread must look again
-    at its next round, or a deletion after it would never end the lease."""
+    """A look at our member znode that failed (the connection dropped before the reply)
+    proves nothing: the lease thread looks again at its next round, and a deletion after
+    it ends the lease."""
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
     wait_until(lambda: running(node) == SLOTS, 15)
     _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
@@ -193,54 +194,16 @@ def test_a_failed_look_at_the_member_znode_is_made_again(
 
     monkeypatch.setattr(node.client, "exists_async", exists_async)
     path = node.paths.node(node._member_child or "")
-    zk.set(path, zk.get(path)[0])  # a write fires the watch: the lease thread looks again
     wait_until(lambda: failed, 10)
-    zk.delete(path)
-    _lease_stays_ended(node, rounds)
-
-
-def test_a_watch_call_during_the_look_is_not_lost(
-        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
-    """The look at our member znode sets its watch, and a write can fire it before the
-    look's reply is read (the node's own write right after it joins does, every time). That
-    call must not be lost, or the next deletion would go unnoticed."""
-    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
-    wait_until(lambda: running(node) == SLOTS, 15)
-    _freeze_controller(node, monkeypatch)  # it would rejoin on the deletion's watch
-    rounds = _count_lease_rounds(node, monkeypatch)
-    path = node.paths.node(node._member_child or "")
-    fired = threading.Event()
-    real_event, real_exists = node._on_member_event, node.client.exists_async
-
-    def on_member_event(event) -> None:
-        real_event(event)
-        fired.set()
-
-    looked: list[str] = []
-
-    def exists_async(at: str, watch=None):
-        result = real_exists(at, watch=watch)
-        if threading.current_thread().name == "xc-lease" and not looked:
-            result.get(timeout=10)  # the watch is set now...
-            fired.clear()
-            zk.set(path, zk.get(path)[0])  # ...and fires before the lease thread reads
-            assert fired.wait(10), "the write did not call the watch"
-            looked.append(at)
-        return result
-
-    monkeypatch.setattr(node, "_on_member_event", on_member_event)
-    monkeypatch.setattr(node.client, "exists_async", exists_async)
-    zk.set(path, zk.get(path)[0])  # a write: the lease thread looks again
-    wait_until(lambda: looked, 10)
     zk.delete(path)
     _lease_stays_ended(node, rounds)
 
 
 def test_a_deletion_after_a_reconnect_ends_the_lease(
         tmp_path, zk_root, nodes, record, monkeypatch, local_zookeeper) -> None:
-    """kazoo drops every watch on a connection loss (calling it with a NONE event) and sets
-    none again on reconnect: the lease thread must look at the member znode again, or a
-    deletion after the reconnect would go unnoticed while syncs renew the lease."""
+    """After a reconnect on the same session (ZooKeeper restarted), a deletion of our member
+    znode ends the lease. kazoo drops every watch on a connection loss and sets none again:
+    a lease that relied on a watch there would never notice."""
     with ZooKeeperServer(data_dir=tmp_path / "zk") as server:
         # 8 s: the session outlives the restart (see test_node's restart test).
         node = start(nodes, make_config(server.hosts, zk_root, RECORD_TASK,
@@ -272,10 +235,7 @@ def test_a_deletion_after_a_reconnect_ends_the_lease(
 def test_a_sync_on_a_later_session_does_not_renew_the_lease(
         zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
     """The lease proves the session our member znode is of. Once that session expired,
-    kazoo makes a new one, whose syncs succeed: they must not renew the lease. The watch on
-    our member znode (which fires when the session ends and makes the lease thread look at
-    the znode) is held back here, as when kazoo's event thread has not run it yet."""
-    monkeypatch.setattr(Node, "_on_member_event", lambda self, _event: None)
+    kazoo makes a new one, whose syncs succeed: they must not renew the lease."""
     node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
     wait_until(lambda: running(node) == SLOTS, 15)
     _freeze_controller(node, monkeypatch)  # it would join again under the new session
