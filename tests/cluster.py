@@ -21,7 +21,7 @@ from tests import checker
 from tests.util import wait_until
 from xconsumer.leader import read_assignment, valid_doc
 from xconsumer.paths import Paths
-from xconsumer.procfs import threads_stopped
+from xconsumer.procfs import wait_stopped
 from xconsumer.view import read_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +92,7 @@ class NodeProc:
         milliseconds after kill() returned (seen: a handler got its database read's reply
         and opened its write transaction after the test had sent SIGSTOP)."""
         self.signal(signal.SIGSTOP)
-        wait_until(lambda: threads_stopped(self.pid), timeout,
-                   message=f"{self.name} (pid {self.pid}) did not stop")
+        assert wait_stopped(self.pid, timeout), f"{self.name} (pid {self.pid}) did not stop"
 
     def terminate(self, timeout: float = 20.0) -> int:
         self.signal(signal.SIGTERM)

@@ -127,7 +127,6 @@ def first_args(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> lis
     return calls
 
 
-
 def expire_session(client: KazooClient, hosts: str, attempts: int = 5) -> None:
     """Expire `client`'s session the way ZooKeeper does it: another connection takes the
     session over and closes it; returns once `client` has its next session. The client's
