@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
@@ -41,6 +42,8 @@ LOOP_STOP_MIN = 1.0  # seconds the event loop may take to stop, even past the de
 CLOSE_WINDOW = 0.1
 CLAIM_BATCH = 500  # owner znodes per claiming transaction (well under jute.maxbuffer)
 CLAIM_TIMEOUT = 10.0
+# Transactions a claim may add for held slots released while it was out (_claim_released).
+FOLLOW_UP_CLAIMS = 3
 
 
 class Runtime:
@@ -177,6 +180,7 @@ class Runtime:
         names the op that failed), and its thread waits on a watch as always. Anything
         unexpected (no connection, a lost reply, a refusal of another kind) leaves the
         rest to the threads: a znode of ours they find is adopted (SlotRunner._acquire).
+        Held slots released while this was out get one more transaction (_claim_released).
         `meanwhile` is called (once: it must be idempotent) when the first requests are out,
         before their answers are waited for."""
         if len(runners) < 2 or not self._lease.valid() or not self._client.connected:
@@ -197,6 +201,10 @@ class Runtime:
                 return
 
     def _claim_batch(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
+        self._claim_free(runners, meanwhile)
+        self._claim_released(runners)
+
+    def _claim_free(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
         look_first, self._look_first = self._look_first, False
         # A joining node's gained slots are all still held by the nodes they move from: it
         # asks first (one round of stats, each setting the slot's watch) and creates only
@@ -207,14 +215,7 @@ class Runtime:
             pending = [r for r in pending if not r.exited]  # never started, or gone
             if len(pending) < 2:
                 return
-            tx = self._client.transaction()
-            for runner in pending:
-                tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
-            committed = tx.commit_async()
-            # Sent behind the transaction on the same session, so ZooKeeper answers it after
-            # applying it (requests of one session are served in order): the czxid of what
-            # it created, without a round trip of its own.
-            probe = self._client.exists_async(pending[0].owner_path)
+            committed, probe = self._create_all(pending)
             meanwhile()
             results = committed.get(timeout=CLAIM_TIMEOUT)
             if not any(isinstance(r, Exception) for r in results):
@@ -237,11 +238,50 @@ class Runtime:
             # (a create and a stat of its thread saved).
             looked = True
             pending = self._free_of(pending, meanwhile)
+        self._take(pending, probe)
+
+    def _claim_released(self, runners: list[SlotRunner]) -> None:
+        """Held slots whose previous owner let go while the claim was out (their watch saw
+        the znode deleted) are claimed in one more transaction, instead of a create from
+        each thread once the gates open: a joining node starts its threads while the old
+        owners release, and those releases land then. Only what is gone already is asked,
+        nothing is waited for: a slot still held, or one ZooKeeper refuses (another znode
+        there by now), is left to its thread and its watch as before."""
+        for _ in range(FOLLOW_UP_CLAIMS):
+            # Not one told to stop (a znode made for it would wait for the sweep, or for a
+            # leaving node's close), nor one whose thread claims for itself already (its
+            # gate timed out on a slow server).
+            gone = [r for r in runners if r.held_by is not None and r.owner_gone
+                    and r.claimed_fence is None and not r.may_hold_owner
+                    and not r.stop_event.is_set() and not r.exited]
+            if (len(gone) < 2 or self._stopping or not self._lease.valid()
+                    or not self._client.connected):
+                return  # one create costs the same from the slot's own thread
+            committed, probe = self._create_all(gone)
+            if any(isinstance(r, Exception) for r in committed.get(timeout=CLAIM_TIMEOUT)):
+                return
+            if not self._take(gone, probe):
+                return
+
+    def _create_all(self, runners: list[SlotRunner]) -> tuple[Any, Any]:
+        """Send one transaction creating the runners' owner znodes, and the probe: an
+        `exists` sent behind it on the same session, so ZooKeeper answers it after applying
+        the transaction (requests of one session are served in order): the czxid of what it
+        created, without a round trip of its own."""
+        tx = self._client.transaction()
+        for runner in runners:
+            tx.create(runner.owner_path, runner.owner_data(), ephemeral=True)
+        return tx.commit_async(), self._client.exists_async(runners[0].owner_path)
+
+    def _take(self, created: list[SlotRunner], probe: Any) -> bool:
+        """One transaction made the owner znodes of `created`; `probe`, sent behind it,
+        names their czxid: each runner starts as its owner. False if the probe found what
+        we did not make (the threads look for themselves then)."""
         stat = probe.get(timeout=CLAIM_TIMEOUT)
         if stat is None or stat.ephemeralOwner != self._session_id():
-            return  # not what we created: the threads look for themselves
+            return False  # not what we created: the threads look for themselves
         orphaned = False
-        for runner in pending:  # one transaction: every znode it made has its czxid
+        for runner in created:  # one transaction: every znode it made has its czxid
             with self._lock:
                 runner.claimed(stat.czxid)
                 if runner.exited:
@@ -251,6 +291,7 @@ class Runtime:
                     orphaned = True
         if orphaned and self._stopping and not self._closing.is_set():
             self.release_orphans()  # no controller pass will come to sweep them
+        return True
 
     def _free_of(self, runners: list[SlotRunner], meanwhile: Callable[[], None]
                  ) -> list[SlotRunner]:

@@ -24,6 +24,7 @@ from kazoo.exceptions import (
     NoNodeError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import EventType
 from loguru import logger
 
 from .assignment import Slot
@@ -269,10 +270,13 @@ class SlotRunner:
         # Session of the previous owner whose znode the runtime found in its batched claim,
         # with our watch set on it then: the thread waits for it instead of asking again.
         self.held_by: int | None = None
+        # Our watch saw the owner znode deleted: a hint (the runtime's follow-up claim
+        # tries a create, which ZooKeeper refuses if another znode is there by then).
+        self.owner_gone = False
         # One watcher for the owner znode, registered again and again: kazoo keeps watchers
         # in a set, so the same callable never piles up while we wait (a fresh lambda per
         # wait would leak one per retry until the znode changes).
-        self._owner_watch = lambda _event: self._wake.set()
+        self._owner_watch = self._on_owner_event
         self._call_timeout = call_timeout
         self.log = logger.bind(task=slot.task, slot=slot.index)
         # Run by one of the node's slot threads (see slotthreads.py); a runner made alone
@@ -289,6 +293,11 @@ class SlotRunner:
         """The watcher that wakes this runner when its owner znode changes."""
         return self._owner_watch
 
+    def _on_owner_event(self, event: Any) -> None:
+        if getattr(event, "type", None) == EventType.DELETED:
+            self.owner_gone = True
+        self._wake.set()
+
     def wait_for_owner(self, session: int) -> None:
         """Our owner znode is held by `session` and `owner_watch` is set on it (the runtime's
         batched claim asked for every held slot at once): the thread starts by waiting for
@@ -298,7 +307,9 @@ class SlotRunner:
     def claimed(self, fence: int) -> None:
         """Our owner znode was created for us (the runtime claims a generation's free slots
         in one transaction, see Runtime._claim): the thread starts as its owner. Before
-        `open_gate()` only."""
+        `open_gate()`, but for a gate that timed out (a claim slower than GATE_TIMEOUT):
+        the thread claims for itself then, and finding the claim's znode of our session
+        adopts it, the same czxid."""
         self.may_hold_owner = True
         self.claimed_fence = fence  # a created znode is at version 0
 

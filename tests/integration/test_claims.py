@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -282,3 +283,135 @@ def test_a_runner_stopped_while_its_claim_is_out_leaves_its_znode_to_the_sweep(
         assert [i for i in range(3) if zk.exists(paths.owner("r", i))] == []
     finally:
         rt.stop_all(time.monotonic() + 5)
+
+
+def _held_by_other(zk_hosts: str, paths: Paths, indexes: range) -> KazooClient:
+    other = _client(zk_hosts)  # another session: the owners the slots move from
+    other.start()
+    for i in indexes:
+        other.create(paths.owner("r", i), b"{}", ephemeral=True, makepath=True)
+    return other
+
+
+def _commits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The paths of each transaction committed from now on, sorted."""
+    commits: list[list[str]] = []
+    real_commit = TransactionRequest.commit_async
+
+    def counting(self):
+        commits.append(sorted(op.path for op in self.operations))
+        return real_commit(self)
+    monkeypatch.setattr(TransactionRequest, "commit_async", counting)
+    return commits
+
+
+def _released_while_claiming(monkeypatch: pytest.MonkeyPatch, other: KazooClient,
+                             then: Callable[[list[SlotRunner]], None] = lambda _held: None
+                             ) -> None:
+    """The old owners let go while the claim is out: once the claim's first part has found
+    the held slots, `other` (holding them) closes and every held slot's watch fires; then
+    `then(held)`, before the follow-up."""
+    real_free = Runtime._claim_free
+
+    def released(self, runners, meanwhile):
+        real_free(self, runners, meanwhile)
+        held = [r for r in runners if r.held_by is not None]
+        other.stop()  # its close deletes their znodes
+        wait_until(lambda: all(r.owner_gone for r in held), 10)
+        then(held)
+    monkeypatch.setattr(Runtime, "_claim_free", released)
+
+
+def test_held_slots_released_while_the_claim_is_out_are_claimed_in_one_more_transaction(
+        zk: KazooClient, zk_hosts, zk_root, record, monkeypatch) -> None:
+    """A joining node starts its threads while the old owners release: the held slots
+    whose znodes went meanwhile (their watch said so) are claimed in one transaction, not
+    by a create from each thread once the gates open."""
+    paths = Paths(zk_root, "it")
+    other = _held_by_other(zk_hosts, paths, range(2, 6))
+    commits = _commits(monkeypatch)
+    found: list[int] = []
+    _released_while_claiming(monkeypatch, other,
+                             lambda held: found.extend(r.slot.index for r in held))
+    creates = first_args(monkeypatch, zk, "create_async")  # a slot thread's own claim
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=6)
+    try:
+        rt.apply({Slot("r", i): task for i in range(6)}, 1)
+        assert found == [2, 3, 4, 5]
+        assert commits == [[paths.owner("r", i) for i in (0, 1)],
+                           [paths.owner("r", i) for i in range(2, 6)]]
+        wait_until(lambda: all(r.state == "running" for r in rt.runners()), 10)
+        assert creates == []
+        stats = {i: zk.exists(paths.owner("r", i)) for i in range(6)}
+        assert len({stats[i].czxid for i in range(2, 6)}) == 1
+        assert {stats[i].ephemeralOwner for i in range(6)} == {zk.client_id[0]}
+        assert {r.slot.index: r.fence for r in rt.runners()} == {
+            i: stat.czxid for i, stat in stats.items()}
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+        other.close()
+
+
+def test_a_follow_up_claim_refused_leaves_the_slots_to_their_threads(
+        zk: KazooClient, zk_hosts, zk_root, record, monkeypatch) -> None:
+    """The watch's deletion is a hint: a slot taken again before the follow-up transaction
+    makes ZooKeeper refuse it whole, and nothing of it is taken as claimed, even when the
+    znode the probe asks about is ours. Here r/2's is made again by our own session (a
+    create of ours given up that landed late) and r/3's by another one (a hand edit, an
+    owner of a newer generation): r/2's thread adopts its znode, r/3's waits for the
+    other session to let go."""
+    paths = Paths(zk_root, "it")
+    other = _held_by_other(zk_hosts, paths, range(2, 4))
+    third = _client(zk_hosts)
+    third.start()
+    commits = _commits(monkeypatch)
+
+    def retaken(_held: list[SlotRunner]) -> None:
+        zk.create(paths.owner("r", 2), b"{}", ephemeral=True)
+        third.create(paths.owner("r", 3), b"{}", ephemeral=True)
+    _released_while_claiming(monkeypatch, other, retaken)
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=4)
+    try:
+        rt.apply({Slot("r", i): task for i in range(4)}, 1)
+        assert commits == [[paths.owner("r", i) for i in (0, 1)],
+                           [paths.owner("r", i) for i in (2, 3)]]  # the follow-up, refused
+        wait_until(lambda: {r.slot.index for r in rt.runners() if r.state == "running"}
+                   == {0, 1, 2}, 10)
+        r3 = rt._runners[Slot("r", 3)]
+        assert r3.state == "waiting" and r3.fence is None
+        assert rt._runners[Slot("r", 2)].fence == zk.exists(paths.owner("r", 2)).czxid
+        assert zk.exists(paths.owner("r", 3)).ephemeralOwner == third.client_id[0]
+        third.stop()
+        wait_until(lambda: r3.state == "running", 10)
+        assert zk.exists(paths.owner("r", 3)).ephemeralOwner == zk.client_id[0]
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+        other.close()
+        third.close()
+
+
+def test_a_slot_revoked_while_its_owner_let_go_is_not_in_the_follow_up_claim(
+        zk: KazooClient, zk_hosts, zk_root, record, monkeypatch) -> None:
+    """A slot told to stop before the follow-up transaction gets no znode from it: one
+    made for it would wait for the orphan sweep (or a leaving node's close) while its new
+    owner waits for it."""
+    paths = Paths(zk_root, "it")
+    other = _held_by_other(zk_hosts, paths, range(2, 5))
+    commits = _commits(monkeypatch)
+    # Told to stop, its thread still at its gate (request_stop would also open the gate,
+    # and the thread might be gone before the follow-up looks).
+    _released_while_claiming(monkeypatch, other, lambda held: held[-1].stop_event.set())
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=5)
+    try:
+        rt.apply({Slot("r", i): task for i in range(5)}, 1)
+        assert commits == [[paths.owner("r", i) for i in (0, 1)],
+                           [paths.owner("r", i) for i in (2, 3)]]
+        wait_until(lambda: {r.slot.index for r in rt.runners() if r.state == "running"}
+                   == {0, 1, 2, 3} and not rt._runners[Slot("r", 4)].alive, 10)
+        assert zk.exists(paths.owner("r", 4)) is None
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+        other.close()

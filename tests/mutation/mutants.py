@@ -501,6 +501,40 @@ MUTANTS: list[Mutant] = [
         "a slot found held in the batched claim waits without a watch: it starts only at its "
         "thread's next look, seconds after its previous owner let it go"),
     Mutant(
+        "follow-up-claim-off", "xconsumer/runtime.py",
+        "        self._claim_released(runners)\n",
+        "",
+        ["tests/integration/test_claims.py::test_held_slots_released_while_the_claim_is_out_"
+         "are_claimed_in_one_more_transaction"],
+        "held slots released while the claim was out are created one by one by their "
+        "threads once the gates open: a create per slot, and a join's last slots start later"),
+    Mutant(
+        "follow-up-claims-slots-still-held", "xconsumer/runtime.py",
+        "            gone = [r for r in runners if r.held_by is not None and r.owner_gone\n",
+        "            gone = [r for r in runners if r.held_by is not None and True\n",
+        ["tests/integration/test_claims.py::test_held_slots_cost_at_most_two_claiming_"
+         "transactions"],
+        "the follow-up claim asks for slots whose previous owner still holds them: a refused "
+        "transaction of every held slot on every claim"),
+    Mutant(
+        "follow-up-claims-a-stopped-slot", "xconsumer/runtime.py",
+        "                    and not r.stop_event.is_set() and not r.exited]\n",
+        "                    and not r.exited]\n",
+        ["tests/integration/test_claims.py::test_a_slot_revoked_while_its_owner_let_go_is_not_"
+         "in_the_follow_up_claim"],
+        "the follow-up claim makes a znode for a slot already told to stop: its new owner "
+        "waits for the orphan sweep, or for a leaving node's session to close"),
+    Mutant(
+        "follow-up-refusal-ignored", "xconsumer/runtime.py",
+        "            if any(isinstance(r, Exception) for r in committed.get("
+        "timeout=CLAIM_TIMEOUT)):\n                return\n",
+        "            committed.get(timeout=CLAIM_TIMEOUT)\n",
+        ["tests/integration/test_claims.py::test_a_follow_up_claim_refused_leaves_the_slots_to_"
+         "their_threads"],
+        "a refused follow-up claim goes on to the probe: if the first slot's znode is ours by "
+        "then, every slot of the transaction is taken as claimed, one held by another "
+        "session included"),
+    Mutant(
         "stale-housekeeping-runs-later", "xconsumer/node.py",
         "        self._chores = None  # only this pass's own, by a leader (an earlier pass may "
         "have failed)\n",
