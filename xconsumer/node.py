@@ -875,8 +875,9 @@ class Node:
         """A follower woken only by its plan, its slots, its lease or the clock does not
         re-list the members: it reads its plan (if that is what changed) and applies it.
         That is what keeps a publish from costing every node a member listing (no herd at
-        1,000 nodes). False: do the full pass (anything else woke us, or the plan is not
-        one to trust)."""
+        1,000 nodes). A leader woken only by its slots ending applies its share the same
+        way. False: do the full pass (anything else woke us, or the plan is not one to
+        trust)."""
         plan_wake = f"watch:{self.paths.plan(self.name)}"
         # A node still without a plan (it just joined, or its cluster is still forming)
         # waits for its first one the same way: the full pass that registered it found the
@@ -884,8 +885,20 @@ class Node:
         # its periodic passes instead made a forming cluster of N nodes list N members N
         # times every few seconds.
         planless = self._planless and self.plan_source != "plan"
-        if (self.is_leader or (self.plan_source != "plan" and not planless) or not reasons
-                or not reasons <= {plan_wake, *LIGHT_REASONS}
+        # A leader woken only by its own slots ending (it gives slots up in every join):
+        # who is in the cluster, the document and its share are what its last full pass
+        # found, so it applies that share again without listing and reading it all (five
+        # slots given up were five full passes, ~15 requests, in the middle of the join).
+        # What it must react to comes with a reason of its own (a watch, a deadline's
+        # "wake", "retry" after a failed pass), so the set is then more than {"slot"}; a
+        # failed publish, which has none, takes the full pass, as (conservatively) does a
+        # debounce or chores left by an unfinished pass.
+        leader_slots = (self.is_leader and self._leading and reasons == {"slot"}
+                        and self._chores is None and self._debouncing_until is None
+                        and self.publish_error is None and self.strategy_error is None)
+        if ((self.is_leader and not leader_slots)
+                or (self.plan_source != "plan" and not planless and not leader_slots)
+                or not reasons or not reasons <= {plan_wake, *LIGHT_REASONS}
                 or self._member_child is None or self._member_session != self._session_id()
                 or time.monotonic() - self._last_full > FULL_PASS_EVERY * self._jitter):
             return False

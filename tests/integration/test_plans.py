@@ -494,3 +494,81 @@ def test_a_plan_change_whose_watch_never_came_is_seen_by_the_periodic_check(
         lambda d: update_task(d, a.config.tasks, "r", {"workerNum": 9}))
     wait_until(lambda: len(given(doc(zk, paths), "c")) == 3
                and running(c) == given(doc(zk, paths), "c"), 10)
+
+
+def _pair(zk_hosts: str, zk_root: str, nodes: Any) -> list[Any]:
+    """Two nodes whose periodic passes (always full on the leader) are a minute away."""
+    config = make_config(zk_hosts, zk_root, TASK, reconcile=60.0)
+    pair = [start(nodes, config, name) for name in ("a", "b")]
+    wait_until(lambda: converged(pair) and pair[1].plan_source == "plan", 20)
+    return pair
+
+
+def test_a_leader_whose_slot_ends_applies_its_share_without_a_full_pass(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """A leader gives slots up in every join, each ending on its own: each end wakes it to
+    apply its share again (here the slot starts again, still its), and that pass neither
+    re-lists the members nor reads the document; a pass woken by anything more does."""
+    a, _ = _pair(zk_hosts, zk_root, nodes)
+    monkeypatch.setattr(node_module, "FULL_PASS_EVERY", 3600.0)
+    passes: list[tuple[frozenset[str], list[str]]] = []  # each pass: its reasons, its reads
+    real_pass = a._sync_pass
+
+    def recording(reasons):
+        passes.append((frozenset(reasons), []))
+        return real_pass(reasons)
+    monkeypatch.setattr(a, "_sync_pass", recording)
+    for name in ("read_members", "read_assignment"):
+        real = getattr(node_module, name)
+
+        def counting(client, *args, _real=real, _name=name, **kwargs):
+            if client is a.client and passes:
+                passes[-1][1].append(_name)
+            return _real(client, *args, **kwargs)
+        monkeypatch.setattr(node_module, name, counting)
+    slot = sorted(a.runtime.running_slots(), key=lambda s: s.index)[0]
+    for _ in range(5):  # until a pass woke by the slot's end alone (the publish that
+        # formed the pair may still wake the leader, and a pass takes every reason there)
+        ending = a.runtime._runners[slot]
+        fence = ending.fence
+        ending.request_stop("test: the slot ends")
+        wait_until(lambda e=ending: (r := a.runtime._runners.get(slot)) is not None
+                   and r is not e and r.state == "running", 10)
+        assert a.runtime._runners[slot].fence != fence  # ended, claimed again
+        if any(reasons == {"slot"} for reasons, _ in passes):
+            break
+    slot_only = [reads for reasons, reads in passes if reasons == {"slot"}]
+    assert slot_only and all(reads == [] for reads in slot_only), passes
+    assert a.is_leader
+    with a._events.mutex:  # a slot's end and anything else, taken by one pass
+        a._events.queue.extend(["slot", "test"])
+        a._events.not_empty.notify()
+    wait_until(lambda: any(reasons == {"slot", "test"} and "read_members" in reads
+                           for reasons, reads in passes), 10)
+
+
+def test_a_leader_whose_slot_ends_after_a_failed_publish_publishes_again(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """The leader's light pass is for a leader with nothing left to do: after a publish
+    that failed, a slot's end is a full pass, and the publish is tried again then, not at
+    the next periodic pass (a minute away here)."""
+    a, _ = _pair(zk_hosts, zk_root, nodes)
+    monkeypatch.setattr(node_module, "FULL_PASS_EVERY", 3600.0)
+    calls: list[bool] = []
+    failing = threading.Event()
+    real = node_module.publish
+
+    def flaky(*args, **kwargs):
+        calls.append(failing.is_set())
+        if failing.is_set():
+            raise node_module.PublishFailed("assignment not published: test")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(node_module, "publish", flaky)
+    failing.set()
+    a._kick("test")
+    wait_until(lambda: a.publish_error is not None, 10)
+    failing.clear()
+    tried = len(calls)
+    first = a.runtime._runners[sorted(a.runtime.running_slots(), key=lambda s: s.index)[0]]
+    first.request_stop("test: the slot ends")
+    wait_until(lambda: len(calls) > tried and a.publish_error is None, 10)

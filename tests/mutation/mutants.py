@@ -501,6 +501,22 @@ MUTANTS: list[Mutant] = [
         "a slot found held in the batched claim waits without a watch: it starts only at its "
         "thread's next look, seconds after its previous owner let it go"),
     Mutant(
+        "leader-lists-on-each-slot-end", "xconsumer/node.py",
+        "        leader_slots = (self.is_leader and self._leading and reasons == {\"slot\"}\n",
+        "        leader_slots = (False and self._leading and reasons == {\"slot\"}\n",
+        ["tests/integration/test_plans.py::test_a_leader_whose_slot_ends_applies_its_share_"
+         "without_a_full_pass"],
+        "a leader lists the members and reads the document each time one of its slots ends: "
+        "in a join that gives up five slots, five full passes in the middle of the handover"),
+    Mutant(
+        "leader-light-pass-skips-a-failed-publish", "xconsumer/node.py",
+        "                        and self.publish_error is None and self.strategy_error is None)\n",
+        "                        and self.strategy_error is None)\n",
+        ["tests/integration/test_plans.py::test_a_leader_whose_slot_ends_after_a_failed_"
+         "publish_publishes_again"],
+        "a leader whose publish failed and whose slot then ends applies its old share "
+        "without publishing again: the retry waits for the next periodic pass"),
+    Mutant(
         "follow-up-claim-off", "xconsumer/runtime.py",
         "        self._claim_released(runners)\n",
         "",
