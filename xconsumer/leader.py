@@ -76,6 +76,13 @@ class DocMemo:
         self._lock = threading.Lock()
         self._floor = -1  # mzxid of the last entry forgotten: an answer that old is stale
         self.forgets = 0  # how many times an entry was forgotten
+        # mzxid of the document the leader's last publish left as it wants it: its own
+        # write (its plans partly refused or not), or one it found nothing to change in;
+        # None after any other end (the document's write refused, a create, which names no
+        # mzxid, a failure). Set by publish() alone, which only the controller calls, and
+        # cleared by a pass cut short: unlike the entry, no read of the API's moves it (see
+        # Node._document_is_ours).
+        self.settled: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)  # a copy (the benchmark's) gets a lock of its own
@@ -165,17 +172,26 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
     With `memo`, a stat first: an unchanged document is not read again (see DocMemo); with
     nothing remembered yet (a new leader, a new session) it is read at once. `ahead`: a get
     of the document already sent (with `watch`), whose answer stands for the read."""
+    doc, version, _ = read_assignment_stat(client, paths, watch, memo, ahead)
+    return doc, version
+
+
+def read_assignment_stat(client: KazooClient, paths: Paths, watch: Any = None,
+                         memo: DocMemo | None = None, ahead: Any = None
+                         ) -> tuple[dict[str, Any] | Corrupt | None, int, int | None]:
+    """read_assignment, and the mzxid of what it answers (None: no document): the
+    publish settles on it (DocMemo.settled)."""
     if memo is not None and watch is None and (current := memo.current()) is not None:
-        return current[0], current[1]  # read or written in this very pass (see DocMemo)
+        return current  # read or written in this very pass (see DocMemo)
     if memo is not None and memo.mzxid is not None and ahead is None:
         stat = client.exists(paths.assignment, watch=watch)
         if stat is None:
             memo.forget()  # deleted (by hand): nothing remembered stands for it
-            return None, -1
+            return None, -1, None
         hit, doc = memo.lookup(stat.mzxid)
         if hit:
             memo.confirmed(stat.mzxid, stat.version)
-            return doc, stat.version
+            return doc, stat.version, stat.mzxid
     try:
         raw, stat = (ahead.get(timeout=AHEAD_TIMEOUT) if ahead is not None
                      else client.get(paths.assignment, watch=watch))
@@ -184,11 +200,11 @@ def read_assignment(client: KazooClient, paths: Paths, watch: Any = None,
             memo.forget()
         if watch is not None:
             client.exists(paths.assignment, watch=watch)
-        return None, -1
+        return None, -1, None
     doc = decode_assignment(raw, paths.assignment)
     if memo is not None:
         memo.remember(stat.mzxid, doc, version=stat.version)
-    return doc, stat.version
+    return doc, stat.version, stat.mzxid
 
 
 def _grouped_plan(plan: Plan) -> dict[str, list[Slot]]:
@@ -381,7 +397,9 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     """
     started = time.monotonic()
     tasks, keys = with_keys(tasks, keys or {})
-    current, version = read_assignment(client, paths, memo=memo)
+    if memo is not None:
+        memo.settled = None  # until this publish ends as it wants
+    current, version, seen = read_assignment_stat(client, paths, memo=memo)
     if isinstance(current, Corrupt):
         logger.error("{}; repairing it", current)
     previous = valid_doc(current) or last_valid
@@ -403,6 +421,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
     if over:
         doc["over_limit"] = over
     if _same(valid_doc(current), doc):
+        if memo is not None:
+            memo.settled = seen
         return None
     try:
         data = encode(doc)
@@ -430,6 +450,8 @@ def publish(client: KazooClient, paths: Paths, *, my_child: str, leader: str,
         logger.warning("assignment publish refused ({}); will re-read",
                        ", ".join(type(f).__name__ for f in refused[1]))
         return None
+    if memo is not None and isinstance(writes.first, ZnodeStat):
+        memo.settled = writes.first.mzxid
     if refused is not None:
         logger.warning("plans of generation {} partly written ({}); written again next pass",
                        generation, ", ".join(type(f).__name__ for f in refused[1]))

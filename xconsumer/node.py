@@ -597,6 +597,11 @@ class Node:
     def _sync(self, reasons: Collection[str] = ()) -> None:
         try:
             self._sync_pass(reasons)
+        except BaseException:
+            # A pass cut short after its publish settled (see DocMemo.settled) never read
+            # back its share: no light pass trusts that publish.
+            self._memo.settled = None
+            raise
         finally:
             # Read ahead for this pass only (see _prefetch_takeover): never a later one's.
             self._prefetched = {}
@@ -893,14 +898,25 @@ class Node:
         # "wake", "retry" after a failed pass), so the set is then more than {"slot"}; a
         # failed publish, which has none, takes the full pass, as (conservatively) does a
         # debounce or chores left by an unfinished pass.
-        leader_slots = (self.is_leader and self._leading and reasons == {"slot"}
+        # Its own publish wakes it too (the watch its read of the document set fires on the
+        # write that follows), in the same pass as the slots it gave up: one stat tells
+        # that the document is still the one its last publish settled on (wrote, or found
+        # nothing to change in), and sets the watch again; anyone else's write changed its
+        # mzxid, and the full pass reads it. Not "the one it last read": a publish refused
+        # by a write that came meanwhile is followed by a read of that write, and a read by
+        # the API moves the memo too; neither is a document the leader has checked.
+        doc_wake = f"watch:{self.paths.assignment}"
+        leader_slots = (self.is_leader and self._leading and "slot" in reasons
+                        and reasons <= {"slot", doc_wake} and self._memo.settled is not None
                         and self._chores is None and self._debouncing_until is None
                         and self.publish_error is None and self.strategy_error is None)
         if ((self.is_leader and not leader_slots)
                 or (self.plan_source != "plan" and not planless and not leader_slots)
-                or not reasons or not reasons <= {plan_wake, *LIGHT_REASONS}
+                or not reasons or not (leader_slots or reasons <= {plan_wake, *LIGHT_REASONS})
                 or self._member_child is None or self._member_session != self._session_id()
                 or time.monotonic() - self._last_full > FULL_PASS_EVERY * self._jitter):
+            return False
+        if leader_slots and doc_wake in reasons and not self._document_is_ours():
             return False
         if planless and plan_wake not in reasons and self._doc_moved():
             return False  # a leader of an older xconsumer (no plans) may have dealt us in
@@ -914,6 +930,12 @@ class Node:
             self._planless = False
         self._apply()
         return True
+
+    def _document_is_ours(self) -> bool:
+        """The document is still the one this leader's last publish settled on (one stat,
+        which sets its watch again): the share it applies came from it."""
+        stat = self.client.exists(self.paths.assignment, watch=self._on_doc_watch)
+        return stat is not None and stat.mzxid == self._memo.settled
 
     def _doc_moved(self) -> bool:
         """Whether the document changed since a plan-less node last peeked at it (see

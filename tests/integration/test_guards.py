@@ -474,19 +474,19 @@ def test_a_publish_based_on_a_stale_read_is_refused(zk: KazooClient, zk_hosts, z
     paths = Paths(zk_root, "it")
     from xconsumer import leader as leader_module
 
-    real_read = leader_module.read_assignment
+    real_read = leader_module.read_assignment_stat
 
-    def read_then_someone_writes(client, paths_, watch=None, memo=None):
-        seen = real_read(client, paths_, watch=watch, memo=memo)
+    def read_then_someone_writes(client, paths_, watch=None, memo=None, ahead=None):
+        seen = real_read(client, paths_, watch=watch, memo=memo, ahead=ahead)
         raw, _ = zk.get(paths.assignment)
         zk.set(paths.assignment, raw)  # the other writer: same bytes, next version
         return seen
 
-    monkeypatch.setattr(leader_module, "read_assignment", read_then_someone_writes)
     remembered = DocMemo()
     if memo:
         real_read(zk, paths, memo=remembered)  # as if this node had read it last
     _, version = read_assignment(zk, paths)
+    monkeypatch.setattr(leader_module, "read_assignment_stat", read_then_someone_writes)
     result = publish(node.client, paths, my_child=node._member_child or "", leader="a2",
                      members=read_members(zk, paths), tasks=effective_tasks(config.tasks, {}),
                      strategy="round_robin", leader_works=True,

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.exceptions import ConnectionLoss, NoAuthError, NoNodeError
 from kazoo.security import make_acl
 
 from tests.integration.test_node import make_config, running, start
 from tests.util import first_args, wait_until
+from xconsumer import leader as leader_module
 from xconsumer import node as node_module
 from xconsumer.codecs import decode_plan, plan_slots
 from xconsumer.leader import read_assignment, valid_doc
@@ -505,16 +506,21 @@ def _pair(zk_hosts: str, zk_root: str, nodes: Any) -> list[Any]:
 
 
 def test_a_leader_whose_slot_ends_applies_its_share_without_a_full_pass(
-        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+        zk: KazooClient, zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
     """A leader gives slots up in every join, each ending on its own: each end wakes it to
     apply its share again (here the slot starts again, still its), and that pass neither
-    re-lists the members nor reads the document; a pass woken by anything more does."""
+    re-lists the members nor reads the document, even with the watch its own publish fired;
+    a pass woken by anything more does, and so does one after someone else's write."""
     a, _ = _pair(zk_hosts, zk_root, nodes)
     monkeypatch.setattr(node_module, "FULL_PASS_EVERY", 3600.0)
     passes: list[tuple[frozenset[str], list[str]]] = []  # each pass: its reasons, its reads
     real_pass = a._sync_pass
+    hold = threading.Event()
 
     def recording(reasons):
+        if reasons == {"hold"}:  # the test's: keep the controller busy, run no pass
+            hold.wait(10)
+            return None
         passes.append((frozenset(reasons), []))
         return real_pass(reasons)
     monkeypatch.setattr(a, "_sync_pass", recording)
@@ -540,11 +546,107 @@ def test_a_leader_whose_slot_ends_applies_its_share_without_a_full_pass(
     slot_only = [reads for reasons, reads in passes if reasons == {"slot"}]
     assert slot_only and all(reads == [] for reads in slot_only), passes
     assert a.is_leader
-    with a._events.mutex:  # a slot's end and anything else, taken by one pass
-        a._events.queue.extend(["slot", "test"])
-        a._events.not_empty.notify()
-    wait_until(lambda: any(reasons == {"slot", "test"} and "read_members" in reads
-                           for reasons, reads in passes), 10)
+
+    def one_pass(*reasons: str) -> tuple[frozenset[str], list[str]]:
+        """The reasons and reads of the pass that takes these reasons (and whatever else
+        came meanwhile: the pair's own settling may still write the document)."""
+        seen = len(passes)
+        with a._events.mutex:
+            a._events.queue.extend(reasons)
+            a._events.not_empty.notify()
+        wait_until(lambda: any(r >= set(reasons) for r, _ in passes[seen:]), 10,
+                   message=lambda: f"a pass for {reasons}: {passes}")
+        return next((r, reads) for r, reads in passes[seen:] if r >= set(reasons))
+    # With its own publish's watch (the document is still the one it wrote): light.
+    doc_wake = f"watch:{a.paths.assignment}"
+    for _ in range(5):
+        before = zk.exists(a.paths.assignment).mzxid
+        reasons, reads = one_pass("slot", doc_wake)
+        if reasons == {"slot", doc_wake} and zk.exists(a.paths.assignment).mzxid == before:
+            break  # nothing else came, and nobody wrote the document meanwhile
+    assert (reasons, reads) == ({"slot", doc_wake}, [])
+    # With anything else: the full pass.
+    assert "read_members" in one_pass("slot", "test")[1]
+
+    def after_a_foreign_write(between: Any = None) -> list[str]:
+        """The reads of the pass woken by a slot's end and someone else's write of the
+        document (same bytes, a new mzxid), with `between` run before that pass."""
+        del passes[:]
+        hold.clear()
+        a._kick("hold")
+        wait_until(lambda: a._events.empty(), 10)  # the controller holds, no pass running
+        zk.set(a.paths.assignment, zk.get(a.paths.assignment)[0])
+        wait_until(lambda: doc_wake in a._events.queue, 10)
+        if between is not None:
+            between()
+        a._kick("slot")
+        hold.set()
+        wait_until(lambda: any(r == {"slot", doc_wake} for r, _ in passes), 10)
+        assert passes[0][0] == {"slot", doc_wake}, passes
+        return passes[0][1]
+    # The full pass, which reads the document.
+    assert "read_assignment" in after_a_foreign_write()
+    # The same after the API read the new document (through the leader's memo): a read
+    # is not a check of what the leader publishes.
+    assert "read_members" in after_a_foreign_write(lambda: a.assignment)
+    # A publish refused by a write between its read and its own, then a slot's end: the
+    # document read after the refusal is someone else's, never checked.
+    real_read, real_publish = leader_module.read_assignment_stat, node_module.publish
+    armed = threading.Event()
+
+    def read_then_written(*args: Any, **kwargs: Any) -> Any:
+        got = real_read(*args, **kwargs)
+        if armed.is_set() and len(args) == 2:  # the publish's (read_assignment's: 5)
+            armed.clear()
+            zk.set(a.paths.assignment, zk.get(a.paths.assignment)[0])
+            wait_until(lambda: doc_wake in a._events.queue, 10)
+            a._kick("slot")
+        return got
+
+    def draining(*args: Any, **kwargs: Any) -> Any:
+        if armed.is_set():
+            kwargs["drained"] = {"b"}  # a plan the leader has to write
+        return real_publish(*args, **kwargs)
+    monkeypatch.setattr(leader_module, "read_assignment_stat", read_then_written)
+    monkeypatch.setattr(node_module, "publish", draining)
+    forgets = a._memo.forgets
+    del passes[:]
+    armed.set()
+    a._kick("test")
+    wait_until(lambda: any(r == {"slot", doc_wake} for r, _ in passes), 10,
+               message=lambda: f"the pass after the refusal: {passes}")
+    assert a._memo.forgets > forgets  # the publish was refused
+    after = next(reads for r, reads in passes if r == {"slot", doc_wake})
+    assert "read_members" in after, passes
+
+
+def test_a_leader_pass_cut_short_after_its_publish_settled_trusts_it_no_more(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """A pass whose publish found nothing to change, then failed before it read its share
+    back (a ZooKeeper error): no light pass may take that publish for checked."""
+    a, _ = _pair(zk_hosts, zk_root, nodes)
+    wait_until(lambda: a._memo.settled is not None, 10)
+    failing = threading.Event()
+    real_sync, real_pass = node_module.sync_plans, a._sync_pass
+    settled_after: list[int | None] = []  # at the start of each pass after the failure
+
+    def cut(*args: Any, **kwargs: Any) -> Any:
+        if failing.is_set():
+            failing.clear()
+            settled_after.append(a._memo.settled)  # set by the publish just before
+            raise ConnectionLoss("test: the pass is cut short")
+        return real_sync(*args, **kwargs)
+
+    def recording(reasons: Any) -> Any:
+        if settled_after:
+            settled_after.append(a._memo.settled)
+        return real_pass(reasons)
+    monkeypatch.setattr(node_module, "sync_plans", cut)
+    monkeypatch.setattr(a, "_sync_pass", recording)
+    failing.set()
+    a._kick("test")
+    wait_until(lambda: len(settled_after) >= 2, 10)
+    assert settled_after[0] is not None and settled_after[1] is None, settled_after
 
 
 def test_a_leader_whose_slot_ends_after_a_failed_publish_publishes_again(

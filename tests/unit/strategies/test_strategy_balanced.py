@@ -267,8 +267,8 @@ def test_an_explicit_rebalance_reaches_the_strategy_without_previous(monkeypatch
         raise Stop
 
     doc = {"generation": 3, "nodes": {"a": {"x": [0, 1]}}}
-    monkeypatch.setattr(leader_module, "read_assignment",
-                        lambda client, paths, **_: (doc, 2))
+    monkeypatch.setattr(leader_module, "read_assignment_stat",
+                        lambda client, paths, **_: (doc, 2, 7))
     monkeypatch.setattr(leader_module, "run_strategy", record)
     for fresh in (False, True):
         with pytest.raises(Stop):
