@@ -658,19 +658,36 @@ def test_a_leader_whose_slot_ends_after_a_failed_publish_publishes_again(
     monkeypatch.setattr(node_module, "FULL_PASS_EVERY", 3600.0)
     calls: list[bool] = []
     failing = threading.Event()
-    real = node_module.publish
+    real, real_pass = node_module.publish, a._sync_pass
+    passes: list[tuple[frozenset[str], bool]] = []  # each pass ended: reasons, published
 
     def flaky(*args, **kwargs):
         calls.append(failing.is_set())
         if failing.is_set():
             raise node_module.PublishFailed("assignment not published: test")
         return real(*args, **kwargs)
+
+    def recording(reasons):
+        before = len(calls)
+        try:
+            return real_pass(reasons)
+        finally:
+            passes.append((frozenset(reasons), len(calls) > before))
     monkeypatch.setattr(node_module, "publish", flaky)
-    failing.set()
-    a._kick("test")
-    wait_until(lambda: a.publish_error is not None, 10)
-    failing.clear()
-    tried = len(calls)
-    first = a.runtime._runners[sorted(a.runtime.running_slots(), key=lambda s: s.index)[0]]
-    first.request_stop("test: the slot ends")
-    wait_until(lambda: len(calls) > tried and a.publish_error is None, 10)
+    monkeypatch.setattr(a, "_sync_pass", recording)
+    for _ in range(5):  # until the slot's end wakes a pass alone (nothing else came)
+        failing.set()
+        a._kick("test")
+        wait_until(lambda: a.publish_error is not None, 10)
+        failing.clear()
+        seen = len(passes)
+        runner = a.runtime._runners[sorted(a.runtime.running_slots(),
+                                           key=lambda s: s.index)[0]]
+        runner.request_stop("test: the slot ends")
+        wait_until(lambda seen=seen: any("slot" in r for r, _ in passes[seen:]), 10,
+                   message=lambda: f"a pass woken by the slot's end: {passes}")
+        reasons, published = next(p for p in passes[seen:] if "slot" in p[0])
+        if reasons == {"slot"}:
+            break
+    assert reasons == {"slot"} and published, passes
+    wait_until(lambda: a.publish_error is None, 10)
