@@ -6,10 +6,12 @@ switches of the GIL, each waiting for a core on a loaded machine): at a join of 
 on 2 busy cores the controller started them one after another (15 ms in a traced join)
 before any of them could claim its slot. A thread that waits here for its next
 slot is handed one without that wait. A node keeps the threads of the slots it gave up
-(the next handover reuses them); a thread left idle for IDLE_TIMEOUT ends. Threads started
-ahead of a join (about the node's share) were tried and dropped: members joining one after
-another each guess a share from the members there so far, which adds up to several times
-the slots (about 7,500 threads for 1,000 slots on 1,000 members), and the 1,000-member
+(the next handover reuses them); a thread left idle for IDLE_TIMEOUT ends. A node about
+to join a cluster that already has an assignment starts about its share of threads before
+it registers (`prestart`), so its join hands them slots at once. It does not while the
+cluster is forming (no assignment yet): members joining one after another each guess a
+share from the members there so far, which adds up to several times the slots (about
+7,500 threads for 1,000 slots on 1,000 members, measured), and the 1,000-member
 benchmark's processes, starting them, lost their sessions and never converged.
 
 As in any thread pool, a handler's thread-local state may outlive its slot on a reused
@@ -61,14 +63,16 @@ class SlotThread:
 
 
 class _Worker:
-    """A pool thread, started with its first slot (taken in `SlotThreads._take`)."""
+    """A pool thread, started with its first slot (taken in `SlotThreads._take`), or idle
+    (`SlotThreads.prestart`)."""
 
-    def __init__(self, pool: SlotThreads, first: SlotThread) -> None:
+    def __init__(self, pool: SlotThreads, first: SlotThread | None) -> None:
         self._pool = pool
         self.job: SlotThread | None = first
         self.running: SlotThread | None = None
         self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._main, name=first.name, daemon=True)
+        self.thread = threading.Thread(target=self._main, daemon=True,
+                                       name=first.name if first is not None else IDLE_NAME)
 
     def _main(self) -> None:
         while True:
@@ -113,6 +117,28 @@ class SlotThreads:
                 self._workers.discard(worker)
             raise
         slot_thread.ident = worker.thread.ident
+
+    def prestart(self, count: int) -> None:
+        """Start idle threads up to `count` idle (a node about to join a formed cluster: see
+        the module)."""
+        with self._lock:
+            missing = 0 if self._closed else count - len(self._idle)
+        for _ in range(missing):
+            with self._lock:
+                if self._closed:
+                    return
+                worker = _Worker(self, None)
+                self._workers.add(worker)
+                self._idle.append(worker)
+            try:
+                worker.thread.start()
+            except RuntimeError as exc:  # no thread: slots start theirs when they come
+                logger.warning("cannot start an idle slot thread: {}", exc)
+                with self._lock:
+                    self._workers.discard(worker)
+                    if worker in self._idle:
+                        self._idle.remove(worker)
+                return
 
     def idle(self) -> int:
         with self._lock:

@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 from kazoo.client import KazooClient, TransactionRequest
 
+import xconsumer.node as node_module
 from tests.cluster import RECORD_WORKS
 from tests.conftest import _client
 from tests.integration.test_node import make_config, running, start
@@ -22,6 +23,7 @@ from xconsumer.lease import Lease
 from xconsumer.paths import Paths
 from xconsumer.runtime import Runtime
 from xconsumer.slot import SlotRunner
+from xconsumer.slotthreads import SlotThreads
 from xconsumer.works import discover
 from xconsumer.zk import dumps
 
@@ -415,3 +417,56 @@ def test_a_slot_revoked_while_its_owner_let_go_is_not_in_the_follow_up_claim(
     finally:
         rt.stop_all(time.monotonic() + 5)
         other.close()
+
+
+NINE = '[[task]]\nname = "r"\nworkName = "record"\nworkerNum = 9\nstop_timeout = 2\n'
+
+
+def _spy_prestart(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, set[int]]]:
+    """Each prestart's count, and the idle threads it left (their idents)."""
+    calls: list[tuple[int, set[int]]] = []
+    real = SlotThreads.prestart
+
+    def spy(self: SlotThreads, count: int) -> None:
+        real(self, count)
+        with self._lock:
+            calls.append((count, {w.thread.ident for w in self._idle}))
+
+    monkeypatch.setattr(SlotThreads, "prestart", spy)
+    return calls
+
+
+def test_a_node_joining_a_formed_cluster_runs_its_share_on_threads_started_before_it_joined(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    calls = _spy_prestart(monkeypatch)
+    config = make_config(zk_hosts, zk_root, NINE)
+    a = start(nodes, config, "a")
+    all_nine = {f"r/{i}" for i in range(9)}
+    wait_until(lambda: running(a) == all_nine, 15)
+    assert calls == []  # a cluster with no assignment yet is forming: nothing to guess from
+    b = start(nodes, config, "b")
+    assert [count for count, _ in calls] == [5]  # 9 slots over a and b, rounded up
+    prestarted = calls[0][1]
+    assert len(prestarted) == 5
+    # b, a follower, gets 5 of the 9 (the leader is not more loaded): each runs on a
+    # thread started before b joined, none on a thread started for it.
+    wait_until(lambda: len(running(b)) == 5 and running(a) | running(b) == all_nine, 15)
+    with b.runtime._lock:
+        idents = {r.thread.ident for r in b.runtime._runners.values() if r.alive}
+    assert idents == prestarted
+
+
+def test_the_prestart_is_capped_by_max_per_node_and_by_prestart_max(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    calls = _spy_prestart(monkeypatch)
+    monkeypatch.setattr(node_module, "PRESTART_MAX", 4)
+    tasks = NINE + ('[[task]]\nname = "q"\nworkName = "record"\nworkerNum = 6\n'
+                    'max_per_node = 1\nstop_timeout = 2\n')
+    config = make_config(zk_hosts, zk_root, tasks)
+    a = start(nodes, config, "a")
+    wait_until(lambda: len(running(a)) == 10, 15)  # 9 of r, 1 of q (at most one per node)
+    start(nodes, config, "b")
+    assert [count for count, _ in calls] == [4]  # 5 of r + 1 of q = 6, capped at 4
+    monkeypatch.setattr(node_module, "PRESTART_MAX", 64)
+    start(nodes, config, "c")
+    assert [count for count, _ in calls] == [4, 4]  # 3 of r + 1 of q

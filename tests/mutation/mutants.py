@@ -245,6 +245,22 @@ MUTANTS: list[Mutant] = [
         "a new thread lists itself idle before it takes its first slot: the slot waits for "
         "the idle timeout (30 s) before it starts"),
     Mutant(
+        "prestart-into-a-forming-cluster", "xconsumer/node.py",
+        "        if published is None:\n            return\n        count = ",
+        "        count = ",
+        ["tests/integration/test_claims.py::test_a_node_joining_a_formed_cluster_runs_its_"
+         "share_on_threads_started_before_it_joined"],
+        "nodes starting together each start a share guessed from the members there so far: "
+        "thousands of idle threads at 1,000 members, whose processes lose their sessions"),
+    Mutant(
+        "prestart-ignores-max-per-node", "xconsumer/node.py",
+        "            share += mine if task.max_per_node is None else min(mine, "
+        "task.max_per_node)\n",
+        "            share += mine\n",
+        ["tests/integration/test_claims.py::test_the_prestart_is_capped_by_max_per_node_and_"
+         "by_prestart_max"],
+        "a node starts threads for slots that max_per_node keeps from it"),
+    Mutant(
         "isolation-no-wait-for-session", "xconsumer/isolation.py",
         "    _wait_session_gone(runner, proc.pid, watcher.value)\n",
         "",

@@ -65,6 +65,71 @@ def test_an_ended_slots_thread_runs_the_next_slot_and_is_idle_between(pool):
     assert len(idents) == 2 and idents[0] == idents[1] == second.ident
 
 
+def test_prestarted_threads_take_the_slots_without_a_thread_started(pool):
+    before = pool_threads()
+    pool.prestart(3)
+    assert pool.idle() == 3
+    threads = pool_threads() - before
+    assert {t.name for t in threads} == {IDLE_NAME}
+    jobs = [SlotThread(f"xc-slot-t-{i}", lambda: None) for i in range(3)]
+    for job in jobs:
+        pool.start(job)
+    for job in jobs:
+        job.join(5)
+    assert {job.ident for job in jobs} == {t.ident for t in threads}
+    wait_until(lambda: pool.idle() == 3, 5)
+    pool.prestart(2)  # idle threads count towards it
+    assert pool.idle() == 3 and pool_threads() - before == threads
+
+
+def test_a_prestarted_thread_handed_a_slot_before_it_ran_is_not_handed_a_second(
+        monkeypatch):
+    """A prestarted thread given its first slot before its thread first looked must not put
+    itself back on the idle list: it would be given the next slot while still running the
+    first (which then waits for it, or is lost). Found by review when prestarting was
+    first built."""
+    hold, held = threading.Event(), threading.Event()
+    real, calls = SlotThreads._take, []
+
+    def late_take(self, worker):
+        calls.append(worker)
+        if len(calls) == 1:  # the prestarted thread's first look, before the lock
+            held.set()
+            hold.wait(5)
+        return real(self, worker)
+
+    monkeypatch.setattr(SlotThreads, "_take", late_take)
+    before = pool_threads()
+    pool = SlotThreads()
+    pool.prestart(1)
+    assert held.wait(5)
+    a_runs, release_a, b_ran = threading.Event(), threading.Event(), threading.Event()
+    a = SlotThread("xc-slot-t-0", lambda: (a_runs.set(), release_a.wait(10)))
+    pool.start(a)  # given to the prestarted thread, which has not looked yet
+    hold.set()
+    assert a_runs.wait(5)
+    b = SlotThread("xc-slot-t-1", b_ran.set)
+    pool.start(b)
+    try:
+        wait_until(b_ran.is_set, 5, message="the second slot waited for the first")
+        assert b.ident != a.ident
+    finally:
+        release_a.set()
+        a.join(5)
+        b.join(5)
+        pool.close()
+        pool.join(5)
+    wait_until(lambda: pool_threads() <= before, 5)
+
+
+def test_a_closed_pool_prestarts_nothing():
+    before = pool_threads()
+    pool = SlotThreads()
+    pool.close()
+    pool.prestart(3)
+    assert pool.idle() == 0 and pool_threads() <= before
+
+
 def test_an_idle_thread_ends_after_the_idle_timeout():
     before = pool_threads()
     pool = SlotThreads(idle_timeout=0.05)
