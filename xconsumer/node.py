@@ -272,14 +272,17 @@ class Node:
         return self
 
     def _prestart_slot_threads(self) -> None:
-        """Start, before we join a formed cluster, about as many slot threads as our share
+        """Start, before we join a settled cluster, about as many slot threads as our share
         of its slots, so the join hands them their slots instead of starting a thread each
         while the old owners release (see slotthreads.py). The share is guessed from the
         members there now (two stats, sent together); a guess off either way costs only
-        threads started later, or ended idle. A cluster with no assignment yet is forming:
-        its members join one after another, and guesses from the members there so far add
-        up to several times the slots (7,500 threads for 1,000 slots on 1,000 members,
-        measured), while its first plan waits for the formation window anyway."""
+        threads started later, or ended idle. Settled means the assignment was written
+        after the member list last changed (its mzxid above the list's pzxid). Otherwise
+        members are joining one after another: a cluster forming (no assignment yet),
+        restarted as a whole (an old one), or scaled out at once; guesses from the members
+        there so far would add up to several times the slots (7,500 threads for 1,000
+        slots on 1,000 members, measured), and the leader's plan for them waits for the
+        burst to pass anyway."""
         try:
             members, doc = (self.client.exists_async(self.paths.nodes),
                             self.client.exists_async(self.paths.assignment))
@@ -287,9 +290,9 @@ class Node:
                                doc.get(timeout=CLAIM_TIMEOUT))
         except _ZK_ERRORS:
             return
-        if published is None:
+        if stat is None or published is None or published.mzxid <= stat.pzxid:
             return
-        count = (stat.numChildren if stat is not None else 0) + 1
+        count = stat.numChildren + 1
         share = 0
         for task in self.config.tasks:
             mine = -(-task.worker_num // count)

@@ -7,12 +7,13 @@ on 2 busy cores the controller started them one after another (15 ms in a traced
 before any of them could claim its slot. A thread that waits here for its next
 slot is handed one without that wait. A node keeps the threads of the slots it gave up
 (the next handover reuses them); a thread left idle for IDLE_TIMEOUT ends. A node about
-to join a cluster that already has an assignment starts about its share of threads before
-it registers (`prestart`), so its join hands them slots at once. It does not while the
-cluster is forming (no assignment yet): members joining one after another each guess a
-share from the members there so far, which adds up to several times the slots (about
-7,500 threads for 1,000 slots on 1,000 members, measured), and the 1,000-member
-benchmark's processes, starting them, lost their sessions and never converged.
+to join starts about its share of threads before it registers (`prestart`), so its join
+hands them slots at once, but only into a settled cluster (its assignment written after
+its members last changed): while members join one after another (a cluster forming,
+restarted as a whole, or scaled out at once) each would guess a share from the members
+there so far, which adds up to several times the slots (about 7,500 threads for 1,000
+slots on 1,000 members, measured), and the 1,000-member benchmark's processes, starting
+them, lost their sessions and never converged.
 
 As in any thread pool, a handler's thread-local state may outlive its slot on a reused
 thread; each slot runs in a fresh `contextvars` context all the same, as in a new thread.
@@ -119,8 +120,10 @@ class SlotThreads:
         slot_thread.ident = worker.thread.ident
 
     def prestart(self, count: int) -> None:
-        """Start idle threads up to `count` idle (a node about to join a formed cluster: see
-        the module)."""
+        """Start threads until about `count` are idle (a node about to join a settled
+        cluster: see the module). A new thread lists itself idle once it runs (in `_take`),
+        so no slot is handed to a thread that has not started (review: listed before it
+        started, a slot handed to it in that gap had no thread if its start then failed)."""
         with self._lock:
             missing = 0 if self._closed else count - len(self._idle)
         for _ in range(missing):
@@ -129,15 +132,15 @@ class SlotThreads:
                     return
                 worker = _Worker(self, None)
                 self._workers.add(worker)
-                self._idle.append(worker)
             try:
                 worker.thread.start()
-            except RuntimeError as exc:  # no thread: slots start theirs when they come
-                logger.warning("cannot start an idle slot thread: {}", exc)
+            except BaseException as exc:
                 with self._lock:
                     self._workers.discard(worker)
-                    if worker in self._idle:
-                        self._idle.remove(worker)
+                if not isinstance(exc, RuntimeError):
+                    raise
+                # no thread: slots start theirs when they come
+                logger.warning("cannot start an idle slot thread: {}", exc)
                 return
 
     def idle(self) -> int:

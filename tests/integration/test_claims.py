@@ -429,6 +429,7 @@ def _spy_prestart(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, set[int]]]
 
     def spy(self: SlotThreads, count: int) -> None:
         real(self, count)
+        wait_until(lambda: self.idle() >= count, 5)  # new threads list themselves idle
         with self._lock:
             calls.append((count, {w.thread.ident for w in self._idle}))
 
@@ -454,6 +455,23 @@ def test_a_node_joining_a_formed_cluster_runs_its_share_on_threads_started_befor
     with b.runtime._lock:
         idents = {r.thread.ident for r in b.runtime._runners.values() if r.alive}
     assert idents == prestarted
+
+
+def test_a_cluster_restarted_as_a_whole_onto_its_old_assignment_prestarts_nothing(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """An old assignment is no sign of a settled cluster: members starting together after a
+    full stop would each guess a share from the members there so far (found by review)."""
+    calls = _spy_prestart(monkeypatch)
+    config = make_config(zk_hosts, zk_root, NINE)
+    a = start(nodes, config, "a")
+    wait_until(lambda: len(running(a)) == 9, 15)
+    assert a.stop(10)
+    b = start(nodes, config, "b")  # the old assignment names a, gone since
+    assert calls == []
+    wait_until(lambda: len(running(b)) == 9, 30)
+    c = start(nodes, config, "c")  # settled again: c joins with threads for its share
+    assert [count for count, _ in calls] == [5]
+    wait_until(lambda: len(running(b)) + len(running(c)) == 9, 15)
 
 
 def test_the_prestart_is_capped_by_max_per_node_and_by_prestart_max(

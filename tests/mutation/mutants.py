@@ -246,12 +246,29 @@ MUTANTS: list[Mutant] = [
         "the idle timeout (30 s) before it starts"),
     Mutant(
         "prestart-into-a-forming-cluster", "xconsumer/node.py",
-        "        if published is None:\n            return\n        count = ",
-        "        count = ",
+        "        if stat is None or published is None or published.mzxid <= stat.pzxid:\n",
+        "        if stat is None:\n",
         ["tests/integration/test_claims.py::test_a_node_joining_a_formed_cluster_runs_its_"
          "share_on_threads_started_before_it_joined"],
         "nodes starting together each start a share guessed from the members there so far: "
         "thousands of idle threads at 1,000 members, whose processes lose their sessions"),
+    Mutant(
+        "prestart-onto-an-old-assignment", "xconsumer/node.py",
+        "        if stat is None or published is None or published.mzxid <= stat.pzxid:\n",
+        "        if stat is None or published is None:\n",
+        ["tests/integration/test_claims.py::test_a_cluster_restarted_as_a_whole_onto_its_old_"
+         "assignment_prestarts_nothing"],
+        "a cluster restarted as a whole onto its old assignment: each member starting "
+        "guesses a share from the members there so far, as in a forming cluster"),
+    Mutant(
+        "prestarted-thread-listed-before-it-runs", "xconsumer/slotthreads.py",
+        "                worker = _Worker(self, None)\n                self._workers.add(worker)\n",
+        "                worker = _Worker(self, None)\n                self._workers.add(worker)\n"
+        "                self._idle.append(worker)\n",
+        ["tests/unit/test_slotthreads.py::test_a_prestarted_thread_is_handed_no_slot_before_"
+         "it_runs"],
+        "a slot handed to a prestarted thread before it started has no thread if the start "
+        "then fails"),
     Mutant(
         "prestart-ignores-max-per-node", "xconsumer/node.py",
         "            share += mine if task.max_per_node is None else min(mine, "

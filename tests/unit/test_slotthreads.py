@@ -68,9 +68,9 @@ def test_an_ended_slots_thread_runs_the_next_slot_and_is_idle_between(pool):
 def test_prestarted_threads_take_the_slots_without_a_thread_started(pool):
     before = pool_threads()
     pool.prestart(3)
-    assert pool.idle() == 3
+    wait_until(lambda: pool.idle() == 3, 5)
     threads = pool_threads() - before
-    assert {t.name for t in threads} == {IDLE_NAME}
+    assert len(threads) == 3 and {t.name for t in threads} == {IDLE_NAME}
     jobs = [SlotThread(f"xc-slot-t-{i}", lambda: None) for i in range(3)]
     for job in jobs:
         pool.start(job)
@@ -82,18 +82,16 @@ def test_prestarted_threads_take_the_slots_without_a_thread_started(pool):
     assert pool.idle() == 3 and pool_threads() - before == threads
 
 
-def test_a_prestarted_thread_handed_a_slot_before_it_ran_is_not_handed_a_second(
-        monkeypatch):
-    """A prestarted thread given its first slot before its thread first looked must not put
-    itself back on the idle list: it would be given the next slot while still running the
-    first (which then waits for it, or is lost). Found by review when prestarting was
-    first built."""
+def test_a_prestarted_thread_is_handed_no_slot_before_it_runs(monkeypatch):
+    """A prestarted thread is listed idle by itself, once it runs: a slot started before
+    then gets a thread of its own. Listed before it started (as first built), a slot handed
+    to it in that gap had no thread if the start then failed (found by review)."""
     hold, held = threading.Event(), threading.Event()
-    real, calls = SlotThreads._take, []
+    real, first = SlotThreads._take, []
 
     def late_take(self, worker):
-        calls.append(worker)
-        if len(calls) == 1:  # the prestarted thread's first look, before the lock
+        if not first:  # the prestarted thread's first look
+            first.append(worker)
             held.set()
             hold.wait(5)
         return real(self, worker)
@@ -103,20 +101,21 @@ def test_a_prestarted_thread_handed_a_slot_before_it_ran_is_not_handed_a_second(
     pool = SlotThreads()
     pool.prestart(1)
     assert held.wait(5)
-    a_runs, release_a, b_ran = threading.Event(), threading.Event(), threading.Event()
-    a = SlotThread("xc-slot-t-0", lambda: (a_runs.set(), release_a.wait(10)))
-    pool.start(a)  # given to the prestarted thread, which has not looked yet
-    hold.set()
-    assert a_runs.wait(5)
-    b = SlotThread("xc-slot-t-1", b_ran.set)
-    pool.start(b)
+    prestarted = first[0].thread.ident
+    a_ran, b_ran = threading.Event(), threading.Event()
+    a = SlotThread("xc-slot-t-0", a_ran.set)
     try:
-        wait_until(b_ran.is_set, 5, message="the second slot waited for the first")
-        assert b.ident != a.ident
-    finally:
-        release_a.set()
+        pool.start(a)  # the prestarted thread has not looked yet: a gets a thread of its own
+        assert a_ran.wait(5) and a.ident != prestarted
         a.join(5)
+        hold.set()
+        wait_until(lambda: pool.idle() == 2, 5)  # the prestarted thread, and a's
+        b = SlotThread("xc-slot-t-1", b_ran.set)
+        pool.start(b)
+        assert b_ran.wait(5)
         b.join(5)
+    finally:
+        hold.set()
         pool.close()
         pool.join(5)
     wait_until(lambda: pool_threads() <= before, 5)
