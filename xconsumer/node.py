@@ -66,6 +66,7 @@ from .overrides import (
 from .paths import Paths
 from .plans import PlanBook, plan_mzxid, read_plan
 from .runtime import Runtime
+from .slotthreads import PrestartBudget
 from .stability import Damper
 from .strategies import is_container_task
 from .strategies.user import runner_for
@@ -89,8 +90,8 @@ LOOK_LATER_KICK = "look later"
 MEMBER_LOCK_WAIT = 11.0
 # stop() waits at most this long for the leave's answer before it tells the slots to stop.
 LEAVE_FIRST_WAIT = 0.05
-# A node starts at most this many slot threads before it joins (see _prestart_slot_threads).
-PRESTART_MAX = 64
+# Threads started ahead of joins by every node of this process (see _prestart_slot_threads).
+PRESTART_BUDGET = PrestartBudget()
 
 
 _twins_warned: set[str] = set()
@@ -277,12 +278,15 @@ class Node:
         while the old owners release (see slotthreads.py). The share is guessed from the
         members there now (two stats, sent together); a guess off either way costs only
         threads started later, or ended idle. Settled means the assignment was written
-        after the member list last changed (its mzxid above the list's pzxid). Otherwise
-        members are joining one after another: a cluster forming (no assignment yet),
-        restarted as a whole (an old one), or scaled out at once; guesses from the members
-        there so far would add up to several times the slots (7,500 threads for 1,000
-        slots on 1,000 members, measured), and the leader's plan for them waits for the
-        burst to pass anyway."""
+        after the member list last changed (its mzxid above the list's pzxid). A cluster
+        forming has no assignment yet, and one restarted as a whole under new names only
+        its old one, until the formation window ends (the leader waits for it before its
+        first plan): members joining one after another there would each guess from
+        the members there so far, several times the slots in all (7,500 threads for 1,000
+        slots on 1,000 members, measured). In other bursts of joins
+        (a restart under the same names, a scale-out) the leader publishes as members
+        come, and a member starting just after a publish guesses all the same; the
+        process-wide PRESTART_BUDGET bounds what those guesses cost."""
         try:
             members, doc = (self.client.exists_async(self.paths.nodes),
                             self.client.exists_async(self.paths.assignment))
@@ -297,7 +301,7 @@ class Node:
         for task in self.config.tasks:
             mine = -(-task.worker_num // count)
             share += mine if task.max_per_node is None else min(mine, task.max_per_node)
-        self.runtime.threads.prestart(min(share, PRESTART_MAX))
+        self.runtime.threads.prestart(PRESTART_BUDGET.take(share))
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Graceful leave. True if every slot stopped in time.

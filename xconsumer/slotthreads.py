@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from loguru import logger
 
 IDLE_TIMEOUT = 30.0  # an idle thread ends after this long without a slot
 IDLE_NAME = "xc-slot-idle"
+PRESTART_LIMIT = 64  # threads started ahead of joins, per process, in any IDLE_TIMEOUT
 
 
 class SlotThread:
@@ -196,3 +198,32 @@ class SlotThreads:
         for worker in workers:
             if worker.thread.ident is not None:
                 worker.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+class PrestartBudget:
+    """How many threads this process may still start ahead of joins: at most `limit` in
+    any `window` seconds, whatever the number of nodes it runs. The cluster-side check (a
+    settled cluster) keeps most members of a burst of joins from guessing a share from
+    the members there so far, but not all: with no debounce a leader publishes on every
+    pass, and a member starting just after a publish finds the cluster settled. Each such
+    guess is too high, and its spare threads stay idle for IDLE_TIMEOUT. With one node
+    per process that is at most `limit` idle threads for a while; in a process running
+    hundreds of members (the 1,000-member benchmark) it was thousands, and the process
+    lost its sessions. The window is the idle timeout: by then the spare threads ended."""
+
+    def __init__(self, limit: int = PRESTART_LIMIT, window: float = IDLE_TIMEOUT) -> None:
+        self._limit = limit
+        self._window = window
+        self._lock = threading.Lock()
+        self._spent: deque[tuple[float, int]] = deque()
+
+    def take(self, want: int) -> int:
+        """Up to `want` threads, counted against the budget (none past it)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._spent and now - self._spent[0][0] >= self._window:
+                self._spent.popleft()
+            granted = max(0, min(want, self._limit - sum(n for _, n in self._spent)))
+            if granted:
+                self._spent.append((now, granted))
+            return granted

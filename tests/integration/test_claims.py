@@ -23,7 +23,7 @@ from xconsumer.lease import Lease
 from xconsumer.paths import Paths
 from xconsumer.runtime import Runtime
 from xconsumer.slot import SlotRunner
-from xconsumer.slotthreads import SlotThreads
+from xconsumer.slotthreads import PrestartBudget, SlotThreads
 from xconsumer.works import discover
 from xconsumer.zk import dumps
 
@@ -434,6 +434,8 @@ def _spy_prestart(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, set[int]]]
             calls.append((count, {w.thread.ident for w in self._idle}))
 
     monkeypatch.setattr(SlotThreads, "prestart", spy)
+    # The budget is the process's: earlier tests' nodes must not have spent it.
+    monkeypatch.setattr(node_module, "PRESTART_BUDGET", PrestartBudget())
     return calls
 
 
@@ -474,17 +476,20 @@ def test_a_cluster_restarted_as_a_whole_onto_its_old_assignment_prestarts_nothin
     wait_until(lambda: len(running(b)) + len(running(c)) == 9, 15)
 
 
-def test_the_prestart_is_capped_by_max_per_node_and_by_prestart_max(
+def test_the_prestart_is_capped_by_max_per_node_and_by_the_process_budget(
         zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
     calls = _spy_prestart(monkeypatch)
-    monkeypatch.setattr(node_module, "PRESTART_MAX", 4)
+    monkeypatch.setattr(node_module, "PRESTART_BUDGET", PrestartBudget(limit=4))
     tasks = NINE + ('[[task]]\nname = "q"\nworkName = "record"\nworkerNum = 6\n'
                     'max_per_node = 1\nstop_timeout = 2\n')
     config = make_config(zk_hosts, zk_root, tasks)
     a = start(nodes, config, "a")
     wait_until(lambda: len(running(a)) == 10, 15)  # 9 of r, 1 of q (at most one per node)
-    start(nodes, config, "b")
+    b = start(nodes, config, "b")
     assert [count for count, _ in calls] == [4]  # 5 of r + 1 of q = 6, capped at 4
-    monkeypatch.setattr(node_module, "PRESTART_MAX", 64)
+    wait_until(lambda: len(running(a)) + len(running(b)) == 11, 15)
     start(nodes, config, "c")
-    assert [count for count, _ in calls] == [4, 4]  # 3 of r + 1 of q
+    assert [count for count, _ in calls] == [4, 0]  # this process spent its budget
+    monkeypatch.setattr(node_module, "PRESTART_BUDGET", PrestartBudget())
+    start(nodes, config, "d")
+    assert [count for count, _ in calls] == [4, 0, 4]  # 3 of r + 1 of q

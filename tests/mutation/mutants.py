@@ -261,6 +261,21 @@ MUTANTS: list[Mutant] = [
         "a cluster restarted as a whole onto its old assignment: each member starting "
         "guesses a share from the members there so far, as in a forming cluster"),
     Mutant(
+        "prestart-budget-not-spent", "xconsumer/slotthreads.py",
+        "min(want, self._limit - sum(n for _, n in self._spent))",
+        "min(want, self._limit)",
+        ["tests/integration/test_claims.py::test_the_prestart_is_capped_by_max_per_node_and_"
+         "by_the_process_budget"],
+        "every node of a process starts up to 64 threads ahead of its join: a process "
+        "running hundreds of members starts thousands in a burst of joins"),
+    Mutant(
+        "prestart-budget-never-refills", "xconsumer/slotthreads.py",
+        "            while self._spent and now - self._spent[0][0] >= self._window:\n",
+        "            while False:\n",
+        ["tests/unit/test_slotthreads.py::test_the_prestart_budget_is_spent_again_once_the_"
+         "window_has_passed"],
+        "a process starts threads ahead of its first joins only, never again"),
+    Mutant(
         "prestarted-thread-listed-before-it-runs", "xconsumer/slotthreads.py",
         "                worker = _Worker(self, None)\n                self._workers.add(worker)\n",
         "                worker = _Worker(self, None)\n                self._workers.add(worker)\n"
@@ -275,7 +290,7 @@ MUTANTS: list[Mutant] = [
         "task.max_per_node)\n",
         "            share += mine\n",
         ["tests/integration/test_claims.py::test_the_prestart_is_capped_by_max_per_node_and_"
-         "by_prestart_max"],
+         "by_the_process_budget"],
         "a node starts threads for slots that max_per_node keeps from it"),
     Mutant(
         "isolation-no-wait-for-session", "xconsumer/isolation.py",

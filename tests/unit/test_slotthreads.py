@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.util import wait_until
-from xconsumer.slotthreads import IDLE_NAME, SlotThread, SlotThreads
+from xconsumer.slotthreads import IDLE_NAME, PrestartBudget, SlotThread, SlotThreads
 
 
 def pool_threads() -> set[threading.Thread]:
@@ -236,3 +236,25 @@ def test_every_slot_runs_once_whatever_the_order_of_starts_ends_and_timeouts(
     pool.join(5)
     assert sorted(runs) == list(range(len(jobs))) and faults == []
     wait_until(lambda: pool_threads() <= before, 5)
+
+
+def test_the_prestart_budget_grants_at_most_its_limit_in_any_window():
+    budget = PrestartBudget(limit=10, window=30)
+    assert [budget.take(n) for n in (4, 0, 5, 3, 1, -2)] == [4, 0, 5, 1, 0, 0]
+
+
+def test_the_prestart_budget_is_spent_again_once_the_window_has_passed():
+    budget = PrestartBudget(limit=3, window=0.05)
+    assert budget.take(5) == 3
+    wait_until(lambda: budget.take(2) == 2, 5)
+    assert budget.take(2) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-3, max_value=40), max_size=30),
+       st.integers(min_value=0, max_value=64))
+def test_the_prestart_budget_never_grants_more_than_asked_or_than_its_limit(wants, limit):
+    budget = PrestartBudget(limit=limit, window=3600)
+    granted = [budget.take(w) for w in wants]
+    assert all(0 <= g <= max(w, 0) for g, w in zip(granted, wants, strict=True))
+    assert sum(granted) == min(limit, sum(max(w, 0) for w in wants))  # greedy, in order
