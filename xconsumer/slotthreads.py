@@ -211,16 +211,18 @@ class PrestartBudget:
     hundreds of members (the 1,000-member benchmark) it was thousands, and the process
     lost its sessions. The window is the idle timeout: by then the spare threads ended."""
 
-    def __init__(self, limit: int = PRESTART_LIMIT, window: float = IDLE_TIMEOUT) -> None:
+    def __init__(self, limit: int = PRESTART_LIMIT, window: float = IDLE_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._limit = limit
         self._window = window
+        self._clock = clock
         self._lock = threading.Lock()
         self._spent: deque[tuple[float, int]] = deque()
 
     def take(self, want: int) -> int:
         """Up to `want` threads, counted against the budget (none past it)."""
-        now = time.monotonic()
         with self._lock:
+            now = self._clock()  # read under the lock: the deque stays in time order
             while self._spent and now - self._spent[0][0] >= self._window:
                 self._spent.popleft()
             granted = max(0, min(want, self._limit - sum(n for _, n in self._spent)))

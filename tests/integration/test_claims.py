@@ -488,8 +488,10 @@ def test_the_prestart_is_capped_by_max_per_node_and_by_the_process_budget(
     b = start(nodes, config, "b")
     assert [count for count, _ in calls] == [4]  # 5 of r + 1 of q = 6, capped at 4
     wait_until(lambda: len(running(a)) + len(running(b)) == 11, 15)
-    start(nodes, config, "c")
+    c = start(nodes, config, "c")
     assert [count for count, _ in calls] == [4, 0]  # this process spent its budget
+    # d prestarts only into a settled cluster: once the assignment has c in it.
+    wait_until(lambda: sum(len(running(n)) for n in (a, b, c)) == 12 and running(c), 15)
     monkeypatch.setattr(node_module, "PRESTART_BUDGET", PrestartBudget())
     start(nodes, config, "d")
     assert [count for count, _ in calls] == [4, 0, 4]  # 3 of r + 1 of q

@@ -244,10 +244,17 @@ def test_the_prestart_budget_grants_at_most_its_limit_in_any_window():
 
 
 def test_the_prestart_budget_is_spent_again_once_the_window_has_passed():
-    budget = PrestartBudget(limit=3, window=0.05)
-    assert budget.take(5) == 3
-    wait_until(lambda: budget.take(2) == 2, 5)
-    assert budget.take(2) == 1
+    now = [100.0]
+    budget = PrestartBudget(limit=3, window=30, clock=lambda: now[0])
+    assert budget.take(2) == 2
+    now[0] = 110.0
+    assert budget.take(5) == 1
+    now[0] = 129.9
+    assert budget.take(1) == 0  # the first grant is 29.9 s old
+    now[0] = 130.0
+    assert budget.take(5) == 2  # it has left the window; the second has not
+    now[0] = 140.0
+    assert budget.take(5) == 1  # the second left too; the third (2, at 130) counts
 
 
 @settings(max_examples=200, deadline=None)
