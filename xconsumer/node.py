@@ -283,10 +283,10 @@ class Node:
         its old one, until the formation window ends (the leader waits for it before its
         first plan): members joining one after another there would each guess from
         the members there so far, several times the slots in all (7,500 threads for 1,000
-        slots on 1,000 members, measured). In other bursts of joins
-        (a restart under the same names, a scale-out) the leader publishes as members
-        come, and a member starting just after a publish guesses all the same; the
-        process-wide PRESTART_BUDGET bounds what those guesses cost."""
+        slots on 1,000 members, measured). In other bursts of joins (a restart under the
+        same names, a scale-out) the leader publishes as members come, and a member
+        starting just after a publish guesses all the same; the process-wide
+        PRESTART_BUDGET bounds what those guesses cost."""
         try:
             members, doc = (self.client.exists_async(self.paths.nodes),
                             self.client.exists_async(self.paths.assignment))

@@ -9,11 +9,11 @@ slot is handed one without that wait. A node keeps the threads of the slots it g
 (the next handover reuses them); a thread left idle for IDLE_TIMEOUT ends. A node about
 to join starts about its share of threads before it registers (`prestart`), so its join
 hands them slots at once, but only into a settled cluster (its assignment written after
-its members last changed): while members join one after another (a cluster forming,
-restarted as a whole, or scaled out at once) each would guess a share from the members
-there so far, which adds up to several times the slots (about 7,500 threads for 1,000
-slots on 1,000 members, measured), and the 1,000-member benchmark's processes, starting
-them, lost their sessions and never converged.
+its members last changed), and within a budget per process (`PrestartBudget`). While
+members join one after another each would guess a share from the members there so far,
+which adds up to several times the slots (about 7,500 threads for 1,000 slots on 1,000
+members, measured while a cluster formed), and the 1,000-member benchmark's processes,
+starting them, lost their sessions and never converged.
 
 As in any thread pool, a handler's thread-local state may outlive its slot on a reused
 thread; each slot runs in a fresh `contextvars` context all the same, as in a new thread.
@@ -208,8 +208,9 @@ class PrestartBudget:
     pass, and a member starting just after a publish finds the cluster settled. Each such
     guess is too high, and its spare threads stay idle for IDLE_TIMEOUT. With one node
     per process that is at most `limit` idle threads for a while; in a process running
-    hundreds of members (the 1,000-member benchmark) it was thousands, and the process
-    lost its sessions. The window is the idle timeout: by then the spare threads ended."""
+    hundreds of members (the 1,000-member benchmark) it could be thousands, as it was
+    while a cluster formed, when such a process lost its sessions. The window is the
+    idle timeout: by then the spare threads have ended."""
 
     def __init__(self, limit: int = PRESTART_LIMIT, window: float = IDLE_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic) -> None:
