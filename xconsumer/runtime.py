@@ -86,19 +86,6 @@ class Runtime:
         # A node's first claim after it joined is of slots live nodes still hold (a join
         # moves slots only from live nodes): it asks before it creates (see _claim_batch).
         self._look_first = True
-        # Counts the client's connection state changes (kazoo tells its listeners from its
-        # connection thread, before it connects again): a stat sent ahead of a release
-        # stands only if no change came since it was sent (see SlotRunner.stat_ahead).
-        # Removed by stop_all; from then on no stat sent ahead stands.
-        self._link_changes = 0
-        self._listening = True
-        client.add_listener(self._link_changed)
-
-    def _link_changed(self, _state: Any) -> None:
-        self._link_changes += 1
-
-    def _link_epoch(self) -> int:
-        return self._link_changes if self._listening else -1
 
     def apply(self, desired: dict[Slot, TaskConfig], generation: int) -> None:
         """Revoke before assign: stop what we lost, then start what we gained. The batch
@@ -120,10 +107,8 @@ class Runtime:
                         self._forget(runner)
                 elif spec is None:
                     runner.request_stop("revoked")
-                    runner.stat_ahead()
                 elif restart_needed(runner.task, spec):
                     runner.request_stop("task definition changed")
-                    runner.stat_ahead()
                 else:
                     runner.task = spec  # interval, backoff, stop_timeout apply live
             starting: dict[Slot, SlotRunner] = {}
@@ -143,7 +128,7 @@ class Runtime:
                                     session_id=self._session_id, on_exit=self._runner_exited,
                                     metrics=self._metrics, events=self._events,
                                     session_closes=self._closing.is_set, gated=True,
-                                    threads=self.threads, link_epoch=self._link_epoch)
+                                    threads=self.threads)
                 runner.event_loop = self.event_loop  # type: ignore[attr-defined]
                 self._runners[slot] = runner
                 starting[slot] = runner
@@ -495,8 +480,6 @@ class Runtime:
         self.callbacks.stop(timeout=max(STOP_MIN, deadline - time.monotonic()))
         self.event_loop.stop(timeout=max(LOOP_STOP_MIN, deadline - time.monotonic()))
         self.threads.close()  # joined by the node once its session is closed
-        self._listening = False  # before the removal: no change goes uncounted
-        self._client.remove_listener(self._link_changed)
         return left
 
     def runners(self) -> list[SlotRunner]:

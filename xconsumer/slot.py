@@ -216,8 +216,7 @@ class SlotRunner:
                  metrics: Metrics | None = None,
                  events: EventLog | None = None,
                  session_closes: Callable[[], bool] = lambda: False,
-                 gated: bool = False, threads: SlotThreads | None = None,
-                 link_epoch: Callable[[], int] | None = None) -> None:
+                 gated: bool = False, threads: SlotThreads | None = None) -> None:
         self.slot = slot
         # True once the node leaves and will close its session after every slot has ended:
         # the close deletes our owner znode then (see Runtime.leave_owners_to_session).
@@ -278,18 +277,6 @@ class SlotRunner:
         # in a set, so the same callable never piles up while we wait (a fresh lambda per
         # wait would leak one per retry until the znode changes).
         self._owner_watch = self._on_owner_event
-        # The stat of our owner znode sent ahead when we were told to stop (see stat_ahead):
-        # the request, the (path, session, connection epoch) it was sent in, and whether
-        # its watch has fired since. `link_epoch` counts the client's connection state
-        # changes (the runtime's listener); without it nothing is sent ahead. The lock
-        # keeps a stat from going out once the release began (its watch would be left).
-        self._link_epoch = link_epoch
-        self._ahead: Any = None
-        self._ahead_key: tuple[str, int | None, int] | None = None
-        self._ahead_changed = False
-        self._ahead_watch = self._on_ahead_event
-        self._ahead_lock = threading.Lock()
-        self._releasing = False
         self._call_timeout = call_timeout
         self.log = logger.bind(task=slot.task, slot=slot.index)
         # Run by one of the node's slot threads (see slotthreads.py); a runner made alone
@@ -325,53 +312,6 @@ class SlotRunner:
         adopts it, the same czxid."""
         self.may_hold_owner = True
         self.claimed_fence = fence  # a created znode is at version 0
-
-    def stat_ahead(self) -> None:
-        """Told to stop while running: ask now for our owner znode's stat, with a watch, so
-        that the release after the handler returns is a delete alone, not a stat and then a
-        delete (a round trip less where a slot moves; the runtime sends the stats of every
-        slot it revokes together). The stat stands for the znode at the release only if
-        nothing could have changed it unseen: its watch has not fired, and the session and
-        the connection are the ones it was sent in. kazoo does not set watches again after
-        a reconnection (it drops them all and fires a NONE event), so a change made while
-        we were cut off is never told: the connection epoch is what covers it. Otherwise
-        the release asks afresh, as before. What is left is the race the stat-then-delete
-        always had: a change whose event is still on its way (the round trip, and kazoo's
-        callback thread) when the delete goes out, as a change landed between the stat
-        and the delete did. Controller thread, after `signal_stop`."""
-        if (self._link_epoch is None or not self.acquired or self.fence is None
-                or self._session_closes() or not self._client.connected):
-            return
-        path = self.owner_path
-        with self._ahead_lock:
-            if self._ahead is not None or self._releasing:
-                return
-            self._ahead_key = (path, self._session_id(), self._link_epoch())
-            self._ahead = self._client.exists_async(path, watch=self._ahead_watch)
-
-    def _on_ahead_event(self, _event: Any) -> None:
-        self._ahead_changed = True
-
-    def _stat_ahead_result(self, path: str) -> tuple[bool, Any]:
-        """(True, the stat sent ahead) if it still stands for our owner znode `path` now
-        (see stat_ahead), else (False, None): ask again. Unanswered in RELEASE_TIMEOUT
-        (sent at the stop, so the link is dead): the timeout is raised, and the runtime's
-        retry does the rest, rather than a second stat waiting as long."""
-        with self._ahead_lock:
-            ahead, self._ahead = self._ahead, None
-        if ahead is None or self._link_epoch is None:
-            return False, None
-        try:
-            stat = ahead.get(timeout=RELEASE_TIMEOUT)
-        except KazooTimeoutError:
-            raise
-        except _ZK_ERRORS:
-            return False, None
-        # Read after the answer, and before the delete is sent.
-        if self._ahead_changed or self._ahead_key != (path, self._session_id(),
-                                                      self._link_epoch()):
-            return False, None
-        return True, stat
 
     def open_gate(self) -> None:
         """The runtime's batched claim is done (whatever it found): acquire now."""
@@ -717,13 +657,8 @@ class SlotRunner:
 
     def _release(self) -> None:
         """Delete our owner znode: the one whose czxid is our fence (a czxid names a single
-        creation, so this does not delete another owner's znode, short of the race named in
-        stat_ahead), as the stat sent ahead at the stop request tells, if it still stands,
-        else a stat now. When
-        that cannot be done now (connection suspended), `may_hold_owner` stays set and the
-        runtime retries."""
-        with self._ahead_lock:
-            self._releasing = True  # no stat is sent ahead from now on
+        creation, so this never deletes another owner's znode). When that cannot be done now
+        (connection suspended), `may_hold_owner` stays set and the runtime retries."""
         if not self.may_hold_owner:
             return
         self.held_fence = self.fence  # for the runtime's retry: delete only that znode
@@ -737,9 +672,7 @@ class SlotRunner:
         try:
             # Short: a frozen server must not keep this thread (and the node's view of the
             # slot) alive; the runtime's retry does the rest.
-            known, stat = self._stat_ahead_result(path)
-            if not known:
-                stat = self._client.exists_async(path).get(timeout=RELEASE_TIMEOUT)
+            stat = self._client.exists_async(path).get(timeout=RELEASE_TIMEOUT)
             if stat is not None and (stat.czxid == self.fence or (
                     self.fence is None and stat.ephemeralOwner == self._session_id())):
                 self._client.delete_async(path, version=stat.version).get(

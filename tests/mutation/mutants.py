@@ -34,7 +34,6 @@ DB = "tests/integration/test_debounce.py"
 AS = "tests/integration/test_async_handlers.py"
 DM = "tests/integration/test_doc_memo.py"
 MR = "tests/integration/test_member_reads.py"
-SR = "tests/integration/test_slot_runner.py"
 
 MUTANTS: list[Mutant] = [
     # -- owner znodes: creation and release ------------------------------------------------
@@ -52,33 +51,6 @@ MUTANTS: list[Mutant] = [
         "            except NodeExistsError:\n                return True\n",
         [f"{N}::test_stuck_handler_keeps_its_owner_znode_until_it_really_ends"],
         "a slot starts while another node's owner znode exists: it runs twice"),
-    Mutant(
-        "stat-ahead-ignores-its-watch", "xconsumer/slot.py",
-        "        if self._ahead_changed or self._ahead_key != (path, self._session_id(),\n",
-        "        if False or self._ahead_key != (path, self._session_id(),\n",
-        [f"{SR}::test_a_stat_sent_ahead_fences_the_release_only_while_it_stands[by_its_watch]"],
-        "a release trusts the stat sent at the stop after its watch saw the owner znode "
-        "change: it deletes the znode the slot's next owner made (same path, version 0)"),
-    Mutant(
-        "stat-ahead-ignores-reconnects", "xconsumer/slot.py",
-        "        if self._ahead_changed or self._ahead_key != (path, self._session_id(),\n",
-        "        if self._ahead_changed or None and self._ahead_key != (path, "
-        "self._session_id(),\n",
-        [f"{SR}::test_a_stat_sent_ahead_fences_the_release_only_while_it_stands"
-         "[by_a_dropped_connection]",
-         f"{SR}::test_a_stat_sent_ahead_fences_the_release_only_while_it_stands"
-         "[by_a_new_session]"],
-        "kazoo drops its watches when the connection drops and never tells a change made "
-        "while the node was cut off: a release trusting the older stat deletes the next "
-        "owner's znode"),
-    Mutant(
-        "stat-ahead-not-sent", "xconsumer/runtime.py",
-        '                    runner.request_stop("revoked")\n                    '
-        "runner.stat_ahead()\n",
-        '                    runner.request_stop("revoked")\n',
-        [f"{SR}::test_a_revoked_slot_is_released_with_the_stat_sent_at_its_stop"],
-        "a revoked slot's release asks for the stat only after its handler returned: a round "
-        "trip more where a slot moves"),
     Mutant(
         "release-deletes-anyones-owner", "xconsumer/slot.py",
         "self.fence is None and stat.ephemeralOwner == self._session_id()))",
