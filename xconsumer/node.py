@@ -724,21 +724,13 @@ class Node:
         self._note_members(members)
         pos = children.index(own)
         self._next_in_line = pos == 1
-        # The election's watches go out together, and the plan's read right behind them:
-        # one session's answers come in the order its requests were sent, so by the time
-        # the plan is read they are in, and a follower's full pass (a joining node's first)
-        # waits one round trip for the three instead of three. A watch that failed fails
-        # the pass before the plan is taken, as when each was waited for on its own.
-        watches = []
         if pos > 0:  # the election: watch only our predecessor
-            watches.append(self.client.exists_async(self.paths.node(children[pos - 1]),
-                                                    watch=self._on_watch))
+            self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
         if pos > 1:
             # And the leader, whose plans we trust: when it goes, a full pass learns who
             # leads now even if the new leader writes no plan (an older xconsumer); put
             # off, since the new leader's plan wakes us at once (see _on_watch_later).
-            watches.append(self.client.exists_async(self.paths.node(children[0]),
-                                                    watch=self._on_leader_watch))
+            self.client.exists(self.paths.node(children[0]), watch=self._on_leader_watch)
         if candidates[pos].corrupt is not None or self._member_dirty.is_set():
             self._member_dirty.clear()
             self._repair_member()
@@ -772,8 +764,6 @@ class Node:
             self.publish_error = self.strategy_error = None
         plan, mzxid = (None, None) if self.is_leader else read_plan(
             self.client, self.paths, self.name, watch=self._on_watch)
-        for result in watches:
-            result.get(timeout=CLAIM_TIMEOUT)
         self._planless = not self.is_leader and plan is None
         if self.is_leader or not (self._take_plan(plan, mzxid) or self._keep_plan(plan)):
             self._stale_doc = None
