@@ -725,7 +725,14 @@ class Node:
         pos = children.index(own)
         self._next_in_line = pos == 1
         if pos > 0:  # the election: watch only our predecessor
-            self.client.exists(self.paths.node(children[pos - 1]), watch=self._on_watch)
+            # Its end is news at once only to the next in line (it takes over) and to the
+            # one after (now next in line, it reads every member's data for a takeover).
+            # Further back it changes nothing we run: a full pass then (a listing, a plan
+            # read, our watches set again) came in the middle of the handover the leave or
+            # crash had just started, on the node that was usually one of the gainers.
+            # Put off, like a leader's end to a follower (see _on_watch_later).
+            self.client.exists(self.paths.node(children[pos - 1]),
+                               watch=self._on_watch if pos <= 2 else self._on_watch_later)
         if pos > 1:
             # And the leader, whose plans we trust: when it goes, a full pass learns who
             # leads now even if the new leader writes no plan (an older xconsumer); put

@@ -343,6 +343,34 @@ def test_at_its_leaders_end_a_follower_takes_the_successors_plan_without_a_listi
     assert [e["leader"] for e in c.events.since(0) if e["kind"] == "leader"][-1] == "b"
 
 
+def test_a_predecessors_end_wakes_at_once_only_the_next_two_in_line(
+        zk: KazooClient, zk_hosts, zk_root, nodes, trio, monkeypatch) -> None:
+    """d watches c, the member before it. c's end makes d third in line: nothing d runs
+    depends on it, so d's full pass is put off (LOOK_LATER, long here) and d only takes
+    the plan c's slots come with. b's end makes c next in line: c lists at once, since a
+    takeover may follow."""
+    monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
+    a, b, c = trio
+    d = start(nodes, make_config(zk_hosts, zk_root, TASK), "d")
+    paths = Paths(zk_root, "it")
+    quad = [a, b, c, d]
+    wait_until(lambda: converged(quad) and d.plan_source == "plan" and d._look_at is None
+               and not d._next_in_line, 20)
+    listings = first_args(monkeypatch, d.client, "get_children")
+    last_full = d._last_full
+    c.stop()
+    wait_until(lambda: converged([a, b, d]) and d._look_at is not None, 20)
+    assert paths.nodes not in listings and d._last_full == last_full, listings
+    assert not d._next_in_line
+    # d's put-off pass (made due now) lists the members and watches b, second in line:
+    # b's end, which makes d next in line, is news to d at once.
+    d._look_at = 0.0
+    d._kick("test")
+    wait_until(lambda: d._look_at is None and d._last_full != last_full, 10)
+    b.stop()
+    wait_until(lambda: d._next_in_line and converged([a, d]), 20)
+
+
 def test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives(
         zk: KazooClient, zk_root, trio) -> None:
     """Only the deletion of the leader's znode makes the successor's plan one to trust:
