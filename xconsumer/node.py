@@ -583,7 +583,8 @@ class Node:
         watch), and its first publish rewrites every plan, which wakes each follower anyway;
         a full pass of every follower at that moment only slowed the takeover (at 1,000
         members, ~4 requests from each of 998 nodes). A join or leave, to the next in line:
-        it keeps every member's data read, for a takeover that reads none."""
+        it keeps every member's data read, for a takeover that reads none. Its predecessor's
+        end, to a follower third in line or further back (see _sync_pass)."""
         if self._look_at is None:
             self._look_at = time.monotonic() + LOOK_LATER * random.uniform(0.5, 1.5)
             self._kick(LOOK_LATER_KICK)  # the controller takes the deadline

@@ -347,8 +347,8 @@ def test_a_predecessors_end_wakes_at_once_only_the_next_two_in_line(
         zk: KazooClient, zk_hosts, zk_root, nodes, trio, monkeypatch) -> None:
     """d watches c, the member before it. c's end makes d third in line: nothing d runs
     depends on it, so d's full pass is put off (LOOK_LATER, long here) and d only takes
-    the plan c's slots come with. b's end makes c next in line: c lists at once, since a
-    takeover may follow."""
+    the plan c's slots come with. Once d is second in line, b's end (which makes d next
+    in line) is news to d at once, since a takeover may follow."""
     monkeypatch.setattr(node_module, "LOOK_LATER", 60.0)
     a, b, c = trio
     d = start(nodes, make_config(zk_hosts, zk_root, TASK), "d")
@@ -367,8 +367,11 @@ def test_a_predecessors_end_wakes_at_once_only_the_next_two_in_line(
     d._look_at = 0.0
     d._kick("test")
     wait_until(lambda: d._look_at is None and d._last_full != last_full, 10)
+    woken_by = first_args(monkeypatch, d, "_sync")  # the reasons of each pass
+    told = f"watch:{paths.node(b._member_child)}"
     b.stop()
     wait_until(lambda: d._next_in_line and converged([a, d]), 20)
+    assert any(told in reasons for reasons in woken_by), woken_by
 
 
 def test_a_plan_naming_the_successor_is_not_taken_while_the_leader_lives(

@@ -715,6 +715,20 @@ MUTANTS: list[Mutant] = [
         "every follower lists the members at its leader's end, with the takeover: a herd "
         "of 998 listings at 1,000 members, and a slower takeover"),
     Mutant(
+        "predecessor-end-wakes-every-follower-at-once", "xconsumer/node.py",
+        "watch=self._on_watch if pos <= 2 else self._on_watch_later)\n",
+        "watch=self._on_watch)\n",
+        [f"{PL}::test_a_predecessors_end_wakes_at_once_only_the_next_two_in_line"],
+        "a follower far back runs a full pass the moment its predecessor goes, in the "
+        "middle of the handover that leave or crash starts"),
+    Mutant(
+        "new-next-in-line-hears-its-predecessors-end-later", "xconsumer/node.py",
+        "watch=self._on_watch if pos <= 2 else self._on_watch_later)\n",
+        "watch=self._on_watch if pos <= 1 else self._on_watch_later)\n",
+        [f"{PL}::test_a_predecessors_end_wakes_at_once_only_the_next_two_in_line"],
+        "the node after the next in line learns only a second later that it is next in "
+        "line: a takeover meanwhile waits for that look"),
+    Mutant(
         "leader-document-watch-answer-ignored", "xconsumer/node.py",
         "        if stat is None or stat.mzxid != mzxid:\n            self._on_doc_watch(None)\n",
         "        if False:\n            self._on_doc_watch(None)\n",
