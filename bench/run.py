@@ -134,6 +134,12 @@ def _verdict(value: float | None, limit: float) -> str:
     return "not measured" if value is None else ("met" if value <= limit else "missed")
 
 
+# A change's request count may be this many times larger at the largest cluster measured
+# than at the smallest and still count as not growing with the members (the listing the
+# leader reads, a few reads more: a few per cent at 1,000, and noise between events).
+HERD_FACTOR = 3.0
+
+
 def targets(results: dict[str, Any]) -> list[list[str]]:
     """Every target of the handover and scale issue, with its measured value and verdict.
     Handover figures are for the default strategy at 100 slots on 5 nodes, p50 over the
@@ -178,7 +184,7 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
                         f"({a['strategy']})", "-" if lp is None else f"{ms(lp)} ms",
                         _verdict(lp, 0.25)])
     members = (results.get("members_scale") or {}).get("sizes") or {}
-    per_member = {}
+    others: dict[str, dict[int, float]] = {}  # kind -> members -> the others' requests
     for n, size in members.items():
         for kind, row in (size.get("summary") or {}).items():
             req = _median(row, "requests")
@@ -186,20 +192,30 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
                 # A joining node's own requests (its registration, and the few member reads
                 # of its election) are counted apart; the herd is what the others pay.
                 own = sum(t[1] for t in row.get("top") or [] if str(t[0]).startswith("join|"))
-                per_member.setdefault(kind, {})[int(n)] = (req - own) / int(n)
-    for kind, by_n in sorted(per_member.items()):
-        text = ", ".join(f"{n}: {v:.2f}/member" for n, v in sorted(by_n.items()))
-        grows = len(by_n) > 1 and min(by_n.values()) > 1.0
+                others.setdefault(kind, {})[int(n)] = req - own
+    for kind, by_n in sorted(others.items()):
+        text = ", ".join(f"{n}: {v / n:.2f}/member" for n, v in sorted(by_n.items()))
         label = f"ZooKeeper requests per {kind} grow with slots moved, not members"
         if kind == "join":
             label += " (the joining node's own requests aside)"
-        out.append([label, text, "missed (grows with members)" if grows
-                    else "not measured" if len(by_n) < 2 else "met"])
+        # One slot moves at every size, so the count itself must stay about the same: a
+        # herd at one size shows there, whatever the per-member figure of the others.
+        # (Judged by the count per member instead, a storm of 13,978 requests at 1,000
+        # members passed, because 100 members cost less than one request each.)
+        smallest, largest = min(by_n.values()), max(by_n.values())
+        grows = len(by_n) > 1 and largest > HERD_FACTOR * max(smallest, 1.0)
+        ratio = largest / max(smallest, 1.0)
+        out.append([label, text, f"missed (the largest count is {ratio:,.0f} times the "
+                    "smallest)" if grows else "not measured" if len(by_n) < 2 else "met"])
     started = [int(n) for n, size in members.items() if (size.get("start") or {}).get(
         "converge_s") is not None]
+    failed = next((size.get("errors") or [] for n, size in members.items() if int(n) == 1000),
+                  [])
     out.append(["a cluster of 1,000 members forms and converges",
-                f"largest measured: {max(started) if started else 0}",
-                "met" if 1000 in started else ("not measured" if not members else "missed")])
+                f"largest measured: {max(started) if started else 0}"
+                + (f"; at 1,000: {'; '.join(failed)}" if 1000 in started and failed else ""),
+                ("missed" if failed else "met") if 1000 in started
+                else ("not measured" if not members else "missed")])
     peer = results.get("peer") or {}
     x = _median(s, "leave", "all_moved_running")
     for key in ("default", "tuned"):
