@@ -202,9 +202,8 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         # herd at one size shows there, whatever the per-member figure of the others.
         # (Judged by the count per member instead, a storm of 13,978 requests at 1,000
         # members passed, because 100 members cost less than one request each.)
-        smallest, largest = min(by_n.values()), max(by_n.values())
-        grows = len(by_n) > 1 and largest > HERD_FACTOR * max(smallest, 1.0)
-        ratio = largest / max(smallest, 1.0)
+        ratio = max(by_n.values()) / max(min(by_n.values()), 1.0)
+        grows = len(by_n) > 1 and ratio > HERD_FACTOR
         out.append([label, text, f"missed (the largest count is {ratio:,.0f} times the "
                     "smallest)" if grows else "not measured" if len(by_n) < 2 else "met"])
     started = [int(n) for n, size in members.items() if (size.get("start") or {}).get(
