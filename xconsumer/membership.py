@@ -73,6 +73,18 @@ class MemberRecord:
         )
 
 
+@dataclass
+class Listing:
+    """What a plain follower last listed under `nodes/`, named by that container's pzxid: the
+    zxid of the last child created or deleted there, or of the container's own creation
+    (a zxid names one change in the whole ensemble, so a container made again has a new
+    one). The same pzxid later means the very same children. The czxid is kept beside it
+    only so the key says which container it is."""
+
+    key: tuple[int, int] | None = None
+    children: list[str] = field(default_factory=list)
+
+
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 READ_TIMEOUT = 30.0  # a member's data read, bounded like every call (a dead connection)
 CLAIM_TIMEOUT = 10.0  # a name claim's calls, made under the node's member lock
@@ -82,7 +94,8 @@ def read_members(client: KazooClient, paths: Paths,
                  watch: Callable[[Any], None] | None = None,
                  cache: dict[str, MemberRecord | None] | None = None,
                  corrupt: list[Corrupt] | None = None,
-                 focus: str | None = None) -> list[MemberRecord]:
+                 focus: str | None = None, listing: Listing | None = None,
+                 recheck: bool = False) -> list[MemberRecord]:
     """Every election candidate in sequence order (corrupt ones flagged); a member that
     vanished mid-read is skipped. Problems found are appended to `corrupt`.
 
@@ -99,9 +112,18 @@ def read_members(client: KazooClient, paths: Paths,
     N reads when a cluster formed (N^2/2 in all, what kept 1,000 members from forming).
     The election's outcome is the same as with every member read: it follows names alone,
     and a corrupt member is skipped only at the front, where its data was read.
+
+    A listing without a watch is kept in `listing`; with `recheck` a stat of `nodes/` tells
+    whether it still holds, and the listing is read again only if it does not. That is a
+    follower's periodic full pass, which looks for what a watch may have missed: listing
+    N members there cost each of N followers a read of N names every FULL_PASS_EVERY, the
+    idle cluster's largest cost at 1,000 members (a 16 KB reply 33 times a second).
     """
     try:
-        children = client.get_children(paths.nodes, watch=watch)
+        if listing is not None and watch is None:
+            children = _listing(client, paths, listing, recheck)
+        else:
+            children = client.get_children(paths.nodes, watch=watch)
     except NoNodeError:
         return []
     ordered = sorted(children, key=node_seq)
@@ -163,6 +185,21 @@ _UNREAD: Any = object()  # no record cached for a child
 def _known(rec: Any) -> bool:
     """A cached record that stands for a read: a member's, or None (no member at all)."""
     return rec is not _UNREAD and (rec is None or rec.known)
+
+
+def _listing(client: KazooClient, paths: Paths, listing: Listing,
+             recheck: bool) -> list[str]:
+    """The children of `nodes/`, from `listing` when a stat shows it still holds (with
+    `recheck`), else read (and kept) with the container's stat taken in the same read."""
+    if recheck and listing.key is not None:
+        stat = client.exists(paths.nodes)
+        if stat is None:
+            raise NoNodeError()
+        if (stat.czxid, stat.pzxid) == listing.key:
+            return list(listing.children)
+    children, stat = client.get_children(paths.nodes, include_data=True)
+    listing.key, listing.children = (stat.czxid, stat.pzxid), list(children)
+    return list(children)
 
 
 def _read_member(paths: Paths, child: str, pending: Any) -> MemberRecord | None | bool:

@@ -28,9 +28,9 @@ def test_housekeeping_left_by_a_failed_pass_never_runs_later(
     calls: list[tuple[bool, object]] = []
     real_housekeep = a._housekeep
 
-    def housekeep(live, tasks, purge=()):
+    def housekeep(live, tasks, purge=(), **kwargs):
         calls.append((a.is_leader, tasks))
-        return real_housekeep(live, tasks, purge)
+        return real_housekeep(live, tasks, purge, **kwargs)
     a._housekeep = housekeep  # type: ignore[method-assign]
     armed = {"on": True}
     real_read = a._read_document

@@ -211,6 +211,89 @@ def test_a_followers_read_agrees_with_a_full_read_on_the_election(
     zk.delete(paths.base, recursive=True)
 
 
+# What can happen to nodes/ between two of a follower's listings.
+CHANGE = st.sampled_from(["join", "join", "leave", "nothing", "nothing", "edit data",
+                          "container made again"])
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(CHANGE, min_size=1, max_size=10))
+def test_a_kept_listing_is_used_only_while_no_member_came_or_went(
+        zk: KazooClient, zk_root, changes):
+    """A follower's periodic pass stats nodes/ and keeps its last listing when the stat says
+    no child was created or deleted since: whatever happened in between, what it reads
+    must be what a fresh listing reads."""
+    paths = Paths(f"{zk_root}/{uuid.uuid4().hex[:8]}", "p")
+    zk.ensure_path(paths.nodes)
+    made: list[str] = []
+
+    def join() -> None:
+        data = json.dumps(member_data(f"m{len(made)}")).encode()
+        made.append(zk.create(paths.node_prefix, data, ephemeral=True, sequence=True))
+
+    join()
+    join()
+    listing = membership.Listing()
+    read_members(zk, paths, listing=listing)
+    for change in changes:
+        live = [m for m in made if zk.exists(m)]
+        if change == "join":
+            join()
+        elif change == "leave" and live:
+            zk.delete(live[0])
+        elif change == "edit data" and live:
+            zk.set(live[-1], b"{}")
+        elif change == "container made again":
+            zk.delete(paths.nodes, recursive=True)
+            zk.ensure_path(paths.nodes)
+            join()
+        kept = read_members(zk, paths, listing=listing, recheck=True)
+        assert [r.child for r in kept] == [r.child for r in read_members(zk, paths)]
+    zk.delete(paths.base, recursive=True)
+
+
+def test_a_followers_periodic_full_pass_lists_the_members_only_after_a_change(
+        zk_hosts, zk_root, nodes, record, monkeypatch):
+    """Listing N members on each follower's periodic full pass was the idle cluster's largest
+    cost at 1,000 members; a stat of nodes/ tells whether anything changed."""
+    monkeypatch.setattr(node_module, "FULL_PASS_EVERY", 0.0)  # every periodic pass is full
+    config = make_config(zk_hosts, zk_root, RECORD_TASK)
+    a, b, c = (start(nodes, config, name) for name in ("a", "b", "c"))
+    wait_until(lambda: running(a) | running(b) | running(c) == {"r/0", "r/1", "r/2"}, 15)
+    paths = Paths(zk_root, "it")
+    passes: list[tuple[frozenset[str], int]] = []  # c's passes: reasons, listings of nodes/
+    current = {"listed": 0}
+    real_sync, real_list = c._sync, c.client.get_children
+
+    def sync(reasons=()):
+        current["listed"] = 0
+        try:
+            return real_sync(reasons)
+        finally:
+            passes.append((frozenset(reasons), current["listed"]))
+
+    def get_children(path, *args, **kwargs):
+        if path == paths.nodes:
+            current["listed"] += 1
+        return real_list(path, *args, **kwargs)
+
+    monkeypatch.setattr(c, "_sync", sync)
+    monkeypatch.setattr(c.client, "get_children", get_children)
+
+    def periodic() -> list[int]:
+        return [listed for reasons, listed in passes if reasons == {"periodic"}]
+
+    wait_until(lambda: len(periodic()) >= 3, 10)
+    assert not c.is_leader and not c._next_in_line
+    assert not any(periodic()), passes  # nothing changed: no listing
+    d = start(nodes, config, "d")
+    wait_until(lambda: d._member_child in c._member_cache, 10)  # a periodic pass saw it
+    passes.clear()
+    wait_until(lambda: len(periodic()) >= 3, 10)
+    assert not any(periodic()), passes
+
+
 # -- name claims ---------------------------------------------------------------------------
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -238,6 +239,53 @@ def test_a_pass_due_for_the_plans_check_publishes_first(
         wait_until(checking.is_set, 10)  # and the check did run, after it
     finally:
         check_may_end.set()
+
+
+# Found by the 1,000-member benchmark: after the publish, the check still ran in whatever pass
+# fell due for it, so the 999 stats of a leader at 1,000 members came in the middle of a crash's
+# handover and were counted against it (1,019 requests against 19-26).
+def test_the_plans_check_waits_for_a_pass_of_the_reconcile_timer(
+        zk: KazooClient, zk_root, trio, monkeypatch) -> None:
+    a, _, _ = trio
+    passes: list[tuple[frozenset[str], bool, bool]] = []  # reasons, due at its start, checked
+    current = {"checked": False}
+    real_sync, real_verify = a._sync, a.plans.verify
+
+    def sync(reasons=()):
+        current["checked"] = False
+        due = time.monotonic() - a._plans_verified > node_module.FULL_PASS_EVERY
+        try:
+            return real_sync(reasons)
+        finally:
+            passes.append((frozenset(reasons), due, current["checked"]))
+
+    def verify(*args, **kwargs):
+        current["checked"] = True
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(a, "_sync", sync)
+    monkeypatch.setattr(a.plans, "verify", verify)
+
+    def woken_while_due() -> list[tuple[frozenset[str], bool, bool]]:
+        return [p for p in passes if p[1] and "periodic" not in p[0]]
+
+    for _ in range(5):  # a pass of the timer may come first and take the check: again
+        a._plans_verified = time.monotonic() - node_module.FULL_PASS_EVERY - 1  # due
+        a._kick("test")
+        wait_until(lambda: any("test" in p[0] for p in passes), 10)
+        if woken_while_due():
+            break
+        passes.clear()
+    assert woken_while_due(), "no pass woken by a change was due for the check"
+    assert not any(checked for _, _, checked in woken_while_due()), passes
+    # The next pass of the timer takes it.
+    wait_until(lambda: any(checked for reasons, _, checked in passes
+                           if "periodic" in reasons), 10)
+    # Overdue twice over (a leader woken by changes without a pause): any pass takes it.
+    passes.clear()
+    a._plans_verified = time.monotonic() - 2 * node_module.FULL_PASS_EVERY - 1
+    a._kick("test")
+    wait_until(lambda: any(checked for _, _, checked in passes), 10)
 
 
 # Found by review: the check, moved after the publish into the housekeeping, came after its

@@ -781,6 +781,27 @@ MUTANTS: list[Mutant] = [
         "the leader's check of every plan (a stat each) runs in front of the publish: at "
         "1,000 members a join whose pass falls due for it waits behind 1,000 stats"),
     Mutant(
+        "plans-checked-in-a-pass-a-change-woke", "xconsumer/node.py",
+        "        if since <= FULL_PASS_EVERY or not (timer or since > 2 * FULL_PASS_EVERY):\n",
+        "        if since <= FULL_PASS_EVERY:\n",
+        [f"{PL}::test_the_plans_check_waits_for_a_pass_of_the_reconcile_timer"],
+        "the leader's check of every plan runs in the pass a change woke: at 1,000 members "
+        "a crash's handover carries the leader's 999 stats"),
+    Mutant(
+        "kept-listing-used-after-a-change", "xconsumer/membership.py",
+        "        if (stat.czxid, stat.pzxid) == listing.key:\n",
+        "        if stat.czxid == listing.key[0]:\n",
+        [f"{MR}::test_a_kept_listing_is_used_only_while_no_member_came_or_went"],
+        "a follower's periodic pass keeps its last listing although members came or went: "
+        "it never learns of a join or a leave that a watch missed"),
+    Mutant(
+        "periodic-full-pass-lists-every-time", "xconsumer/node.py",
+        '                recheck=reasons == {"periodic"}))',
+        "                recheck=False))",
+        [f"{MR}::test_a_followers_periodic_full_pass_lists_the_members_only_after_a_change"],
+        "every follower's periodic full pass lists every member: N reads of N names per "
+        "FULL_PASS_EVERY, the idle cost that grows with the square of the cluster"),
+    Mutant(
         "plans-check-skipped-with-the-chores", "xconsumer/node.py",
         "        except _ZK_ERRORS as exc:\n            logger.warning(\"housekeeping skipped this "
         "pass ({}: {})\", type(exc).__name__, exc)\n",
