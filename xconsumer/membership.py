@@ -78,10 +78,11 @@ class Listing:
     """What a plain follower last listed under `nodes/`, named by that container's pzxid: the
     zxid of the last child created or deleted there, or of the container's own creation
     (a zxid names one change in the whole ensemble, so a container made again has a new
-    one). The same pzxid later means the very same children. The czxid is kept beside it
-    only so the key says which container it is."""
+    one). The same pzxid later means the very same children. The czxid, the cversion and
+    the number of children are kept beside it: for a server whose pzxid was left behind
+    (ZOOKEEPER-3145, before 3.5.5), a join or a leave still changes the key."""
 
-    key: tuple[int, int] | None = None
+    key: tuple[int, int, int, int] | None = None
     children: list[str] = field(default_factory=list)
 
 
@@ -195,11 +196,15 @@ def _listing(client: KazooClient, paths: Paths, listing: Listing,
         stat = client.exists(paths.nodes)
         if stat is None:
             raise NoNodeError()
-        if (stat.czxid, stat.pzxid) == listing.key:
+        if _key(stat) == listing.key:
             return list(listing.children)
     children, stat = client.get_children(paths.nodes, include_data=True)
-    listing.key, listing.children = (stat.czxid, stat.pzxid), list(children)
+    listing.key, listing.children = _key(stat), list(children)
     return list(children)
+
+
+def _key(stat: Any) -> tuple[int, int, int, int]:
+    return stat.czxid, stat.pzxid, stat.cversion, stat.numChildren
 
 
 def _read_member(paths: Paths, child: str, pending: Any) -> MemberRecord | None | bool:

@@ -788,8 +788,15 @@ MUTANTS: list[Mutant] = [
         "the leader's check of every plan runs in the pass a change woke: at 1,000 members "
         "a crash's handover carries the leader's 999 stats"),
     Mutant(
+        "a-timer-pass-with-a-deadline-ahead-is-no-timer-pass", "xconsumer/node.py",
+        '                reasons = {"wake" if due else "periodic"}\n',
+        '                reasons = {"wake" if wakes else "periodic"}\n',
+        [f"{PL}::test_the_plans_check_waits_for_a_pass_of_the_reconcile_timer"],
+        "a leader with any deadline ahead (a keyed task always has one) never gets a pass "
+        "of the timer: its plans check comes only when overdue, in a pass a change woke"),
+    Mutant(
         "kept-listing-used-after-a-change", "xconsumer/membership.py",
-        "        if (stat.czxid, stat.pzxid) == listing.key:\n",
+        "        if _key(stat) == listing.key:\n",
         "        if stat.czxid == listing.key[0]:\n",
         [f"{MR}::test_a_kept_listing_is_used_only_while_no_member_came_or_went"],
         "a follower's periodic pass keeps its last listing although members came or went: "
@@ -798,7 +805,7 @@ MUTANTS: list[Mutant] = [
         "periodic-full-pass-lists-every-time", "xconsumer/node.py",
         '                recheck=reasons == {"periodic"}))',
         "                recheck=False))",
-        [f"{MR}::test_a_followers_periodic_full_pass_lists_the_members_only_after_a_change"],
+        [f"{MR}::test_a_followers_periodic_full_pass_does_not_list_members_that_did_not_change"],
         "every follower's periodic full pass lists every member: N reads of N names per "
         "FULL_PASS_EVERY, the idle cost that grows with the square of the cluster"),
     Mutant(
