@@ -197,10 +197,10 @@ def _listing(client: KazooClient, paths: Paths, listing: Listing,
         if stat is None:
             raise NoNodeError()
         if _key(stat) == listing.key:
-            return list(listing.children)
+            return listing.children  # read only (read_members sorts a copy)
     children, stat = client.get_children(paths.nodes, include_data=True)
-    listing.key, listing.children = _key(stat), list(children)
-    return list(children)
+    listing.key, listing.children = _key(stat), children
+    return children
 
 
 def _key(stat: Any) -> tuple[int, int, int, int]:

@@ -662,6 +662,7 @@ class Node:
         self._memo.expire()  # what an earlier pass read is asked for again (see DocMemo)
         if self._light_pass(reasons):
             return
+        timer = reasons == {"periodic"}  # nothing but the reconcile timer woke this pass
         self._look_at = None  # this is the pass that was put off
         self._last_full = time.monotonic()
         self._jitter = random.uniform(0.8, 1.2)  # nodes' full passes do not fall together
@@ -711,7 +712,7 @@ class Node:
                 self.client, self.paths, watch=watch,
                 cache=self._member_cache, corrupt=corrupt,
                 focus=None if full or in_line else own, listing=self._listing,
-                recheck=reasons == {"periodic"}))
+                recheck=timer))
             children = [m.child for m in candidates]
             if own not in children or takeover:
                 break  # (a takeover's listing was already the full, watched one)
@@ -794,7 +795,7 @@ class Node:
         self._apply()
         if self._chores is not None:
             chores, self._chores = self._chores, None
-            self._housekeep(*chores, timer=reasons == {"periodic"})
+            self._housekeep(*chores, timer=timer)
         self._check_claim()
         self._report_departures()
 

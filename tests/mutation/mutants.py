@@ -803,7 +803,7 @@ MUTANTS: list[Mutant] = [
         "it never learns of a join or a leave that a watch missed"),
     Mutant(
         "periodic-full-pass-lists-every-time", "xconsumer/node.py",
-        '                recheck=reasons == {"periodic"}))',
+        "                recheck=timer))",
         "                recheck=False))",
         [f"{MR}::test_a_followers_periodic_full_pass_does_not_list_members_that_did_not_change"],
         "every follower's periodic full pass lists every member: N reads of N names per "
