@@ -763,15 +763,25 @@ def test_a_leader_whose_slot_ends_after_a_failed_publish_publishes_again(
             passes.append((frozenset(reasons), len(calls) > before))
     monkeypatch.setattr(node_module, "publish", flaky)
     monkeypatch.setattr(a, "_sync_pass", recording)
-    for _ in range(5):  # until the slot's end wakes a pass alone (nothing else came)
+    for _ in range(10):  # until the slot's end wakes a pass alone (nothing else came)
         failing.set()
+        seen = len(passes)
         a._kick("test")
-        wait_until(lambda: a.publish_error is not None, 10)
+        # A pass of this round that tried to publish, and ended (publish_error alone stays
+        # set from an earlier round: a round must not run ahead of its own pass).
+        wait_until(lambda seen=seen: any(p for _, p in passes[seen:]), 10,
+                   message=lambda: f"a pass that tried to publish: {passes}")
         failing.clear()
+        assert a.publish_error is not None, passes
         if a._chores is not None or a._debouncing_until is not None or (
                 a._memo.settled is None):
-            continue  # a full pass is due anyway: the failed publish would not be what
-            # sends the slot's end there (a mutant skipping the check survived that way)
+            # A full pass is due anyway: the failed publish would not be what sends the
+            # slot's end there (a mutant skipping the check survived that way). Publish
+            # once, so that the next round starts from a settled document.
+            a._kick("test")
+            wait_until(lambda: a.publish_error is None and a._memo.settled is not None
+                       and a._chores is None and a._debouncing_until is None, 10)
+            continue
         seen = len(passes)
         runner = a.runtime._runners[sorted(a.runtime.running_slots(),
                                            key=lambda s: s.index)[0]]
@@ -781,5 +791,7 @@ def test_a_leader_whose_slot_ends_after_a_failed_publish_publishes_again(
         reasons, published = next(p for p in passes[seen:] if "slot" in p[0])
         if reasons == {"slot"}:
             break
-    assert reasons == {"slot"} and published, passes
+    else:
+        pytest.fail(f"no round had the slot's end wake a pass alone: {passes}")
+    assert published, passes
     wait_until(lambda: a.publish_error is None, 10)
