@@ -77,10 +77,13 @@ def test_pause_resume_reset_and_listing(cluster: Cluster):
     assert beta["paused"] is True and beta["desired"] == 0 and beta["workerNum"] == 2
     assert call(f"{leader}/api/tasks/beta/resume", "POST")[0] == 200
     cluster.wait_converged({"n1", "n2"})
-    call(f"{leader}/api/tasks/beta/scale", "POST", {"workerNum": 3})
+    assert call(f"{leader}/api/tasks/beta/scale", "POST", {"workerNum": 3})[0] == 200
+    set_workers(cluster, "beta", 3)
+    cluster.wait_converged({"n1", "n2"})  # three slots run: the reset below has work to do
     assert call(f"{leader}/api/tasks/beta/reset", "POST")[0] == 200
     status, body, _ = call(f"{leader}/api/tasks/beta")
     assert body["task"]["workerNum"] == 2 and body["task"]["overridden"] == []
+    set_workers(cluster, "beta", 2)
     cluster.wait_converged({"n1", "n2"})
 
 

@@ -47,9 +47,14 @@ def test_foreign_member_znode_gets_no_slots_nor_holds_the_leadership(
 
 def test_corrupt_overrides_never_written_valid_mean_app_toml(zk: KazooClient, zk_root, leader):
     paths = Paths(zk_root, "it")
+    passes = leader.passes
     zk.create(paths.overrides, b"[1, 2", makepath=True)
     leader._kick("test")
-    wait_until(lambda: leader.overrides.read()[1] == 0, 5)
+    # The leader's own read, and a pass after it (read() below reads the znode itself, so a
+    # wait on it would not wait for the leader).
+    wait_until(lambda: any(c["kind"] == "overrides" for c in leader.node_view()["corrupt"])
+               and leader.passes >= passes + 2, 10)
+    assert leader.overrides.read()[1] == 0
     assert leader.overrides.read()[0]["tasks"] == {}
     assert running(leader) == SLOTS
     # The next change replaces the unreadable document with a valid one.

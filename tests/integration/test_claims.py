@@ -55,10 +55,11 @@ def test_a_held_slot_is_left_out_of_the_claim_and_waits_for_its_owner(
     other.start()
     other.create(paths.owner("r", 2), dumps({"node": "old"}), ephemeral=True, makepath=True)
     a = start(nodes, make_config(zk_hosts, zk_root, TASK), "a")
-    wait_until(lambda: running(a) == ALL - {"r/2"}, 15)
+    # (a runner is "starting" until its thread reaches the watch: wait for it too)
+    wait_until(lambda: running(a) == ALL - {"r/2"} and [
+        s.state for s in a.runtime.statuses() if s.slot == 2] == ["waiting"], 15,
+        message=lambda: str(a.runtime.statuses()))
     assert len(set(fences(a).values())) == 1
-    waiting = [s for s in a.runtime.statuses() if s.slot == 2]
-    assert [s.state for s in waiting] == ["waiting"]
     other.stop()
     other.close()
     wait_until(lambda: running(a) == ALL, 15)
@@ -379,10 +380,10 @@ def test_a_follow_up_claim_refused_leaves_the_slots_to_their_threads(
         rt.apply({Slot("r", i): task for i in range(4)}, 1)
         assert commits == [[paths.owner("r", i) for i in (0, 1)],
                            [paths.owner("r", i) for i in (2, 3)]]  # the follow-up, refused
-        wait_until(lambda: {r.slot.index for r in rt.runners() if r.state == "running"}
-                   == {0, 1, 2}, 10)
         r3 = rt._runners[Slot("r", 3)]
-        assert r3.state == "waiting" and r3.fence is None
+        wait_until(lambda: {r.slot.index for r in rt.runners() if r.state == "running"}
+                   == {0, 1, 2} and r3.state == "waiting", 10)
+        assert r3.fence is None
         assert rt._runners[Slot("r", 2)].fence == zk.exists(paths.owner("r", 2)).czxid
         assert zk.exists(paths.owner("r", 3)).ephemeralOwner == third.client_id[0]
         third.stop()

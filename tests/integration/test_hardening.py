@@ -13,11 +13,12 @@ from kazoo.exceptions import KazooException
 
 from tests.cluster import RECORD_WORKS
 from tests.conftest import _client
+from tests.integration.test_guards import _freeze_controller
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import wait_until
 from xconsumer import node as node_module
 from xconsumer.assignment import Slot
-from xconsumer.codecs import Corrupt
+from xconsumer.codecs import Corrupt, decode_overrides
 from xconsumer.config import TaskConfig, parse_config
 from xconsumer.errors import ConfigError
 from xconsumer.leader import read_assignment, valid_doc
@@ -74,6 +75,12 @@ def test_a_corrupt_assignment_is_repaired_above_every_generation_without_restart
     since = time.time()
     zk.set(paths.assignment, data)
     wait_until(lambda: (generation(zk, paths) or 0) > before, 10)
+    # Both have gone through a pass since the repair (the fences below are the kept ones
+    # before it, too: without this the checks would run before anything could move).
+    pa, pb = a.passes, b.passes
+    a._kick("test")
+    b._kick("test")
+    wait_until(lambda: a.passes > pa + 1 and b.passes > pb + 1, 10)
     # Nothing moved and nothing restarted: every slot keeps its fence.
     wait_until(lambda: {**fences(a), **fences(b)} == kept, 10)
     views = [a.cluster_view(), b.node_view()]
@@ -91,14 +98,14 @@ def records_of(node) -> list[dict]:
 
 
 def test_a_follower_keeps_its_last_plan_while_the_assignment_is_corrupt(
-        zk: KazooClient, zk_root, pair) -> None:
+        zk: KazooClient, zk_root, pair, monkeypatch) -> None:
     a, b = pair
     paths = Paths(zk_root, "it")
     mine = fences(b)
     # Write garbage and see the follower read it before the leader repairs it: stop the
-    # leader's controller first so the window is as long as we need.
-    a._stop.set()
-    a._kick("pause")
+    # leader's controller first so the window is as long as we need (and wait for a pass
+    # already under way, which could repair the garbage or rewrite b's plan).
+    _freeze_controller(a, monkeypatch)
     zk.set(paths.assignment, b'{"nodes": []}')
     # A follower runs from its own plan and reads the document only without a usable one:
     # make its plan corrupt too, so it falls back to the (corrupt) document.
@@ -122,10 +129,16 @@ def test_corrupt_overrides_keep_the_last_valid_ones_until_a_write_repairs_them(
     wait_until(lambda: running(a) | running(b) == five, 15)
     for garbage in (b'"not json"', b"[1,2]", b"{{{", b'{"tasks": {"r": {"workerNum": -4}}}'):
         gen = generation(zk, paths)
+        # This round's own error (each garbage has its own): `corrupt` stays set from the
+        # round before, so a wait on it alone would not wait for the leader to read this one.
+        expected = decode_overrides(garbage, paths.overrides)
+        assert isinstance(expected, Corrupt)
+        passes = a.passes
         zk.set(paths.overrides, garbage)
-        wait_until(lambda: a.overrides.corrupt is not None, 10)
-        table = a.node_view()
-        assert any(c["kind"] == "overrides" for c in table["corrupt"])
+        want = expected.to_dict()
+        wait_until(lambda want=want: want in a.node_view()["corrupt"], 10,
+                   message=lambda: str(a.node_view()["corrupt"]))
+        wait_until(lambda p=passes: a.passes >= p + 2, 10)  # and a pass after that read
         from xconsumer.view import tasks_table
 
         tasks = tasks_table(a.client, a.paths, a.assignment, a.seed_tasks(), a.overrides)
@@ -413,9 +426,12 @@ def test_a_generation_written_at_the_cap_does_not_make_the_leader_loop(
                and generation(zk, paths) == MAX_GENERATION
                and len(valid_doc(read_assignment(zk, paths)[0])["nodes"]) == 2, 10)
     version = zk.exists(paths.assignment).version
-    a._kick("test")
-    b._kick("test")
-    wait_until(lambda: a.passes > 3 and b.passes > 3, 10)
+    pa, pb = a.passes, b.passes  # (counts since the start: compare with now, not with 0)
+    for _ in range(3):
+        a._kick("test")
+        b._kick("test")
+        wait_until(lambda pa=pa, pb=pb: a.passes > pa and b.passes > pb, 10)
+        pa, pb = a.passes, b.passes
     assert zk.exists(paths.assignment).version - version <= 1
 
 

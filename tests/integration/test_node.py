@@ -107,8 +107,10 @@ def test_session_expiry_stops_slots_and_the_node_rejoins(zk_hosts, zk_root, node
     first_znode = node.node_view()["znode"]
     first_session = node.client.client_id
     expire_session(node.client, zk_hosts)  # another client closes it by id
+    # (a slot is running before its handler has written its start record)
     wait_until(lambda: node.client.client_id and node.client.client_id[0] != first_session[0]
-               and running(node) == {"r/0", "r/1", "r/2"}, 30,
+               and running(node) == {"r/0", "r/1", "r/2"}
+               and sum(r["e"] == "start" for r in records(record)) >= 6, 30,
                message=lambda: str(node.node_view()))
     assert node.node_view()["znode"] != first_znode
     # Every run that started on the old session had stopped before the new one started.
