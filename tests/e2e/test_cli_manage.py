@@ -18,6 +18,8 @@ import pytest
 
 from tests.cluster import REPO, Cluster
 from tests.util import wait_until
+from xconsumer.assignment import Member, round_robin
+from xconsumer.config import TaskConfig
 from xconsumer.zkserver import free_port
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +68,15 @@ def set_workers(cluster: Cluster, task: str, n: int) -> None:
     for t in cluster.tasks:
         if t["name"] == task:
             t["workerNum"] = n
+
+
+def round_robin_deal(cluster: Cluster, names: list[str]) -> dict[str, list[dict]]:
+    """The deal of an explicit rebalance: round robin from the followers, names[0] leads."""
+    tasks = [TaskConfig.from_dict(t) for t in cluster.tasks]
+    members = [Member(n, i, frozenset({"RunRecord"})) for i, n in enumerate(names)]
+    plan = round_robin(tasks, members, leader=names[0])
+    return {n: [{"task": s.task, "slot": s.index} for s in slots]
+            for n, slots in plan.nodes.items()}
 
 
 def owners_of(cluster: Cluster, task: str) -> dict[str, str]:
@@ -133,7 +144,11 @@ def test_through_a_nodes_api_with_token_drain_undrain_events(cluster: Cluster):
 
     out = ok(cli(cluster, "rebalance", "--url", url, "--token", TOKEN))
     assert out.startswith("rebalance requested: request #1")
-    cluster.wait_converged({"n1", "n2"}, timeout=TIMEOUT)
+    # What a rebalance promises: round robin's deal from the followers (a wait for a
+    # converged cluster alone is met by the deal before it).
+    dealt = round_robin_deal(cluster, ["n1", "n2"])
+    wait_until(lambda: (v := cluster.converged({"n1", "n2"})) and v["assignment"] == dealt,
+               TIMEOUT, message=lambda: f"not re-dealt: {cluster.view()['assignment']}")
 
     listing = ok_json(cli(cluster, "tasks", "--url", url, "--json"))  # reads need no token
     assert {t["name"]: t["desired"] for t in listing["tasks"]} == {"alpha": 2, "beta": 3}
