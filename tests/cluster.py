@@ -19,6 +19,8 @@ from kazoo.client import KazooClient
 
 from tests import checker
 from tests.util import wait_until
+from xconsumer.assignment import Member, round_robin
+from xconsumer.config import TaskConfig
 from xconsumer.leader import read_assignment, valid_doc
 from xconsumer.paths import Paths
 from xconsumer.procfs import wait_stopped
@@ -26,6 +28,15 @@ from xconsumer.view import read_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_WORKS = Path(__file__).resolve().parent / "e2e" / "record_works"
+
+
+def round_robin_deal(tasks: list[dict], names: list[str]) -> dict[str, list[dict]]:
+    """Round robin's deal from the followers (names[0] leads), as a view's "assignment"
+    shows it: what a forming cluster and an explicit rebalance get."""
+    members = [Member(n, i, frozenset({"RunRecord"})) for i, n in enumerate(names)]
+    plan = round_robin([TaskConfig.from_dict(t) for t in tasks], members, leader=names[0])
+    return {n: [{"task": s.task, "slot": s.index} for s in slots]
+            for n, slots in plan.nodes.items()}
 
 
 def toml_value(value: Any) -> str:

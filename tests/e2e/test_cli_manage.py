@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import REPO, Cluster
+from tests.cluster import REPO, Cluster, round_robin_deal
 from tests.util import wait_until
-from xconsumer.assignment import Member, round_robin
-from xconsumer.config import TaskConfig
 from xconsumer.zkserver import free_port
 
 pytestmark = pytest.mark.e2e
@@ -68,15 +66,6 @@ def set_workers(cluster: Cluster, task: str, n: int) -> None:
     for t in cluster.tasks:
         if t["name"] == task:
             t["workerNum"] = n
-
-
-def round_robin_deal(cluster: Cluster, names: list[str]) -> dict[str, list[dict]]:
-    """The deal of an explicit rebalance: round robin from the followers, names[0] leads."""
-    tasks = [TaskConfig.from_dict(t) for t in cluster.tasks]
-    members = [Member(n, i, frozenset({"RunRecord"})) for i, n in enumerate(names)]
-    plan = round_robin(tasks, members, leader=names[0])
-    return {n: [{"task": s.task, "slot": s.index} for s in slots]
-            for n, slots in plan.nodes.items()}
 
 
 def owners_of(cluster: Cluster, task: str) -> dict[str, str]:
@@ -146,7 +135,7 @@ def test_through_a_nodes_api_with_token_drain_undrain_events(cluster: Cluster):
     assert out.startswith("rebalance requested: request #1")
     # What a rebalance promises: round robin's deal from the followers (a wait for a
     # converged cluster alone is met by the deal before it).
-    dealt = round_robin_deal(cluster, ["n1", "n2"])
+    dealt = round_robin_deal(cluster.tasks, ["n1", "n2"])
     wait_until(lambda: (v := cluster.converged({"n1", "n2"})) and v["assignment"] == dealt,
                TIMEOUT, message=lambda: f"not re-dealt: {cluster.view()['assignment']}")
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests import checker
-from tests.cluster import Cluster
+from tests.cluster import Cluster, round_robin_deal
 from tests.util import wait_until
-from xconsumer.assignment import Member, round_robin
 
 pytestmark = pytest.mark.e2e
 
@@ -54,16 +53,7 @@ def _get(url: str) -> dict:
 
 
 def _expected(names: list[str]) -> dict[str, list[dict]]:
-    members = [Member(n, i, frozenset({"RunRecord"})) for i, n in enumerate(names)]
-    plan = round_robin(_task_objs(), members, leader=names[0])
-    return {n: [{"task": s.task, "slot": s.index} for s in slots]
-            for n, slots in plan.nodes.items()}
-
-
-def _task_objs():
-    from xconsumer.config import TaskConfig
-
-    return [TaskConfig.from_dict(t) for t in TASKS]
+    return round_robin_deal(TASKS, names)
 
 
 def test_leader_is_smallest_sequence_and_slots_are_dealt_followers_first(cluster: Cluster):

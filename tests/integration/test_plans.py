@@ -787,10 +787,9 @@ def test_a_leader_whose_slot_ends_after_a_failed_publish_publishes_again(
         failing.set()
         seen = len(passes)
         a._kick("test")
-        # A pass of this round that tried to publish, and ended (publish_error alone stays
-        # set from an earlier round: a round must not run ahead of its own pass).
-        # (passes run one at a time: once the round's own pass is over, whatever was
-        # queued before it ran with the publish failing too)
+        # This round's own pass, ended, with a publish tried (publish_error alone stays set
+        # from the round before). Passes run one at a time: whatever was queued before it
+        # ran with the publish failing too.
         wait_until(lambda seen=seen: any("test" in r and p for r, p in passes[seen:]), 10,
                    message=lambda: f"a pass that tried to publish: {passes}")
         failing.clear()
