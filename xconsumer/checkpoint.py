@@ -46,6 +46,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 
 from .codecs import Corrupt, decode_checkpoint
+from .config import MAX_VALUE_DEPTH, nested_deeper_than
 from .errors import CheckpointError, OwnershipLost
 from .paths import Paths, checkpoint_slot
 from .zk import dumps
@@ -56,6 +57,9 @@ _ZK_ERRORS = (KazooException, KazooTimeoutError)
 
 def encode_value(value: Any) -> str:
     """The value as compact JSON, or CheckpointError saying why it cannot be stored."""
+    if nested_deeper_than(value, MAX_VALUE_DEPTH):
+        raise CheckpointError(f"checkpoint value is nested deeper than {MAX_VALUE_DEPTH} "
+                              "levels; commit a position, not the data")
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -24,7 +24,15 @@ from typing import Any
 from loguru import logger
 
 from .assignment import Slot
-from .config import MAX_WORKER_NUM, TASK_KEYS, TaskConfig
+from .config import (
+    MAX_JSON_DEPTH,
+    MAX_WEIGHT,
+    MAX_WORKER_NUM,
+    MIN_WEIGHT,
+    TASK_KEYS,
+    TaskConfig,
+    nested_deeper_than,
+)
 from .errors import ConfigError
 from .paths import slot_index  # noqa: F401 - re-exported: the views import it from here
 from .strategies.base import slots_of
@@ -55,8 +63,14 @@ class _Bad(Exception):
     """Internal: raised by the field checks, turned into a `Corrupt` by `_decode`."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(raw: bytes | None) -> Any:
-    """JSON (zlib-compressed behind a magic prefix when large); _Bad when it is not."""
+    """JSON (zlib-compressed behind a magic prefix when large); _Bad when it is not. NaN and
+    Infinity are refused (Python's json reads them, a strict reader of ours would not:
+    served by the API, they made a response no browser parses)."""
     if not raw:
         raise _Bad("empty")
     try:
@@ -65,7 +79,7 @@ def parse_json(raw: bytes | None) -> Any:
             raw = inflater.decompress(raw[len(_MAGIC):], MAX_INFLATED)
             if inflater.unconsumed_tail:
                 raise _Bad(f"compressed data inflates past {MAX_INFLATED} bytes")
-        return json.loads(raw.decode())
+        return json.loads(raw.decode(), parse_constant=_no_constant)
     # ValueError covers JSONDecodeError and also Python's limit on integer digits (4300),
     # which json.loads raises as a plain ValueError.
     except (ValueError, zlib.error, RecursionError) as exc:
@@ -110,9 +124,16 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _decode(kind: str, path: str, raw: bytes | None, check: Any) -> Any:
+def _decode(kind: str, path: str, raw: bytes | None, check: Any,
+            checked: frozenset[str] = frozenset()) -> Any:
+    """`checked`: top-level keys whose shape `check` verifies to the leaf (the assignment's
+    slot lists, the bulk of a large document), left out of the depth walk."""
     try:
-        return check(parse_json(raw))
+        doc = parse_json(raw)
+        if nested_deeper_than({k: v for k, v in doc.items() if k not in checked}
+                              if checked and isinstance(doc, dict) else doc, MAX_JSON_DEPTH):
+            raise _Bad(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return check(doc)
     except _Bad as exc:
         return Corrupt(kind, path, str(exc))
     except RecursionError:
@@ -130,8 +151,9 @@ def _member(doc: Any) -> dict[str, Any]:
     works = doc.get("works")
     out["works"] = None if works is None else _strings(works, "works")
     out["weight"] = _number(doc.get("weight", 1.0), "weight")
-    if out["weight"] <= 0:
-        raise _Bad(f"weight must be > 0, got {_show(doc.get('weight'))}")
+    if not MIN_WEIGHT <= out["weight"] <= MAX_WEIGHT:
+        raise _Bad(f"weight must be {MIN_WEIGHT:g}..{MAX_WEIGHT:g}, got "
+                   f"{_show(doc.get('weight'))}")
     if doc.get("state", "active") not in ("active", "draining"):
         raise _Bad(f"state must be 'active' or 'draining', got {_show(doc.get('state'))}")
     lw = doc.get("leader_works", True)
@@ -248,7 +270,8 @@ def _assignment(doc: Any) -> dict[str, Any]:
 
 def decode_assignment(raw: bytes | None, path: str) -> dict[str, Any] | Corrupt:
     """The published assignment with every field of a known shape, or Corrupt."""
-    return _decode("assignment", path, raw, _assignment)
+    return _decode("assignment", path, raw, _assignment,
+                   frozenset(("nodes", "unassigned", "keys")))
 
 
 def doc_plan(doc: dict[str, Any] | None) -> dict[str, list[Slot]]:
@@ -392,9 +415,17 @@ def _override_entry(name: str, entry: Any) -> dict[str, Any]:
                 raise _Bad(f"tasks.{name} holds a task named {task.name!r}")
         else:
             changes = {k: entry[k] for k in MUTABLE_FIELDS if k in entry}
-            # Checked on a stand-in task: keyed unless workerNum changes, so params keyed
-            # by slot key (a keyed task's) are not refused here.
-            slots = {"workerNum": 0} if "workerNum" in changes else {"keys": "x"}
+            # Checked on a stand-in task that accepts whatever a real task may be given
+            # (the writer checked the change against the real one): a container task if
+            # the change has container fields (image, command, env or isolation
+            # "container": a keyed task has none), else keyed unless workerNum changes, so
+            # params keyed by slot key (a keyed task's) are not refused here. Found in
+            # review: a keyed stand-in refused an image given to a task, which the API
+            # had accepted and written.
+            container = (any(changes.get(k) is not None for k in ("image", "command", "env"))
+                         or changes.get("isolation") == "container")
+            slots = ({"workerNum": 0, "image": "x"} if container
+                     else {"workerNum": 0} if "workerNum" in changes else {"keys": "x"})
             TaskConfig.from_dict({"name": "x", "workName": "x", **slots, **changes},
                                  where=f"tasks.{name}")
     except ConfigError as exc:

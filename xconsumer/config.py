@@ -54,6 +54,34 @@ MAX_BREAKER_FAILURES = 1_000_000
 DEFAULT_KEYS_INTERVAL = 30.0
 MIN_KEYS_INTERVAL = 0.1  # each call wakes the leader's controller for a pass
 MAX_PARAMS_BYTES = 64 * 1024
+# JSON read from ZooKeeper or HTTP nests at most this deep, and a value a user gives (a
+# params entry, a checkpoint) at most MAX_VALUE_DEPTH, which leaves room for the documents
+# it travels in. Deeper data decodes (json.loads allows ~1,000 levels) but then costs the
+# recursive parts of Python (copy.deepcopy, the JSON encoder) more frames than they have:
+# found when a params entry 600 levels deep stopped every publish and every API request.
+MAX_JSON_DEPTH = 32
+MAX_VALUE_DEPTH = 16
+# A node's weight: bounded so that the ratio of two weights stays a small number (the
+# strategies count turns and ring points by it; 1e-309 against 1 overflowed).
+MIN_WEIGHT = 0.001
+MAX_WEIGHT = 1000.0
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON-like `value` (dicts, lists, scalars) has containers nested more than
+    `limit` deep; iterative, so the data it is asked about cannot exhaust the stack."""
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        if not isinstance(item, dict | list | tuple):
+            continue
+        if depth > limit:
+            return True
+        for child in (item.values() if isinstance(item, dict) else item):
+            if isinstance(child, dict | list | tuple):
+                push((child, depth + 1))
+    return False
 
 
 @dataclass(frozen=True)
@@ -253,9 +281,11 @@ def _suggest(key: str, known: Collection[str]) -> str:
     return f"; did you mean {hit}?" if hit else ""
 
 
-def _number(minimum: float, *, inclusive: bool, unit: str = "seconds") -> Check:
+def _number(minimum: float, *, inclusive: bool, unit: str = "seconds",
+            maximum: float = math.inf) -> Check:
     op = ">=" if inclusive else ">"
-    what = f"a number {op} {minimum:g}" + (f" ({unit})" if unit else "")
+    what = (f"a number {op} {minimum:g}" if maximum == math.inf
+            else f"a number {minimum:g}..{maximum:g}") + (f" ({unit})" if unit else "")
 
     def check(value: Any, label: str) -> float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -263,7 +293,8 @@ def _number(minimum: float, *, inclusive: bool, unit: str = "seconds") -> Check:
             number = float(value) if ok else math.nan
         except OverflowError:
             number = math.inf
-        if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
+        if (not math.isfinite(number) or number < minimum or number > maximum
+                or (number == minimum and not inclusive)):
             _fail(label, f"must be {what}", value)
         return number
 
@@ -413,7 +444,8 @@ _SECTIONS: dict[str, dict[str, Check]] = {
               "advertise_url": _advertise_url},
     "node": {"name": _node_name, "works": _works, "leader_works": _bool,
              "reconcile_interval": _positive,
-             "weight": _number(0.0, inclusive=False, unit="relative capacity, default 1")},
+             "weight": _number(MIN_WEIGHT, inclusive=True, maximum=MAX_WEIGHT,
+                               unit="relative capacity, default 1")},
     "assignment": {"strategy": _pattern(re.compile(r".+"), "a non-empty strategy name"),
                    "rejoin_grace": _non_negative, "debounce": _non_negative,
                    "max_slots": _rule(lambda v: _is_int(v) and 1 <= v <= MAX_SLOTS_LIMIT,
@@ -530,6 +562,9 @@ def _params(value: Any, label: str) -> tuple[tuple[str, str], ...] | None:
         _fail(label, "must be a list (one entry per slot) or a table { \"0\" = ... }", value)
     out = []
     for key, item in items:
+        if nested_deeper_than(item, MAX_VALUE_DEPTH):
+            raise ConfigError(f"{label} {_key(key)} is nested deeper than {MAX_VALUE_DEPTH} "
+                              "levels; keep parameters small (a name or id per slot)")
         try:
             out.append((key, json.dumps(item, separators=(",", ":"), allow_nan=False,
                                         sort_keys=True)))

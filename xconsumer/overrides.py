@@ -24,7 +24,14 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from loguru import logger
 
-from .codecs import MUTABLE_FIELDS, Corrupt, decode_overrides, empty_overrides, lenient_task
+from .codecs import (
+    MAX_GENERATION,
+    MUTABLE_FIELDS,
+    Corrupt,
+    decode_overrides,
+    empty_overrides,
+    lenient_task,
+)
 from .config import TaskConfig
 from .errors import ConfigError, XConsumerError
 from .strategies import is_container_task
@@ -279,9 +286,17 @@ def set_drained(doc: dict[str, Any], node: str, drained: bool) -> dict[str, Any]
     return doc
 
 
+def _bumped(counter: Any) -> int:
+    """A request counter's next value: the leader acts on a change, not on a size, so it
+    wraps to 1 at the largest value the decoder accepts (a hand edit may have put it there;
+    one more would have made the overrides corrupt)."""
+    value = int(counter or 0)
+    return value + 1 if value < MAX_GENERATION else 1
+
+
 def request_rebalance(doc: dict[str, Any]) -> dict[str, Any]:
     doc = copy.deepcopy(normalize(doc))
-    doc["rebalance"] = int(doc.get("rebalance", 0)) + 1
+    doc["rebalance"] = _bumped(doc.get("rebalance", 0))
     return doc
 
 
@@ -295,7 +310,7 @@ def request_keys_refresh(doc: dict[str, Any], seed: Sequence[TaskConfig], name: 
                             status=409)
     doc = copy.deepcopy(normalize(doc))
     refresh = doc.setdefault("keys_refresh", {})
-    refresh[name] = int(refresh.get(name, 0)) + 1
+    refresh[name] = _bumped(refresh.get(name, 0))
     return doc
 
 

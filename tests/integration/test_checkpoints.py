@@ -148,6 +148,7 @@ def test_a_reset_refuses_the_running_owners_next_commit(zk: KazooClient, zk_root
     ({"x": object()}, "not JSON"),
     (float("nan"), "not JSON"),
     ("x" * MAX_CHECKPOINT_BYTES, "over the 65536-byte limit"),
+    ([[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]], "nested deeper than 16 levels"),  # 17 deep
 ])
 def test_values_that_cannot_be_stored_get_a_clear_error(zk: KazooClient, zk_root, value,
                                                          message):
@@ -161,7 +162,8 @@ def test_values_that_cannot_be_stored_get_a_clear_error(zk: KazooClient, zk_root
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1]", b'{"fence": 1}',
-                                 b'{"value": 1, "fence": "x"}'])
+                                 b'{"value": 1, "fence": "x"}', b'{"value": NaN}',
+                                 b'{"value": ' + b"[" * 600 + b"]" * 600 + b"}"])
 def test_a_corrupt_checkpoint_is_never_read_as_none(zk: KazooClient, zk_root, raw):
     """Reading hand-edited garbage as "no checkpoint" would restart the work from zero."""
     paths = Paths(zk_root, "it")

@@ -127,7 +127,11 @@ def test_corrupt_overrides_keep_the_last_valid_ones_until_a_write_repairs_them(
     b.overrides.update(lambda d: update_task(d, b.seed_tasks(), "r", {"workerNum": 5}))
     five = {f"r/{i}" for i in range(5)}
     wait_until(lambda: running(a) | running(b) == five, 15)
-    for garbage in (b'"not json"', b"[1,2]", b"{{{", b'{"tasks": {"r": {"workerNum": -4}}}'):
+    # The last two found in review: 600 levels deep decoded, then broke copy.deepcopy in
+    # every publish and API call; NaN is not JSON to any strict reader.
+    for garbage in (b'"not json"', b"[1,2]", b"{{{", b'{"tasks": {"r": {"workerNum": -4}}}',
+                    b'{"tasks": {"r": {"junk": ' + b"[" * 600 + b"]" * 600 + b"}}}",
+                    b'{"tasks": {"r": {"interval": NaN}}}'):
         gen = generation(zk, paths)
         # This round's own error (each garbage has its own): `corrupt` stays set from the
         # round before, so a wait on it alone would not wait for the leader to read this one.

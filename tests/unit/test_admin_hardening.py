@@ -219,6 +219,8 @@ def test_host_helpers():
     (b'{"workerNum": Infinity}', "Infinity"),
     (b'{"workerNum": 1' + b"0" * 5000 + b"}", "digits"),
     (b"[" * 20000 + b"]" * 20000, "nested too deeply"),
+    (b'{"workerNum": 1, "pad": ' + b"[" * 600 + b"]" * 600 + b"}",
+     "nested deeper than 32 levels"),
     (b'{"workerNum": "\xff"}', "not UTF-8"),
     ('{"workerNum": 1}'.encode("utf-16"), "not UTF-8"),
     (b'{"workerNum": 1', "not valid JSON"),

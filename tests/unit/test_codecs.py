@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import zlib
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from xconsumer.codecs import (
     Corrupt,
     decode_assignment,
+    decode_checkpoint,
     decode_marker,
     decode_member,
     decode_overrides,
@@ -213,3 +215,125 @@ def test_a_slot_given_twice_is_named_on_the_fast_path_too():
         assert isinstance(doc, Corrupt) and "is given to both" in doc.error, doc
     bad = decode_assignment(dumps({"generation": 1, "nodes": {"a": {"t": [1, True]}}}), "/x")
     assert isinstance(bad, Corrupt) and "nodes.a.t[]" in bad.error
+
+
+# -- found by an adversarial review: deep nesting, NaN, weights, writer/decoder agreement ----
+
+def _nest(depth: int, as_dict: bool) -> object:
+    """JSON `depth` containers deep (1: `[]` or `{}`), built without recursion."""
+    value: object = {} if as_dict else []
+    for _ in range(depth - 1):
+        value = {"k": value} if as_dict else [value]
+    return value
+
+
+# A valid document of each kind, and where free-form JSON may sit in it (its depth there).
+_VALID = {
+    "member": (decode_member, {"id": "a", "handlers": ["RunX"]}, 1),
+    "assignment": (decode_assignment, {"generation": 2, "nodes": {"a": {"r": [0]}},
+                                       "tasks": [{"name": "r", "workName": "w",
+                                                  "workerNum": 1}]}, 1),
+    "plan": (decode_plan, {"generation": 2, "leader": "n-1", "node": "a",
+                           "slots": {"r": [0]}}, 1),
+    "overrides": (decode_overrides, {"tasks": {"t": {"workerNum": 2}}}, 1),
+    "owner": (decode_owner, {"node": "a"}, 1),
+    "checkpoint": (decode_checkpoint, {"value": None, "fence": 1}, 1),
+    "done": (lambda raw, path: decode_marker("done", raw, path), {"by": "a"}, 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_VALID))
+@settings(max_examples=60, deadline=None)
+@given(depth=st.integers(1, 700), as_dict=st.booleans())
+def test_any_nesting_decodes_to_data_python_can_copy_and_encode_or_is_corrupt(
+        kind: str, depth: int, as_dict: bool) -> None:
+    """Deep JSON decodes (json.loads allows ~1,000 levels) but broke copy.deepcopy and the
+    JSON encoder: 600 levels in the overrides stopped every publish and every API request."""
+    decode, base, at = _VALID[kind]
+    raw = json.dumps({**base, "extra": _nest(depth, as_dict)}).encode()
+    out = decode(raw, "/x")
+    if at + depth > 32:
+        assert isinstance(out, Corrupt) and "nested deeper than 32" in out.error, out
+    else:
+        assert isinstance(out, dict), out
+        copy.deepcopy(out)
+        json.dumps(out, allow_nan=False)
+
+
+@pytest.mark.parametrize("kind", sorted(_VALID))
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_corrupt_in_every_kind(kind: str, constant: str) -> None:
+    """They are not JSON: served by the API (a checkpoint's value), a browser refused it."""
+    decode, base, _ = _VALID[kind]
+    raw = json.dumps(base)[:-1].encode() + b', "extra": ' + constant.encode() + b"}"
+    out = decode(raw, "/x")
+    assert isinstance(out, Corrupt) and "not a JSON number" in out.error, out
+    assert isinstance(decode(json.dumps(base).encode(), "/x"), dict)
+
+
+def test_a_checkpoint_value_of_nan_is_corrupt() -> None:
+    out = decode_checkpoint(b'{"value": NaN, "fence": 1}', "/c")
+    assert isinstance(out, Corrupt) and "NaN" in out.error
+
+
+@pytest.mark.parametrize("weight,ok", [
+    (0.001, True), (1000, True), (1, True), (2.5, True), (1e-309, False), (0.0009, False),
+    (1000.5, False), (1e307, False), (0, False), (-1, False), (True, False), ("2", False)])
+def test_a_members_weight_is_within_the_documented_range(weight, ok) -> None:
+    """A weight of 1e-309 against 1 overflowed the strategies' turn counts (round(w/low))
+    and stopped every publish."""
+    out = decode_member(json.dumps({"id": "a", "weight": weight}).encode(), "/m")
+    assert isinstance(out, dict) is ok, out
+    if not ok:
+        assert "weight" in out.error
+
+
+_KINDS = {
+    "plain": {"name": "t", "workName": "w", "workerNum": 2},
+    "keyed": {"name": "t", "workName": "w", "keys": "names"},
+    "container": {"name": "t", "workName": "w", "workerNum": 2, "image": "alpine:3.20"},
+}
+_CHANGES = {
+    "workerNum": st.integers(0, 5), "image": st.sampled_from(["alpine:3.20", None]),
+    "command": st.sampled_from([["sh", "-c", "true"], None]),
+    "env": st.sampled_from([{"A": "1"}, None]),
+    "isolation": st.sampled_from(["thread", "process", "container", None]),
+    "params": st.sampled_from([{"0": {"a": [1]}}, {"alpha": 1}, [1, None, "x"], None]),
+    "mode": st.sampled_from(["loop", "once", "interval", None]),
+    "interval": st.sampled_from([0.5, 2, None]),
+    "max_per_node": st.sampled_from([1, None]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_KINDS))
+@settings(max_examples=150, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(_CHANGES)), st.none(), max_size=4)
+       .flatmap(lambda keys: st.fixed_dictionaries({k: _CHANGES[k] for k in keys})))
+def test_whatever_the_api_writes_into_the_overrides_decodes(kind: str, changes) -> None:
+    """The writer checks a change against the real task, the decoder against a stand-in:
+    the stand-in must accept all the writer does. Found in review: an image given to a
+    task (and command or env to an app.toml container task) was written with a 200 and
+    then read by every node as corrupt overrides."""
+    from xconsumer import overrides as ov
+    from xconsumer.zk import dumps
+    seed = [TaskConfig.from_dict(_KINDS[kind], where="seed")]
+    try:
+        doc = ov.update_task(ov.empty(), seed, "t", changes)
+    except ov.OverrideError:
+        return  # refused with a 400: nothing written
+    out = decode_overrides(dumps(doc), "/o")
+    assert not isinstance(out, Corrupt), (changes, out)
+    assert {e.task.name for e in effective_tasks(seed, out)} == {"t"}
+
+
+def test_request_counters_wrap_instead_of_going_past_what_the_decoder_accepts() -> None:
+    from xconsumer import overrides as ov
+    from xconsumer.codecs import MAX_GENERATION
+    from xconsumer.zk import dumps
+    seed = [TaskConfig.from_dict(_KINDS["keyed"], where="seed")]
+    doc = {"tasks": {}, "drained": [], "rebalance": MAX_GENERATION,
+           "keys_refresh": {"t": MAX_GENERATION}}
+    bumped = ov.request_keys_refresh(ov.request_rebalance(doc), seed, "t")
+    assert bumped["rebalance"] == 1 and bumped["keys_refresh"]["t"] == 1
+    assert not isinstance(decode_overrides(dumps(bumped), "/o"), Corrupt)
+    assert ov.request_rebalance(bumped)["rebalance"] == 2

@@ -183,6 +183,8 @@ def test_config_is_frozen() -> None:
         ('[zookeeper]\ntls_ca = ""', "zookeeper.tls_ca", None),
         ("[node]\nweight = 3", "node.weight", 3.0),
         ("[node]\nweight = 0.25", "node.weight", 0.25),
+        ("[node]\nweight = 0.001", "node.weight", 0.001),
+        ("[node]\nweight = 1000", "node.weight", 1000.0),
         ("[assignment]\nrejoin_grace = 0", "assignment.rejoin_grace", 0.0),
         ("[assignment]\ndebounce = 2", "assignment.debounce", 2.0),
         ("[admin]\nevents = 1", "admin.events", 1),
@@ -244,9 +246,11 @@ BAD_VALUES = [
     ('[assignment]\nrejoin_grace = "30s"', ["[assignment] rejoin_grace", "'30s'"]),
     ("[assignment]\ndebounce = -0.5", ["[assignment] debounce", ">= 0 (seconds)", "-0.5"]),
     ("[assignment]\ndebounce = true", ["[assignment] debounce", "got true"]),
-    ("[node]\nweight = 0", ["[node] weight must be a number > 0 (relative capacity",
-                            "got 0"]),
-    ("[node]\nweight = -2", ["[node] weight", "> 0", "-2"]),
+    ("[node]\nweight = 0", ["[node] weight must be a number 0.001..1000 (relative "
+                            "capacity", "got 0"]),
+    ("[node]\nweight = -2", ["[node] weight", "0.001..1000", "-2"]),
+    ("[node]\nweight = 1e-309", ["[node] weight", "0.001..1000"]),
+    ("[node]\nweight = 1001", ["[node] weight", "0.001..1000", "1001"]),
     ('[node]\nweight = "2"', ["[node] weight", "'2'"]),
     ("[node]\nweight = inf", ["[node] weight", "inf"]),
     ("[node]\nweight = true", ["[node] weight", "got true"]),
@@ -788,7 +792,7 @@ def test_new_keys_take_string_overrides() -> None:
     assert error_of("", overrides={"admin.events": "many"}) == (
         "override admin.events='many' is not an integer")
     assert error_of("", overrides={"node.weight": "0"}).startswith(
-        "override node.weight must be a number > 0")
+        "override node.weight must be a number 0.001..1000")
 
 
 def test_task_to_dict_leaves_out_optional_keys_at_their_default() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -139,6 +140,9 @@ def test_a_keyed_task_without_its_provider_fails_at_start(tmp_path):
     ('keys = "s"\nimage = "i"\n', "keys is not available for container tasks"),
     ('workerNum = 2\nparams = { x = 1 }\n', "params has key 'x', which is not a slot index"),
     ('workerNum = 2\nparams = 3\n', "params must be a list"),
+    # 17 levels: one more than a value may nest (deeper data broke copy.deepcopy downstream)
+    ('workerNum = 2\nparams = [' + "[" * 17 + "]" * 17 + ']\n',
+     r"params 0 is nested deeper than 16 levels"),
     ('keys = "s"\nkeys_interval = 0\n', "keys_interval"),
     ('keys = "9s"\n', "keys"),
 ])
@@ -148,6 +152,14 @@ def test_keyed_and_params_config_errors(toml, message):
 
     with pytest.raises(ConfigError, match=message):
         parse_config(f'[[task]]\nname = "t"\nworkName = "x"\n{toml}', source="app.toml")
+
+
+def test_params_nested_as_deep_as_allowed_are_kept():
+    from xconsumer.config import parse_config
+
+    task = parse_config('[[task]]\nname = "t"\nworkName = "x"\nworkerNum = 1\nparams = ['
+                        + "[" * 16 + "]" * 16 + "]\n", source="app.toml").tasks[0]
+    assert task.to_dict()["params"] == {"0": json.loads("[" * 16 + "]" * 16)}
 
 
 def test_params_list_table_and_slot_param():

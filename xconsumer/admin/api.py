@@ -14,6 +14,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import overrides as ov
 from ..checkpoint import read_checkpoints, reset_checkpoints
+from ..config import MAX_JSON_DEPTH, nested_deeper_than
 from ..leader import doc_plan, doc_unassigned
 from ..membership import read_members
 from ..paths import checkpoint_id, slot_index
@@ -76,6 +77,8 @@ def _body(accepted: Collection[str] | None = None) -> dict[str, Any]:
         raise ov.OverrideError(f"request body is not valid JSON: {detail}") from None
     if not isinstance(data, dict):
         raise ov.OverrideError("request body must be a JSON object")
+    if nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise ov.OverrideError(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     if accepted is not None:
         unknown = sorted(set(data) - set(accepted) - {"version"})
         if unknown:

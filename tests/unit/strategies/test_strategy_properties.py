@@ -143,3 +143,20 @@ def test_consistent_hash_is_registered_and_takes_its_load_factor():
     ms = [Member(f"n{i}", i, ALL) for i in range(4)]
     tight = ConsistentHash(1.0)([T("x", "a", 40)], ms, leader="n0")
     assert max(counts(tight).values()) <= 10
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+@pytest.mark.parametrize("weights", [(1e-309, 1.0), (1.0, 1e307), (1e-300, 1e300, 1.0),
+                                     (0.001, 1000.0), (5e-324, 1.7e308)])
+def test_extreme_weights_count_as_the_nearest_bound_instead_of_overflowing(name, weights):
+    """Found in review: a member weight of 1e-309 (or 1e307 under consistent hashing) made
+    round(w / low) overflow, and the leader's every pass failed. The decoder refuses such
+    member data now; a Member built by hand may still carry it."""
+    ms = [Member(f"m{i}", i, ALL, weight=w) for i, w in enumerate(weights)]
+    tasks = [T("x", "a", 12), T("y", "b", 5)]
+    clamped = [Member(m.name, m.seq, ALL, weight=min(1000.0, max(0.001, m.weight)))
+               for m in ms]
+    for previous in (None, {"m0": [], "m1": []}):
+        plan = BUILTINS[name](tasks, ms, leader="m0", previous=previous)
+        assert plan == BUILTINS[name](tasks, clamped, leader="m0", previous=previous)
+        assert validate_plan(plan, tasks, clamped, "m0", True) == []
