@@ -24,6 +24,7 @@ class Mutant:
 
 
 G = "tests/integration/test_guards.py"
+COD = "tests/unit/test_codecs.py"
 N = "tests/integration/test_node.py"
 H = "tests/integration/test_hardening.py"
 ISO = "tests/integration/test_isolation.py"
@@ -859,4 +860,66 @@ MUTANTS: list[Mutant] = [
          "test_a_stop_while_a_timed_out_runs_call_drains_waits_for_the_call"],
         "a stopped coroutine slot returns (and lets go of its owner znode) while a blocking "
         "call it handed to asyncio.to_thread still runs"),
+    # -- found by the read-only review of 2026-12-03 (untrusted data) --------------------
+    Mutant(
+        "json-depth-unchecked", "xconsumer/codecs.py",
+        "        if nested_deeper_than({k: v for k, v in doc.items() if k not in checked}\n",
+        "        if False and nested_deeper_than({k: v for k, v in doc.items()\n"
+        "                                         if k not in checked}\n",
+        [f"{COD}::test_any_nesting_decodes_to_data_python_can_copy_and_encode_or_is_corrupt",
+         f"{H}::test_corrupt_overrides_keep_the_last_valid_ones_until_a_write_repairs_them"],
+        "JSON 600 levels deep in the overrides decodes, then copy.deepcopy fails every "
+        "publish and every API request"),
+    Mutant(
+        "nan-accepted-from-znodes", "xconsumer/codecs.py",
+        "        return json.loads(raw.decode(), parse_constant=_no_constant)\n",
+        "        return json.loads(raw.decode())\n",
+        [f"{COD}::test_nan_and_infinity_are_corrupt_in_every_kind",
+         f"{CK}::test_a_corrupt_checkpoint_is_never_read_as_none"],
+        "NaN in a checkpoint is served by the API in a response no browser parses"),
+    Mutant(
+        "member-weight-unbounded", "xconsumer/codecs.py",
+        "    if not MIN_WEIGHT <= out[\"weight\"] <= MAX_WEIGHT:\n",
+        "    if not 0 < out[\"weight\"]:\n",
+        [f"{COD}::test_a_members_weight_is_within_the_documented_range"],
+        "a member weight of 1e-309 reaches the strategies"),
+    Mutant(
+        "strategy-weight-unclamped", "xconsumer/strategies/base.py",
+        "    return min(MAX_WEIGHT, max(MIN_WEIGHT, float(w))) if ok else 1.0\n",
+        "    return float(w) if ok else 1.0\n",
+        ["tests/unit/strategies/test_strategy_properties.py::"
+         "test_extreme_weights_count_as_the_nearest_bound_instead_of_overflowing"],
+        "round(w / low) overflows and the leader's every pass fails"),
+    Mutant(
+        "overrides-stand-in-always-keyed", "xconsumer/codecs.py",
+        "            container = (any(changes.get(k) is not None for k in (\"image\", \"command\", "
+        "\"env\"))\n",
+        "            container = False and (any(changes.get(k) is not None for k in (\"image\", "
+        "\"command\", \"env\"))\n",
+        [f"{COD}::test_whatever_the_api_writes_into_the_overrides_decodes"],
+        "an image the API accepted and wrote is read by every node as corrupt overrides"),
+    Mutant(
+        "request-counter-overflows", "xconsumer/overrides.py",
+        "    return value + 1 if value < MAX_GENERATION else 1\n",
+        "    return value + 1\n",
+        [f"{COD}::test_request_counters_wrap_instead_of_going_past_what_the_decoder_accepts"],
+        "a rebalance request at the counter's cap writes overrides the decoder refuses"),
+    Mutant(
+        "api-body-depth-unchecked", "xconsumer/admin/api.py",
+        "    if nested_deeper_than(data, MAX_JSON_DEPTH):\n",
+        "    if False:\n",
+        ["tests/unit/test_admin_hardening.py::test_bad_bodies_are_a_one_line_400"],
+        "a body 600 levels deep reaches the handlers"),
+    Mutant(
+        "params-depth-unchecked", "xconsumer/config.py",
+        "        if nested_deeper_than(item, MAX_VALUE_DEPTH):\n",
+        "        if False:\n",
+        ["tests/unit/test_keys.py::test_keyed_and_params_config_errors"],
+        "a params entry nested past what the overrides decoder reads is accepted"),
+    Mutant(
+        "checkpoint-depth-unchecked", "xconsumer/checkpoint.py",
+        "    if nested_deeper_than(value, MAX_VALUE_DEPTH):\n",
+        "    if False:\n",
+        [f"{CK}::test_values_that_cannot_be_stored_get_a_clear_error"],
+        "ctx.commit stores a value nested past what readers accept"),
 ]
