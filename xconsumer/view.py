@@ -26,6 +26,9 @@ from .leader import (
 from .membership import dedupe_by_name, read_members
 from .overrides import OverrideStore, effective_tasks, overrides_from_assignment
 from .paths import Paths, checkpoint_slot
+from .zk import AHEAD_TIMEOUT
+
+VIEW_TIMEOUT = AHEAD_TIMEOUT  # each answer of a view's reads (a 503 past it)
 
 
 def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None,
@@ -36,45 +39,54 @@ def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None
     holds the ephemeral znode, which no hand edit can change; the data only adds detail. An
     owner znode whose data is corrupt is reported in `corrupt` (and its node still found by
     session); one that is persistent (made by hand: it blocks its slot until deleted) is
-    listed with `node` None."""
+    listed with `node` None.
+
+    Every request goes out before the first answer is awaited (the listings, then the
+    reads): the dashboard asks for this every second, and a round trip per slot made one
+    view of 10,000 slots take 3.9 s (bench.views)."""
     owners: dict[str, dict[str, Any]] = {}
     try:
         tasks = client.get_children(paths.owners)
     except NoNodeError:
         return owners
-    for task in sorted(tasks):
+    listings = [(task, client.get_children_async(paths.owner_task(task)))
+                for task in sorted(tasks)]
+    reads = []
+    for task, listing in listings:
         try:
-            slots = client.get_children(paths.owner_task(task))
+            slots = listing.get(timeout=VIEW_TIMEOUT)
         except NoNodeError:
             continue
         for slot in sorted(slots, key=lambda s: (len(s), s)):
-            index = slot_index(slot)
             path = f"{paths.owner_task(task)}/{slot}"
-            try:
-                raw, stat = client.get(path)
-            except NoNodeError:
+            reads.append((task, slot, path, client.get_async(path)))
+    for task, slot, path, read in reads:
+        try:
+            raw, stat = read.get(timeout=VIEW_TIMEOUT)
+        except NoNodeError:
+            continue
+        index = slot_index(slot)
+        keyed = index is None and isinstance(checkpoint_slot(slot), str)
+        data = decode_owner(raw, path) if index is not None or keyed else Corrupt(
+            "owner", path, "not a slot index")
+        if keyed and not isinstance(data, Corrupt):
+            # A keyed slot's owner znode is named by its key; its index is in its data.
+            index = data.get("slot")
+            if index is None:
+                data = Corrupt("owner", path, "a keyed owner znode without its slot")
+        if not isinstance(data, Corrupt) and stat.ephemeralOwner == 0:
+            data = Corrupt("owner", path, "persistent (made by hand?): it blocks the slot "
+                           "until deleted")
+        if isinstance(data, Corrupt):
+            if corrupt is not None:
+                corrupt.append(data)
+            if index is None or keyed:
                 continue
-            keyed = index is None and isinstance(checkpoint_slot(slot), str)
-            data = decode_owner(raw, path) if index is not None or keyed else Corrupt(
-                "owner", path, "not a slot index")
-            if keyed and not isinstance(data, Corrupt):
-                # A keyed slot's owner znode is named by its key; its index is in its data.
-                index = data.get("slot")
-                if index is None:
-                    data = Corrupt("owner", path, "a keyed owner znode without its slot")
-            if not isinstance(data, Corrupt) and stat.ephemeralOwner == 0:
-                data = Corrupt("owner", path, "persistent (made by hand?): it blocks the slot "
-                               "until deleted")
-            if isinstance(data, Corrupt):
-                if corrupt is not None:
-                    corrupt.append(data)
-                if index is None or keyed:
-                    continue
-                data = {"node": None, "corrupt": data.error}
-            if sessions is not None and stat.ephemeralOwner:
-                data["node"] = sessions.get(stat.ephemeralOwner)
-            data["fence"] = stat.czxid
-            owners[f"{task}/{index}"] = data
+            data = {"node": None, "corrupt": data.error}
+        if sessions is not None and stat.ephemeralOwner:
+            data["node"] = sessions.get(stat.ephemeralOwner)
+        data["fence"] = stat.czxid
+        owners[f"{task}/{index}"] = data
     return owners
 
 
@@ -120,15 +132,19 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
 
 def read_done(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None
               ) -> list[str]:
-    """`"task/slot"` of every once-mode slot that has completed."""
-    done = []
+    """`"task/slot"` of every once-mode slot that has completed (requests sent before the
+    first answer is awaited, as in read_owners)."""
+    done: list[str] = []
     try:
         tasks = client.get_children(paths.done)
     except NoNodeError:
         return done
-    for task in sorted(tasks):
+    listings = [(task, client.get_children_async(f"{paths.done}/{task}"))
+                for task in sorted(tasks)]
+    reads = []
+    for task, listing in listings:
         try:
-            slots = client.get_children(f"{paths.done}/{task}")
+            slots = listing.get(timeout=VIEW_TIMEOUT)
         except NoNodeError:
             continue
         for slot in sorted(slots, key=lambda s: (len(s), s)):
@@ -137,14 +153,17 @@ def read_done(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None =
                 if corrupt is not None:
                     corrupt.append(Corrupt("done", path, "not a slot index"))
                 continue
-            if corrupt is not None:
-                try:
-                    data = decode_marker("done", client.get(path)[0], path)
-                except NoNodeError:
-                    continue
-                if isinstance(data, Corrupt):
-                    corrupt.append(data)
-            done.append(f"{task}/{slot_index(slot)}")
+            reads.append((task, slot, path,
+                          client.get_async(path) if corrupt is not None else None))
+    for task, slot, path, read in reads:
+        if read is not None:
+            try:
+                data = decode_marker("done", read.get(timeout=VIEW_TIMEOUT)[0], path)
+            except NoNodeError:
+                continue
+            if isinstance(data, Corrupt) and corrupt is not None:
+                corrupt.append(data)
+        done.append(f"{task}/{slot_index(slot)}")
     return done
 
 
