@@ -157,6 +157,34 @@ def test_dashboard_shows_the_cluster_and_drives_it(cluster: Cluster, page, tmp_p
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_a_slow_view_slows_the_dashboards_polling_down(cluster: Cluster, page):
+    """Both views the page polls read every owner znode (about 1.2 s each at 10,000 slots):
+    the next poll waits four times as long as the last one took, so an open dashboard
+    does not keep ZooKeeper and the node busy all the time. Made slow in the browser (each
+    answer of api/cluster held 800 ms): the polls then start at least 4 s apart (800 ms,
+    then 3.2 s), where polling every second regardless started them 1 s apart. A lower
+    bound on gaps, which a slow machine only widens."""
+    url = next(n["admin_url"] for n in cluster.view()["nodes"] if n["id"] == "n1")
+    page.add_init_script("""(() => {
+      const real = window.fetch;
+      window.__clusterPolls = [];
+      window.fetch = async (path, init) => {
+        if (String(path).endsWith("api/cluster")) {
+          window.__clusterPolls.push(performance.now());
+          const resp = await real(path, init);
+          await new Promise((done) => setTimeout(done, 800));
+          return resp;
+        }
+        return real(path, init);
+      };
+    })();""")
+    page.goto(url + "/")
+    page.wait_for_function("window.__clusterPolls.length >= 3", timeout=30_000)
+    starts = page.evaluate("window.__clusterPolls")
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= 3_900 for gap in gaps), gaps
+
+
 def test_dashboard_tells_http_errors_from_disconnection_and_flags_corrupt_znodes(
         cluster: Cluster, page):
     """An answer with an error status is shown with its status and message (the node is
