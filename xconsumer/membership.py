@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,13 +229,23 @@ def _read_member(paths: Paths, child: str, pending: Any) -> MemberRecord | None 
     return MemberRecord(child, node_seq(child), data, stat.ephemeralOwner, mtime=stat.mtime)
 
 
-_warned: set[str] = set()
+# The distinct keys remembered by _warn_once, oldest forgotten first: a key names a member
+# znode and its bad content, so whoever keeps rewriting a member znode with new junk would
+# otherwise grow the set for as long as the process lives (found in review).
+WARNED_KEEP = 4096
+_warned: OrderedDict[str, None] = OrderedDict()
+_warned_lock = threading.Lock()
 
 
 def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(message)
+    with _warned_lock:
+        if key in _warned:
+            _warned.move_to_end(key)
+            return
+        _warned[key] = None
+        if len(_warned) > WARNED_KEEP:
+            _warned.popitem(last=False)
+    logger.warning(message)
 
 
 def dedupe_by_name(records: list[MemberRecord]) -> list[MemberRecord]:

@@ -337,3 +337,23 @@ def test_request_counters_wrap_instead_of_going_past_what_the_decoder_accepts() 
     assert bumped["rebalance"] == 1 and bumped["keys_refresh"]["t"] == 1
     assert not isinstance(decode_overrides(dumps(bumped), "/o"), Corrupt)
     assert ov.request_rebalance(bumped)["rebalance"] == 2
+
+
+def test_warnings_about_corrupt_members_are_once_each_and_remembered_within_a_bound(
+        monkeypatch) -> None:
+    """Each distinct bad content of a member znode is logged once; found in review, the
+    memory of what was logged grew for as long as someone kept writing new junk."""
+    from xconsumer import membership
+
+    said: list[str] = []
+    monkeypatch.setattr(membership, "_warned", type(membership._warned)())
+    monkeypatch.setattr(membership.logger, "warning", said.append)
+    for _ in range(3):
+        membership._warn_once("n-1:bad", "n-1 is bad")
+    assert said == ["n-1 is bad"]
+    for i in range(membership.WARNED_KEEP * 3):
+        membership._warn_once(f"n-1:junk {i}", f"junk {i}")
+    assert len(said) == 1 + membership.WARNED_KEEP * 3
+    assert len(membership._warned) == membership.WARNED_KEEP
+    membership._warn_once(f"n-1:junk {membership.WARNED_KEEP * 3 - 1}", "again")
+    assert said[-1] != "again"  # the latest are still remembered
