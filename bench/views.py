@@ -6,8 +6,9 @@ The dashboard asks for both every second, and anyone who can reach the admin por
 done marker. This fills a private ZooKeeper with `--members` member znodes and one owner
 znode per slot (ephemeral, spread over the members' sessions, as a live cluster has them)
 and times `view.read_cluster` and `view.tasks_table`, the functions behind the two
-endpoints, at each size: wall time (median of `--runs`), and ZooKeeper's and the client's
-CPU. One private ZooKeeper (bench.common.start_zk, stopped by PID), clients made by
+endpoints, at each size: wall time (median of `--runs`), ZooKeeper's and the client's CPU,
+and what a lease renewal sent on the same session waits while two such calls run. One
+private ZooKeeper (bench.common.start_zk, stopped by PID), clients made by
 `xconsumer.zk.make_client` (the nodes' own handler) in this process.
 
     .venv/bin/python -m bench.views [--slots 100 1000 10000] [--members 10] [--runs 5]
@@ -19,6 +20,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,33 @@ def _fill(clients: list[Any], paths: Paths, slots: int) -> None:
             tx.commit()
 
 
+def _lease_during(client: Any, paths: Paths, call: Any) -> dict[str, float]:
+    """What a request the node sends on the same session meanwhile waits: its lease's
+    renewal (a sync and an exists, as Node._prove_membership sends them), timed back to
+    back from another thread while two calls of the view run at once (the dashboard asks
+    for both views together)."""
+    done = threading.Event()
+    rtts: list[float] = []
+
+    def probe() -> None:
+        while not done.is_set():
+            t0 = time.perf_counter()
+            client.sync_async(paths.nodes).get(timeout=30)
+            client.exists(paths.nodes)
+            rtts.append(time.perf_counter() - t0)
+
+    prober = threading.Thread(target=probe, name="bench-lease-probe")
+    views = [threading.Thread(target=call, name=f"bench-view-{i}") for i in range(2)]
+    prober.start()
+    for v in views:
+        v.start()
+    for v in views:
+        v.join(timeout=600)
+    done.set()
+    prober.join(timeout=60)
+    return {"p50": statistics.median(rtts), "max": max(rtts), "n": len(rtts)}
+
+
 def measure(hosts: str, zk_pid: int, slots: int, members: int, runs: int
             ) -> dict[str, Any]:
     paths = Paths(ROOT, f"c{slots}")
@@ -86,7 +115,8 @@ def measure(hosts: str, zk_pid: int, slots: int, members: int, runs: int
                 zk_cpu.append((cpu_seconds(zk_pid) or 0.0) - zk0)
                 client_cpu.append(_client_cpu() - c0)
             out[name] = {"wall": statistics.median(walls), "zk_cpu": statistics.median(zk_cpu),
-                         "client_cpu": statistics.median(client_cpu)}
+                         "client_cpu": statistics.median(client_cpu),
+                         "lease_rtt": _lease_during(reader, paths, call)}
             progress(f"{slots} slots, {name}: {out[name]['wall'] * 1000:.1f} ms")
         return out
     finally:
@@ -100,11 +130,16 @@ def print_views(results: list[dict[str, Any]]) -> str:
         for name in ("GET /api/cluster", "GET /api/tasks"):
             m = r[name]
             rows.append([name, r["slots"], r["members"], f"{m['wall'] * 1000:.1f}",
-                         f"{m['zk_cpu'] * 1000:.1f}", f"{m['client_cpu'] * 1000:.1f}"])
+                         f"{m['zk_cpu'] * 1000:.1f}", f"{m['client_cpu'] * 1000:.1f}",
+                         f"{m['lease_rtt']['p50'] * 1000:.1f} / "
+                         f"{m['lease_rtt']['max'] * 1000:.1f}"])
     return table("One read of the cluster view (ms, median)",
-                 ["endpoint", "slots", "members", "wall", "ZooKeeper CPU", "client CPU"],
+                 ["endpoint", "slots", "members", "wall", "ZooKeeper CPU", "client CPU",
+                  "lease round trip meanwhile (p50 / max)"],
                  rows, "wall: the call's time in this process; CPU: ZooKeeper's process and "
-                       "this process (kazoo's threads included) during the call.")
+                       "this process (kazoo's threads included) during the call; lease round "
+                       "trip: a sync + exists on the same session, back to back, while two "
+                       "calls run at once.")
 
 
 def main(argv: list[str] | None = None) -> int:

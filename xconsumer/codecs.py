@@ -151,9 +151,12 @@ def _member(doc: Any) -> dict[str, Any]:
     works = doc.get("works")
     out["works"] = None if works is None else _strings(works, "works")
     out["weight"] = _number(doc.get("weight", 1.0), "weight")
-    if not MIN_WEIGHT <= out["weight"] <= MAX_WEIGHT:
-        raise _Bad(f"weight must be {MIN_WEIGHT:g}..{MAX_WEIGHT:g}, got "
-                   f"{_show(doc.get('weight'))}")
+    if out["weight"] <= 0:
+        raise _Bad(f"weight must be > 0, got {_show(doc.get('weight'))}")
+    # Out of MIN_WEIGHT..MAX_WEIGHT counts as the nearest bound (1e-309 against 1 overflowed
+    # the strategies' arithmetic): clamped, not corrupt, so a node of an older version, whose
+    # app.toml could give any weight above 0, still gets slots and leads if it is first.
+    out["weight"] = min(MAX_WEIGHT, max(MIN_WEIGHT, out["weight"]))
     if doc.get("state", "active") not in ("active", "draining"):
         raise _Bad(f"state must be 'active' or 'draining', got {_show(doc.get('state'))}")
     lw = doc.get("leader_works", True)

@@ -158,7 +158,7 @@ def test_dashboard_shows_the_cluster_and_drives_it(cluster: Cluster, page, tmp_p
 
 
 def test_a_slow_view_slows_the_dashboards_polling_down(cluster: Cluster, page):
-    """Both views the page polls read every owner znode (about 1.2 s each at 10,000 slots):
+    """Both views the page polls read every owner znode (about 1.9 s each at 10,000 slots):
     the next poll waits four times as long as the last one took, so an open dashboard
     does not keep ZooKeeper and the node busy all the time. Made slow in the browser (each
     answer of api/cluster held 800 ms): the polls then start at least 4 s apart (800 ms,

@@ -879,9 +879,9 @@ MUTANTS: list[Mutant] = [
         "NaN in a checkpoint is served by the API in a response no browser parses"),
     Mutant(
         "member-weight-unbounded", "xconsumer/codecs.py",
-        "    if not MIN_WEIGHT <= out[\"weight\"] <= MAX_WEIGHT:\n",
-        "    if not 0 < out[\"weight\"]:\n",
-        [f"{COD}::test_a_members_weight_is_within_the_documented_range"],
+        "    out[\"weight\"] = min(MAX_WEIGHT, max(MIN_WEIGHT, out[\"weight\"]))\n",
+        "",
+        [f"{COD}::test_a_members_weight_is_read_within_the_documented_range"],
         "a member weight of 1e-309 reaches the strategies"),
     Mutant(
         "strategy-weight-unclamped", "xconsumer/strategies/base.py",
