@@ -26,11 +26,10 @@ from loguru import logger
 from .assignment import Slot
 from .config import (
     MAX_JSON_DEPTH,
-    MAX_WEIGHT,
     MAX_WORKER_NUM,
-    MIN_WEIGHT,
     TASK_KEYS,
     TaskConfig,
+    clamp_weight,
     nested_deeper_than,
 )
 from .errors import ConfigError
@@ -153,10 +152,11 @@ def _member(doc: Any) -> dict[str, Any]:
     out["weight"] = _number(doc.get("weight", 1.0), "weight")
     if out["weight"] <= 0:
         raise _Bad(f"weight must be > 0, got {_show(doc.get('weight'))}")
-    # Out of MIN_WEIGHT..MAX_WEIGHT counts as the nearest bound (1e-309 against 1 overflowed
-    # the strategies' arithmetic): clamped, not corrupt, so a node of an older version, whose
-    # app.toml could give any weight above 0, still gets slots and leads if it is first.
-    out["weight"] = min(MAX_WEIGHT, max(MIN_WEIGHT, out["weight"]))
+    # Out of config.MIN_WEIGHT..MAX_WEIGHT counts as the nearest bound (1e-309 against 1
+    # overflowed the strategies' arithmetic): clamped, not corrupt, so a node of an older
+    # version, whose app.toml could give any weight above 0, still gets slots and leads if
+    # it is first.
+    out["weight"] = clamp_weight(out["weight"])
     if doc.get("state", "active") not in ("active", "draining"):
         raise _Bad(f"state must be 'active' or 'draining', got {_show(doc.get('state'))}")
     lw = doc.get("leader_works", True)

@@ -67,6 +67,11 @@ MIN_WEIGHT = 0.001
 MAX_WEIGHT = 1000.0
 
 
+def clamp_weight(weight: float) -> float:
+    """A weight above 0 out of MIN_WEIGHT..MAX_WEIGHT counts as the nearest bound."""
+    return min(MAX_WEIGHT, max(MIN_WEIGHT, weight))
+
+
 def nested_deeper_than(value: Any, limit: int) -> bool:
     """Whether JSON-like `value` (dicts, lists, scalars) has containers nested more than
     `limit` deep; iterative, so the data it is asked about cannot exhaust the stack."""

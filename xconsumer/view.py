@@ -47,6 +47,25 @@ def _windowed(items: Iterable[_T], send: Callable[[_T], Any]) -> Iterator[tuple[
         yield from chunk
 
 
+def _listed(client: KazooClient, parent: str) -> list[tuple[str, str, str]]:
+    """(task, child, path) of every child of every task under `parent` (owners/, done/), in
+    task order, then children by index; the listings pipelined like the reads."""
+    try:
+        tasks = client.get_children(parent)
+    except NoNodeError:
+        return []
+    found = []
+    for task, listing in _windowed(sorted(tasks), lambda t: client.get_children_async(
+            f"{parent}/{t}")):
+        try:
+            slots = listing.get(timeout=VIEW_TIMEOUT)
+        except NoNodeError:
+            continue
+        found += [(task, slot, f"{parent}/{task}/{slot}")
+                  for slot in sorted(slots, key=lambda s: (len(s), s))]
+    return found
+
+
 def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None,
                 sessions: dict[int, str] | None = None) -> dict[str, dict[str, Any]]:
     """`"task/slot"` -> owner znode data (node, generation, ...) plus its fence (czxid).
@@ -61,19 +80,7 @@ def read_owners(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None
     second, and a round trip per slot made one view of 10,000 slots take 3.9 s
     (bench.views)."""
     owners: dict[str, dict[str, Any]] = {}
-    try:
-        tasks = client.get_children(paths.owners)
-    except NoNodeError:
-        return owners
-    found = []
-    for task, listing in _windowed(sorted(tasks), lambda t: client.get_children_async(
-            paths.owner_task(t))):
-        try:
-            slots = listing.get(timeout=VIEW_TIMEOUT)
-        except NoNodeError:
-            continue
-        found += [(task, slot, f"{paths.owner_task(task)}/{slot}")
-                  for slot in sorted(slots, key=lambda s: (len(s), s))]
+    found = _listed(client, paths.owners)
     for (task, slot, path), read in _windowed(found, lambda f: client.get_async(f[2])):
         try:
             raw, stat = read.get(timeout=VIEW_TIMEOUT)
@@ -144,43 +151,26 @@ def read_cluster(client: KazooClient, paths: Paths, cluster: str) -> dict[str, A
     }
 
 
-class _Done:
-    """Stands for a read not sent (a done marker's data is read only to report it)."""
-
-
 def read_done(client: KazooClient, paths: Paths, corrupt: list[Corrupt] | None = None
               ) -> list[str]:
-    """`"task/slot"` of every once-mode slot that has completed (reads pipelined, as in
-    read_owners)."""
-    done: list[str] = []
-    try:
-        tasks = client.get_children(paths.done)
-    except NoNodeError:
-        return done
+    """`"task/slot"` of every once-mode slot that has completed; with `corrupt`, each
+    marker's data is read (pipelined, as in read_owners) to report what is corrupt."""
     found = []
-    for task, listing in _windowed(sorted(tasks), lambda t: client.get_children_async(
-            f"{paths.done}/{t}")):
+    for task, slot, path in _listed(client, paths.done):
+        if slot_index(slot) is not None:
+            found.append((task, slot, path))
+        elif corrupt is not None:
+            corrupt.append(Corrupt("done", path, "not a slot index"))
+    if corrupt is None:
+        return [f"{task}/{slot_index(slot)}" for task, slot, _ in found]
+    done = []
+    for (task, slot, path), read in _windowed(found, lambda f: client.get_async(f[2])):
         try:
-            slots = listing.get(timeout=VIEW_TIMEOUT)
+            data = decode_marker("done", read.get(timeout=VIEW_TIMEOUT)[0], path)
         except NoNodeError:
             continue
-        for slot in sorted(slots, key=lambda s: (len(s), s)):
-            path = f"{paths.done}/{task}/{slot}"
-            if slot_index(slot) is None:
-                if corrupt is not None:
-                    corrupt.append(Corrupt("done", path, "not a slot index"))
-                continue
-            found.append((task, slot, path))
-    no_read = _Done()
-    for (task, slot, path), read in _windowed(
-            found, lambda f: client.get_async(f[2]) if corrupt is not None else no_read):
-        if read is not no_read:
-            try:
-                data = decode_marker("done", read.get(timeout=VIEW_TIMEOUT)[0], path)
-            except NoNodeError:
-                continue
-            if isinstance(data, Corrupt) and corrupt is not None:
-                corrupt.append(data)
+        if isinstance(data, Corrupt):
+            corrupt.append(data)
         done.append(f"{task}/{slot_index(slot)}")
     return done
 

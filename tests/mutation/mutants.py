@@ -879,13 +879,13 @@ MUTANTS: list[Mutant] = [
         "NaN in a checkpoint is served by the API in a response no browser parses"),
     Mutant(
         "member-weight-unbounded", "xconsumer/codecs.py",
-        "    out[\"weight\"] = min(MAX_WEIGHT, max(MIN_WEIGHT, out[\"weight\"]))\n",
+        "    out[\"weight\"] = clamp_weight(out[\"weight\"])\n",
         "",
         [f"{COD}::test_a_members_weight_is_read_within_the_documented_range"],
         "a member weight of 1e-309 reaches the strategies"),
     Mutant(
         "strategy-weight-unclamped", "xconsumer/strategies/base.py",
-        "    return min(MAX_WEIGHT, max(MIN_WEIGHT, float(w))) if ok else 1.0\n",
+        "    return clamp_weight(float(w)) if ok else 1.0\n",
         "    return float(w) if ok else 1.0\n",
         ["tests/unit/strategies/test_strategy_properties.py::"
          "test_extreme_weights_count_as_the_nearest_bound_instead_of_overflowing"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, NamedTuple, Protocol
 
-from ..config import MAX_WEIGHT, MIN_WEIGHT
+from ..config import clamp_weight
 from ..works import candidate_names
 
 # A weight ratio above this is dealt as this many turns: it bounds the size of the weighted
@@ -155,11 +155,11 @@ def _limit(task: TaskLike) -> int | None:
 def _weight(member: Member) -> float:
     """Member data comes from other processes through ZooKeeper: a weight that is not a
     positive finite number counts as 1 rather than breaking the leader's arithmetic, and
-    one out of MIN_WEIGHT..MAX_WEIGHT counts as the nearest bound (the decoder refuses
-    such member data; a Member built by hand may still carry it)."""
+    one out of MIN_WEIGHT..MAX_WEIGHT counts as the nearest bound (the decoder clamps
+    member data already; a Member built by hand may still carry it)."""
     w = member.weight
     ok = isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
-    return min(MAX_WEIGHT, max(MIN_WEIGHT, float(w))) if ok else 1.0
+    return clamp_weight(float(w)) if ok else 1.0
 
 
 def _able_key(task: TaskLike) -> str:
