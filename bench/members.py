@@ -79,14 +79,25 @@ MNTR = ("zk_packets_received", "zk_packets_sent", "zk_bytes_received_count",
 
 
 def session_timeout_for(n: int) -> float:
-    """10 s up to 300 members; 15 s at 1,000, where a worker process holds 250 sessions and
-    a GC or CPU stall of a few seconds on 2 cores must not cost them."""
+    """10 s up to 300 members; 15 s at 1,000, where the start keeps both cores busy for
+    half a minute and a stall of a few seconds must not cost members their sessions."""
     return 10.0 if n <= 300 else 15.0
+
+
+# Members one pooled process hosts at most. Each member is a real node (about six threads),
+# and an interpreter's threads share its GIL. With 250 members per process (1,500 threads)
+# the start of 1,000 formed in about a third of the runs: in one that did not, a worker
+# spent two thirds of its CPU in the kernel (328,000 context switches a second, its threads
+# handing the GIL around) and all 250 of its members lost their sessions. With 50 it formed
+# in 4 runs of 4 (37-93 s, 85-190 s of worker CPU, 0-23 sessions lost); with 25 (40
+# processes) it did not, in the one run tried: the start is a CPU cliff on two cores either
+# way (docs/BENCHMARKS.md). In production each node is a process of its own.
+MEMBERS_PER_PROC = 50
 
 
 def procs_for(n: int) -> int:
     """Pooled worker processes (the crash victim gets one more of its own)."""
-    return 1 if n <= 10 else 4
+    return 1 if n <= 10 else max(4, math.ceil(n / MEMBERS_PER_PROC))
 
 
 # -- one worker process --------------------------------------------------------------------
