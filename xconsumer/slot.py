@@ -433,13 +433,16 @@ class SlotRunner:
                 continue
             try:
                 _, stat = self._ask(self._client.create_async(
-                    path, self.owner_data(), ephemeral=True, makepath=True, include_data=True))
+                    path, self.owner_data(), ephemeral=True, include_data=True))
                 self.fence = stat.czxid
                 self.owner_version = stat.version
                 self.blocked_by = None
                 return True
             except NodeExistsError:
                 pass
+            except NoNodeError:
+                self._make_parent()
+                continue
             except NoChildrenForEphemeralsError:
                 # owners/<task> itself was made ephemeral by hand: no owner znode can be
                 # created under it until its session ends.
@@ -480,6 +483,19 @@ class SlotRunner:
             else:
                 waited_for = self._await_owner(stat.ephemeralOwner, waited_for)
         return False
+
+    def _make_parent(self) -> None:
+        """owners/<task> is not there (a task's first claim, or deleted by hand): made from
+        this thread, which looks for a stop before it asks again. Not kazoo's `makepath`:
+        that sends the create again from its own callback once the parent is made, after
+        whatever was sent meanwhile, so a create given up at a stop could land after the
+        orphan sweep had found no znode, and stay, held by our session, with no runner and
+        no sweep to delete it. Found by a CI failure."""
+        try:
+            self._ask(self._client.ensure_path_async(self._paths.owner_task(self.slot.task)))
+        except _ZK_ERRORS:
+            if not self.stop_event.is_set():
+                self.stop_event.wait(self._retry_wait)
 
     def _await_owner(self, session: int, said: str | None) -> str | None:
         """Wait, on the owner znode's watch (bounded all the same), for the previous owner

@@ -120,6 +120,32 @@ def test_held_slots_cost_at_most_two_claiming_transactions(zk: KazooClient, zk_h
 # Found by review: a runner whose thread could not start kept its claimed znode for ever.
 # Threads start while the claim's first requests are out: a znode the claim made for one
 # that could not start goes to the orphan sweep.
+def test_a_lone_slot_of_a_new_task_makes_the_parent_from_its_thread(
+        zk: KazooClient, zk_root, record) -> None:
+    """One slot is claimed by its own thread (no transaction for one create). With no
+    owners/<task> yet, the thread makes it and creates again itself, and so again after
+    the parent is deleted by hand while the slot is off (kazoo's makepath, which sent the
+    second create from its own callback, could land it after a stop: see test_hardening's
+    claim given up when ZooKeeper went away)."""
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    task = TaskConfig(name="r", work_name="record", worker_num=1)
+    try:
+        for generation in (1, 3):
+            assert zk.exists(paths.owner_task("r")) is None
+            rt.apply({Slot("r", 0): task}, generation)
+            wait_until(lambda: [r.state for r in rt.runners()] == ["running"], 10)
+            stat = zk.exists(paths.owner("r", 0))
+            assert stat is not None and stat.ephemeralOwner == zk.client_id[0]
+            assert [r.fence for r in rt.runners()] == [stat.czxid]
+            rt.apply({}, generation + 1)  # revoked: the thread deletes its znode
+            wait_until(lambda: not any(r.alive for r in rt.runners())
+                       and zk.exists(paths.owner("r", 0)) is None, 10)
+            zk.delete(paths.owner_task("r"))
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+
+
 def test_a_runner_that_never_starts_gives_its_znode_back(
         zk: KazooClient, zk_root, record, monkeypatch) -> None:
     paths = Paths(zk_root, "it")

@@ -286,6 +286,13 @@ def test_a_slot_still_claiming_when_zookeeper_went_away_stops_at_once(
                     return False
 
             wait_until(swept, 10)
+            # Nothing of the claim was sent again after the stop. Found by a CI failure:
+            # kazoo's makepath sent the create once more from its own callback, after the
+            # queued create's NoNodeError, so it could land after the sweep had looked and
+            # stay for good; the parent it made first says it was sent, in either order.
+            client.sync(zk_root)
+            assert client.exists(Paths(zk_root, "it").owner_task("r")) is None
+            assert client.exists(owner) is None
         finally:
             client.stop()
             client.close()

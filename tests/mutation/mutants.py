@@ -40,8 +40,8 @@ MUTANTS: list[Mutant] = [
     # -- owner znodes: creation and release ------------------------------------------------
     Mutant(
         "owner-persistent", "xconsumer/slot.py",
-        "path, self.owner_data(), ephemeral=True, makepath=True, include_data=True",
-        "path, self.owner_data(), ephemeral=False, makepath=True, include_data=True",
+        "path, self.owner_data(), ephemeral=True, include_data=True",
+        "path, self.owner_data(), ephemeral=False, include_data=True",
         [f"{N}::test_session_expiry_stops_slots_and_the_node_rejoins",
          "tests/integration/test_claims.py::test_a_held_slot_is_left_out_of_the_claim_and_"
          "waits_for_its_owner"],
@@ -52,6 +52,13 @@ MUTANTS: list[Mutant] = [
         "            except NodeExistsError:\n                return True\n",
         [f"{N}::test_stuck_handler_keeps_its_owner_znode_until_it_really_ends"],
         "a slot starts while another node's owner znode exists: it runs twice"),
+    Mutant(
+        "owner-parent-not-made", "xconsumer/slot.py",
+        "                self._make_parent()\n",
+        "                pass\n",
+        ["tests/integration/test_claims.py::test_a_lone_slot_of_a_new_task_makes_the_parent_"
+         "from_its_thread"],
+        "a lone slot of a new task never gets its owner znode: no owners/<task> to make it in"),
     Mutant(
         "release-deletes-anyones-owner", "xconsumer/slot.py",
         "self.fence is None and stat.ephemeralOwner == self._session_id()))",
