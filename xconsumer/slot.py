@@ -414,6 +414,7 @@ class SlotRunner:
         path = self.owner_path
         self.state = "waiting"
         waited_for: str | None = None
+        parent_made = False  # by this thread, since its last create (see _make_parent)
         self.may_hold_owner = True  # from the first create attempt on, see Runtime.orphans
         if self.claimed_fence is not None:
             self.fence, self.owner_version = self.claimed_fence, 0
@@ -441,7 +442,9 @@ class SlotRunner:
             except NodeExistsError:
                 pass
             except NoNodeError:
-                self._make_parent()
+                if parent_made:  # gone again since: deleted by hand, or by a cleanup
+                    self.stop_event.wait(self._retry_wait)
+                parent_made = self._make_parent()
                 continue
             except NoChildrenForEphemeralsError:
                 # owners/<task> itself was made ephemeral by hand: no owner znode can be
@@ -484,18 +487,26 @@ class SlotRunner:
                 waited_for = self._await_owner(stat.ephemeralOwner, waited_for)
         return False
 
-    def _make_parent(self) -> None:
+    def _make_parent(self) -> bool:
         """owners/<task> is not there (a task's first claim, or deleted by hand): made from
         this thread, which looks for a stop before it asks again. Not kazoo's `makepath`:
         that sends the create again from its own callback once the parent is made, after
         whatever was sent meanwhile, so a create given up at a stop could land after the
         orphan sweep had found no znode, and stay, held by our session, with no runner and
-        no sweep to delete it. Found by a CI failure."""
+        no sweep to delete it. Found by a CI failure. True once the parent is there."""
+        parent = self._paths.owner_task(self.slot.task)
         try:
-            self._ask(self._client.ensure_path_async(self._paths.owner_task(self.slot.task)))
-        except _ZK_ERRORS:
+            self._ask(self._client.ensure_path_async(parent))
+            return True
+        except NoChildrenForEphemeralsError:
+            # An ancestor of owners/<task> was made ephemeral by hand (see _acquire).
+            self._report_blocked(self._paths.owners)
+            self.stop_event.wait(self._retry_wait * 5)
+        except _ZK_ERRORS as exc:
             if not self.stop_event.is_set():
+                self.log.warning("cannot make {} yet: {}", parent, type(exc).__name__)
                 self.stop_event.wait(self._retry_wait)
+        return False
 
     def _await_owner(self, session: int, said: str | None) -> str | None:
         """Wait, on the owner znode's watch (bounded all the same), for the previous owner

@@ -117,16 +117,14 @@ def test_held_slots_cost_at_most_two_claiming_transactions(zk: KazooClient, zk_h
         other.close()
 
 
-# Found by review: a runner whose thread could not start kept its claimed znode for ever.
-# Threads start while the claim's first requests are out: a znode the claim made for one
-# that could not start goes to the orphan sweep.
 def test_a_lone_slot_of_a_new_task_makes_the_parent_from_its_thread(
         zk: KazooClient, zk_root, record) -> None:
     """One slot is claimed by its own thread (no transaction for one create). With no
     owners/<task> yet, the thread makes it and creates again itself, and so again after
-    the parent is deleted by hand while the slot is off (kazoo's makepath, which sent the
-    second create from its own callback, could land it after a stop: see test_hardening's
-    claim given up when ZooKeeper went away)."""
+    the parent is deleted by hand while the slot is off. kazoo's makepath did this too;
+    it was dropped because it could land a create given up at a stop after the orphan
+    sweep (test_hardening's claim given up when ZooKeeper went away): this test holds the
+    thread's own making of the parent, which replaced it."""
     paths = Paths(zk_root, "it")
     rt = _runtime(zk, zk_root)
     task = TaskConfig(name="r", work_name="record", worker_num=1)
@@ -146,6 +144,31 @@ def test_a_lone_slot_of_a_new_task_makes_the_parent_from_its_thread(
         rt.stop_all(time.monotonic() + 5)
 
 
+def test_a_lone_slot_under_an_ephemeral_owners_znode_is_reported_blocked(
+        zk: KazooClient, zk_root, record) -> None:
+    """owners/ made ephemeral by hand, with no owners/<task>: the thread's making of the
+    parent is refused (found by review: it was retried in silence, a slot waiting for ever
+    without a word). Reported as blocked, as an ephemeral owners/<task> is; once owners/
+    is gone the slot makes its parent and runs."""
+    paths = Paths(zk_root, "it")
+    zk.ensure_path(paths.owners.rsplit("/", 1)[0])
+    zk.create(paths.owners, b"", ephemeral=True)
+    rt = _runtime(zk, zk_root)
+    try:
+        rt.apply({Slot("r", 0): TaskConfig(name="r", work_name="record", worker_num=1)}, 1)
+        wait_until(lambda: [(r.state, r.blocked_by) for r in rt.runners()]
+                   == [("blocked", paths.owners)], 10,
+                   message=lambda: str([(r.state, r.last_error) for r in rt.runners()]))
+        zk.delete(paths.owners)
+        wait_until(lambda: [r.state for r in rt.runners()] == ["running"], 15)
+        assert zk.exists(paths.owner("r", 0)).ephemeralOwner == zk.client_id[0]
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+
+
+# Found by review: a runner whose thread could not start kept its claimed znode for ever.
+# Threads start while the claim's first requests are out: a znode the claim made for one
+# that could not start goes to the orphan sweep.
 def test_a_runner_that_never_starts_gives_its_znode_back(
         zk: KazooClient, zk_root, record, monkeypatch) -> None:
     paths = Paths(zk_root, "it")

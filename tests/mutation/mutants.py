@@ -53,12 +53,26 @@ MUTANTS: list[Mutant] = [
         [f"{N}::test_stuck_handler_keeps_its_owner_znode_until_it_really_ends"],
         "a slot starts while another node's owner znode exists: it runs twice"),
     Mutant(
+        "owner-create-makepath", "xconsumer/slot.py",
+        "path, self.owner_data(), ephemeral=True, include_data=True",
+        "path, self.owner_data(), ephemeral=True, makepath=True, include_data=True",
+        [f"{H}::test_a_slot_still_claiming_when_zookeeper_went_away_stops_at_once"],
+        "kazoo's makepath sends a claim's create again after a stop: it can land after the "
+        "orphan sweep looked, and the slot stays held by a session that does not run it"),
+    Mutant(
         "owner-parent-not-made", "xconsumer/slot.py",
-        "                self._make_parent()\n",
-        "                pass\n",
+        "                parent_made = self._make_parent()\n",
+        "                parent_made = True\n",
         ["tests/integration/test_claims.py::test_a_lone_slot_of_a_new_task_makes_the_parent_"
          "from_its_thread"],
         "a lone slot of a new task never gets its owner znode: no owners/<task> to make it in"),
+    Mutant(
+        "owner-parent-refusal-silent", "xconsumer/slot.py",
+        "            self._report_blocked(self._paths.owners)\n",
+        "            pass\n",
+        ["tests/integration/test_claims.py::test_a_lone_slot_under_an_ephemeral_owners_"
+         "znode_is_reported_blocked"],
+        "a slot whose owners/ was made ephemeral by hand waits for ever without a word"),
     Mutant(
         "release-deletes-anyones-owner", "xconsumer/slot.py",
         "self.fence is None and stat.ephemeralOwner == self._session_id()))",
