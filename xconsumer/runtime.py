@@ -194,9 +194,17 @@ class Runtime:
                              type(exc).__name__)
                 # A transaction whose answer was lost may have made the znodes of runners
                 # that will never look for them (never started, or gone): the sweep does.
+                # One still ending (told to stop at its gate, its release looked already or
+                # not) is marked as maybe holding its znode: its own release, or the orphan
+                # record its exit then makes, deletes a znode of our session found there.
+                # Found by review: it left the znode for the session's life.
                 with self._lock:
                     for runner in batch:
-                        if runner.exited and not runner.acquired:
+                        if runner.acquired:
+                            continue
+                        if not runner.exited:
+                            runner.may_hold_owner = True
+                        else:
                             self._orphans.setdefault(runner.slot, (runner.owner_path, None))
                 return
 

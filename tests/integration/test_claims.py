@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from kazoo.client import KazooClient, TransactionRequest
+from kazoo.exceptions import ConnectionLoss
 
 import xconsumer.node as node_module
 from tests.cluster import RECORD_WORKS
@@ -334,6 +335,57 @@ def test_a_runner_stopped_while_its_claim_is_out_leaves_its_znode_to_the_sweep(
         rt.apply({}, 2)  # the next pass sweeps
         assert [i for i in range(3) if zk.exists(paths.owner("r", i))] == []
     finally:
+        rt.stop_all(time.monotonic() + 5)
+
+
+def test_a_claim_whose_answer_was_lost_leaves_no_znode_to_runners_stopping_at_their_gate(
+        zk: KazooClient, zk_root, record, monkeypatch) -> None:
+    """Found by review: the claim's transaction lands but its answer is lost, while its
+    runners, told to stop at their gate, are still ending (their release looked already,
+    finding no claim of theirs). Neither the claim's error path (not exited yet) nor their
+    exit (no claimed fence) recorded the znodes: they stayed for the session's life."""
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    rt._look_first = False  # create first: the transaction is out when the threads start
+    zk.ensure_path(paths.owner_task("r"))  # so the first transaction makes them
+    real_commit, real_batch = TransactionRequest.commit_async, Runtime._claim_batch
+    real_release = SlotRunner._release
+    claim_over = threading.Event()
+
+    def lost(self):  # the transaction lands; its answer does not come back
+        real_commit(self).get(timeout=5)
+        result = self.client.handler.async_result()
+        result.set_exception(ConnectionLoss())
+        return result
+
+    releasing: list[SlotRunner] = []
+
+    def revoked_meanwhile(self, runners, meanwhile):
+        def meanwhile_then_stop():
+            meanwhile()
+            for runner in runners:
+                runner.request_stop("revoked while the claim is out")
+            # past their gate (no acquire: the claim is not over), in their release
+            wait_until(lambda: len(releasing) == len(runners), 5)
+        return real_batch(self, runners, meanwhile_then_stop)
+
+    def release_after_the_claim(self):  # still ending when the claim's error is handled
+        releasing.append(self)
+        claim_over.wait(5)
+        real_release(self)
+    monkeypatch.setattr(TransactionRequest, "commit_async", lost)
+    monkeypatch.setattr(Runtime, "_claim_batch", revoked_meanwhile)
+    monkeypatch.setattr(SlotRunner, "_release", release_after_the_claim)
+    task = TaskConfig(name="r", work_name="record", worker_num=3)
+    try:
+        rt.apply({Slot("r", i): task for i in range(3)}, 1)
+        assert [i for i in range(3) if zk.exists(paths.owner("r", i))] == [0, 1, 2]
+        claim_over.set()
+        wait_until(lambda: not any(r.thread.is_alive() for r in rt.runners()), 10)
+        rt.apply({}, 2)  # the next pass sweeps
+        assert [i for i in range(3) if zk.exists(paths.owner("r", i))] == []
+    finally:
+        claim_over.set()
         rt.stop_all(time.monotonic() + 5)
 
 
