@@ -197,14 +197,16 @@ class Runtime:
                 # One still ending (told to stop at its gate, its release looked already or
                 # not) is marked as maybe holding its znode: its own release, or the orphan
                 # record its exit then makes, deletes a znode of our session found there.
-                # Found by review: it left the znode for the session's life.
+                # Found by review: it left the znode for the session's life. Marked before
+                # `exited` is read, as the thread sets `exited` before it reads the mark
+                # (in _runner_exited): one of the two always sees the other's write.
                 with self._lock:
                     for runner in batch:
                         if runner.acquired:
                             continue
-                        if not runner.exited:
-                            runner.may_hold_owner = True
-                        else:
+                        runner.may_hold_owner = True
+                        ended = runner.exited
+                        if ended:
                             self._orphans.setdefault(runner.slot, (runner.owner_path, None))
                 return
 

@@ -75,8 +75,8 @@ MUTANTS: list[Mutant] = [
         "a slot whose owners/ was made ephemeral by hand waits for ever without a word"),
     Mutant(
         "claim-lost-answer-forgets-ending-runners", "xconsumer/runtime.py",
-        "                            runner.may_hold_owner = True\n",
-        "                            pass\n",
+        "                        runner.may_hold_owner = True\n",
+        "                        pass\n",
         ["tests/integration/test_claims.py::test_a_claim_whose_answer_was_lost_leaves_no_"
          "znode_to_runners_stopping_at_their_gate"],
         "a claim whose answer was lost leaves the znodes of runners still ending for the "
