@@ -205,8 +205,7 @@ class Runtime:
                         if runner.acquired:
                             continue
                         runner.may_hold_owner = True
-                        ended = runner.exited
-                        if ended:
+                        if runner.exited:
                             self._orphans.setdefault(runner.slot, (runner.owner_path, None))
                 return
 

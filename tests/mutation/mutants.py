@@ -132,8 +132,8 @@ MUTANTS: list[Mutant] = [
         "it as long as our session: no node can run it"),
     Mutant(
         "claimed-after-exit-kept", "xconsumer/runtime.py",
-        "                if runner.exited:\n",
-        "                if False:\n",
+        "                runner.claimed(stat.czxid)\n                if runner.exited:\n",
+        "                runner.claimed(stat.czxid)\n                if False:\n",
         ["tests/integration/test_claims.py::test_a_runner_stopped_while_its_claim_is_out_"
          "leaves_its_znode_to_the_sweep"],
         "a slot thread that ended before the batched claim landed (a missing handler) keeps "
