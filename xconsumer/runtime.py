@@ -69,11 +69,13 @@ class Runtime:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._runners: dict[Slot, SlotRunner] = {}
-        # Slots whose runner ended without being able to delete its owner znode (the
-        # connection was down). Left alone, the znode would live as long as our session and
-        # keep the slot's next owner waiting.
-        # slot -> (the owner znode it may still hold, the fence it held it with, if known)
-        self._orphans: dict[Slot, tuple[str, int | None]] = {}
+        # Owner znodes a runner could not delete when it ended (the connection was down).
+        # Left alone, one would live as long as our session and keep the slot's next owner
+        # waiting.
+        # Kept by owner znode, not by slot: a keyed slot's znode is its key's, and a slot
+        # whose key changed runs under another path while its old znode waits here.
+        # owner znode path -> the fence it was held with, if known
+        self._orphans: dict[str, int | None] = {}
         self.threads = SlotThreads()  # the threads slots run in, kept between slots
         # No thread until a coroutine slot asks for it (see executors/coroutine.py).
         self.event_loop = EventLoopThread(metrics=metrics, events=events)
@@ -170,7 +172,7 @@ class Runtime:
         if self._runners.get(runner.slot) is runner:
             del self._runners[runner.slot]
         if runner.thread.ident is None and runner.claimed_fence is not None:
-            self._orphans[runner.slot] = (runner.owner_path, runner.claimed_fence)
+            self._orphan(runner.owner_path, runner.claimed_fence)
 
     def _claim(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
         """Create the owner znodes of a generation's gained slots in one transaction per
@@ -206,7 +208,7 @@ class Runtime:
                             continue
                         runner.may_hold_owner = True
                         if runner.exited:
-                            self._orphans.setdefault(runner.slot, (runner.owner_path, None))
+                            self._orphan(runner.owner_path, None)
                 return
 
     def _claim_batch(self, runners: list[SlotRunner], meanwhile: Callable[[], None]) -> None:
@@ -296,7 +298,7 @@ class Runtime:
                 if runner.exited:
                     # Never started, told to stop at its gate, or gone already (a missing
                     # handler): the sweep deletes the znode.
-                    self._orphans[runner.slot] = (runner.owner_path, stat.czxid)
+                    self._orphan(runner.owner_path, stat.czxid)
                     orphaned = True
         if orphaned and self._stopping and not self._closing.is_set():
             self.release_orphans()  # no controller pass will come to sweep them
@@ -347,36 +349,48 @@ class Runtime:
         if give_back is not None:
             give_back()
 
+    def _orphan(self, path: str, fence: int | None) -> None:
+        """Record an owner znode our session may still hold (the lock held). Two records of
+        one znode that name different fences mean any znode of ours there: only a live
+        runner of that path may keep one (see release_orphans)."""
+        if path in self._orphans and self._orphans[path] != fence:
+            fence = None
+        self._orphans[path] = fence
+
     def has_orphans(self) -> bool:
         return bool(self._orphans)
 
     def release_orphans(self) -> None:
         """Delete owner znodes our session still holds for slots no runner of ours runs.
 
-        Runs on the controller thread, like `apply()`, so no runner can be started for the
-        slot between the check and the delete; the version check covers the rest."""
+        Runs on the controller thread, like `apply()` (or, once the node is stopping and
+        starts nothing, on the thread that stops it), so no runner can be started for the
+        path between the check and the delete; the version check covers the rest."""
         session = self._session_id()
-        for slot, (path, fence) in sorted(self._orphans.items()):
+        for path, fence in sorted(self._orphans.items()):
             with self._lock:
-                runner = self._runners.get(slot)
-                if runner is not None and runner.alive:
-                    self._orphans.pop(slot, None)  # it adopts or releases the znode itself
-                    continue
-                # A keyed slot's znode is its key's: a runner of that key under another
-                # index may have adopted it. It is that runner's now.
+                # A live runner of that znode (the slot's own, or a keyed slot's key under
+                # another index) adopts or releases it itself, as a rule; the record stays
+                # for when none is left (one stopped at its gate makes no znode, so it would
+                # not record ours). Not any runner of the slot: one whose key changed runs
+                # under another path (found by review: the record was dropped and the old
+                # key's znode stayed for our session's life).
                 if any(r.alive and r.owner_path == path for r in self._runners.values()):
-                    self._orphans.pop(slot, None)
                     continue
             try:
                 stat = self._client.exists_async(path).get(timeout=5.0)
                 if (stat is not None and session is not None and stat.ephemeralOwner == session
                         and (fence is None or stat.czxid == fence)):
                     self._client.delete_async(path, version=stat.version).get(timeout=5.0)
-                self._orphans.pop(slot, None)
             except NoNodeError:
-                self._orphans.pop(slot, None)
+                pass
             except (KazooException, KazooTimeoutError):
                 return  # still no connection: next pass
+            with self._lock:
+                # A runner that ended meanwhile may have recorded the path again (another
+                # znode, so another fence): that record is the next pass's.
+                if self._orphans.get(path, fence) == fence:
+                    self._orphans.pop(path, None)
 
     def _runner_exited(self, runner: SlotRunner) -> None:
         # Claimed for it but never acquired (told to stop at its gate, or the claim landed
@@ -385,8 +399,7 @@ class Runtime:
         unclaimed = runner.claimed_fence is not None and not runner.acquired
         if runner.may_hold_owner or unclaimed:
             with self._lock:
-                self._orphans[runner.slot] = (runner.owner_path,
-                                              runner.held_fence or runner.claimed_fence)
+                self._orphan(runner.owner_path, runner.held_fence or runner.claimed_fence)
             if self._stopping and not self._closing.is_set() and self._client.connected:
                 # A stuck slot that ended after the node kept its session (keep_session)
                 # but saw the close still coming: no controller pass will retry it.

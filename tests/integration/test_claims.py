@@ -210,7 +210,21 @@ def test_a_runner_gone_before_its_claim_landed_leaves_its_znode_to_the_sweep(
         rt.stop_all(time.monotonic() + 5)
 
 
-# Found by review (older than the claims): orphans are kept by slot but a keyed slot's
+def _running_that_cannot_release(rt: Runtime, slots: int, monkeypatch) -> SlotRunner:
+    """Once `slots` runners own their znodes: k/0's runner, whose release will find no
+    connection (its znode left to the orphan sweep)."""
+    wait_until(lambda: len(rt.running_slots()) == slots
+               and all(r.fence for r in rt.runners()), 10)
+    r0 = rt._runners[Slot("k", 0)]
+
+    def disconnected_release(self=r0):  # what _release does with no connection
+        self.fence = None
+        self.owner_version = None
+    monkeypatch.setattr(r0, "_release", disconnected_release)
+    return r0
+
+
+# Found by review (older than the claims): orphans were kept by slot but a keyed slot's
 # znode is its key's; the sweep deleted the znode the key's runner under another index held.
 def test_the_orphan_sweep_spares_a_keyed_znode_another_runner_holds(
         zk: KazooClient, zk_root, record, monkeypatch) -> None:
@@ -220,17 +234,10 @@ def test_the_orphan_sweep_spares_a_keyed_znode_another_runner_holds(
     rt.apply({Slot("k", 0): replace(base, slot_key="a"),
               Slot("k", 1): replace(base, slot_key="b")}, 1)
     try:
-        wait_until(lambda: len(rt.running_slots()) == 2
-                   and all(r.fence for r in rt.runners()), 10)
-        r0 = rt._runners[Slot("k", 0)]
-
-        def disconnected_release(self=r0):  # what _release does with no connection
-            self.fence = None
-            self.owner_version = None
-        monkeypatch.setattr(r0, "_release", disconnected_release)
+        r0 = _running_that_cannot_release(rt, 2, monkeypatch)
         desired = {Slot("k", 1): replace(base, worker_num=1, slot_key="a")}  # a: 0 -> 1
         rt.apply(desired, 2)
-        wait_until(lambda: not r0.alive and Slot("k", 0) in rt._orphans, 10)
+        wait_until(lambda: not r0.alive and paths.slot_owner("k", 0, "a") in rt._orphans, 10)
         wait_until(lambda: Slot("k", 1) not in rt.running_slots(), 10)
         real = rt.release_orphans
         monkeypatch.setattr(rt, "release_orphans", lambda: None)  # the sweep fails too
@@ -240,6 +247,34 @@ def test_the_orphan_sweep_spares_a_keyed_znode_another_runner_holds(
         monkeypatch.setattr(rt, "release_orphans", real)
         rt.apply(desired, 2)  # the connection is back: the sweep runs
         assert zk.exists(paths.slot_owner("k", 1, "a")) is not None
+    finally:
+        rt.stop_all(time.monotonic() + 5)
+
+
+# Found by review: orphans were kept by slot, and a live runner of the slot dropped the
+# record, so the znode of a key the slot no longer runs stayed for our session's life.
+def test_the_orphan_sweep_deletes_the_old_keys_znode_of_a_slot_whose_key_changed(
+        zk: KazooClient, zk_root, record, monkeypatch) -> None:
+    paths = Paths(zk_root, "it")
+    rt = _runtime(zk, zk_root)
+    base = TaskConfig(name="k", work_name="record", worker_num=1, keys="shards")
+    rt.apply({Slot("k", 0): replace(base, slot_key="a")}, 1)
+    try:
+        r0 = _running_that_cannot_release(rt, 1, monkeypatch)
+        desired = {Slot("k", 0): replace(base, slot_key="b")}  # the slot's key: a -> b
+        real = rt.release_orphans
+        monkeypatch.setattr(rt, "release_orphans", lambda: None)  # the sweep fails too
+        rt.apply(desired, 2)
+        wait_until(lambda: not r0.alive and rt.has_orphans(), 10)
+        rt.apply(desired, 2)  # the runner of key b starts
+        wait_until(lambda: rt._runners.get(Slot("k", 0)) not in (None, r0)
+                   and rt._runners[Slot("k", 0)].state == "running", 10)
+        monkeypatch.setattr(rt, "release_orphans", real)
+        rt.apply(desired, 2)  # the connection is back: the sweep runs
+        assert zk.exists(paths.slot_owner("k", 0, "a")) is None
+        stat = zk.exists(paths.slot_owner("k", 0, "b"))
+        assert stat is not None and stat.ephemeralOwner == zk.client_id[0]
+        assert not rt.has_orphans()
     finally:
         rt.stop_all(time.monotonic() + 5)
 

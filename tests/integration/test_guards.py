@@ -21,7 +21,6 @@ from tests.integration import test_node
 from tests.integration.test_node import RECORD_TASK, make_config, records, running, start
 from tests.util import expire_session, observe_until, wait_until
 from xconsumer import node as node_module
-from xconsumer.assignment import Slot
 from xconsumer.leader import DocMemo, publish, read_assignment
 from xconsumer.lease import LEASE_FRACTION, Lease
 from xconsumer.membership import read_members
@@ -324,7 +323,7 @@ def test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them(
         runtime = _runtime(zk, zk_root)
         zk.create(paths.owner("r", 0), b"", ephemeral=True, makepath=True)
         other.create(paths.owner("r", 1), b"", ephemeral=True, makepath=True)
-        runtime._orphans |= {Slot("r", i): (paths.owner("r", i), None) for i in (0, 1)}
+        runtime._orphans |= {paths.owner("r", i): None for i in (0, 1)}
         runtime.release_orphans()
         assert zk.exists(paths.owner("r", 0)) is None
         stat = zk.exists(paths.owner("r", 1))
@@ -333,6 +332,34 @@ def test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them(
     finally:
         other.stop()
         other.close()
+
+
+def test_an_orphan_recorded_again_while_the_sweep_looks_is_swept_next_time(
+        zk: KazooClient, zk_root) -> None:
+    """Found by review: the sweep dropped a record after its look even when a runner had
+    recorded the same znode again meanwhile (another znode of ours, another fence), so
+    that znode stayed for our session's life."""
+    paths = Paths(zk_root, "it")
+    runtime = _runtime(zk, zk_root)
+    path = paths.owner("r", 0)
+    zk.create(path, b"", ephemeral=True, makepath=True)
+    ours = zk.exists(path)
+    assert ours is not None
+    runtime._orphans[path] = ours.czxid - 1  # an older znode of that path, long gone
+    real = zk.exists_async
+
+    def recorded_meanwhile(p, *args, **kwargs):  # a runner ends while the sweep looks
+        with runtime._lock:
+            runtime._orphan(path, ours.czxid)
+        return real(p, *args, **kwargs)
+    zk.exists_async = recorded_meanwhile
+    try:
+        runtime.release_orphans()  # the older fence: not that znode
+    finally:
+        del zk.exists_async
+    assert zk.exists(path) is not None and runtime.has_orphans()
+    runtime.release_orphans()
+    assert zk.exists(path) is None and not runtime.has_orphans()
 
 
 def test_a_reassigned_slot_restarts_only_after_its_old_run_ended(

@@ -146,6 +146,23 @@ MUTANTS: list[Mutant] = [
         ["tests/integration/test_claims.py::test_the_orphan_sweep_spares_a_keyed_znode_another_"
          "runner_holds"],
         "the orphan sweep deletes the znode a keyed slot's runner under another index holds"),
+    Mutant(
+        "orphan-sweep-spares-an-old-key", "xconsumer/runtime.py",
+        "                if any(r.alive and r.owner_path == path for r in "
+        "self._runners.values()):\n",
+        "                if any(r.alive and (r.owner_path == path or r.slot.task == "
+        "path.rsplit('/', 2)[-2]) for r in self._runners.values()):\n",
+        ["tests/integration/test_claims.py::test_the_orphan_sweep_deletes_the_old_keys_znode_"
+         "of_a_slot_whose_key_changed"],
+        "the sweep takes any live runner of the slot's task for the znode's owner: the old "
+        "key's znode of a slot whose key changed stays for the session's life"),
+    Mutant(
+        "orphan-sweep-drops-a-record-made-meanwhile", "xconsumer/runtime.py",
+        "                if self._orphans.get(path, fence) == fence:\n",
+        "                if True:\n",
+        [f"{G}::test_an_orphan_recorded_again_while_the_sweep_looks_is_swept_next_time"],
+        "a znode a runner recorded while the sweep looked at an older one of that path is "
+        "forgotten: it stays for the session's life"),
     # -- the leader's publish -------------------------------------------------------------
     Mutant(
         "publish-no-member-check", "xconsumer/plans.py",
