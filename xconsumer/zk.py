@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import zlib
 from typing import Any
 
@@ -176,6 +177,36 @@ def refused_ops(results: list[Any]) -> list[int]:
 
 
 _NOT_RUN = (RolledBackError, RuntimeInconsistency)
+
+
+class _AfterSync:
+    """The answer of an exists sent behind a sync: the exists's, once the sync's too says
+    it went through. A connection dropped between the two fails the sync and may leave the
+    exists to go alone on the next connection, to a server that may lag: its answer then
+    counts for nothing (the sync's error is raised, the look is tried again)."""
+
+    def __init__(self, synced: Any, look: Any) -> None:
+        self._synced = synced
+        self._look = look
+
+    def get(self, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        stat = self._look.get(timeout=timeout)
+        self._synced.get(timeout=max(0.0, deadline - time.monotonic()))
+        return stat
+
+
+def exists_after_sync(client: KazooClient, path: str) -> _AfterSync:
+    """`exists_async` behind a `sync`, for a look at a znode that a request whose answer was
+    lost may have made: after a lost answer the client may be on another server of the
+    ensemble, one that has not applied that request yet (a reconnect only promises a server
+    that has seen what the client saw answered), so a plain read could say "no node" and
+    the znode appear later. A session's requests are handled in order, so the read is
+    answered after the sync, which brings that server up to the leader; sent together,
+    they cost one round trip. (A sync is not a quorum operation in ZooKeeper 3.x: a leader
+    cut off from its quorum could still answer it, for up to its sync limit.)"""
+    synced = client.sync_async(path)
+    return _AfterSync(synced, client.exists_async(path))
 
 
 def stop_client(client: KazooClient) -> None:

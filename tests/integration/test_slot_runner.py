@@ -6,9 +6,11 @@ import threading
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss
 from kazoo.handlers.threading import KazooTimeoutError
 
 from tests.cluster import RECORD_WORKS
+from tests.integration.test_guards import _runtime
 from tests.util import wait_until
 from xconsumer.assignment import Slot
 from xconsumer.config import TaskConfig
@@ -98,3 +100,74 @@ def test_waiting_on_another_owner_registers_one_watcher(zk: KazooClient, zk_host
     finally:
         other.stop()
         other.close()
+
+
+def _sent(zk: KazooClient, monkeypatch) -> list[tuple[str, str]]:
+    """The requests `zk` queues for the wire, in order: (kind, path)."""
+    sent: list[tuple[str, str]] = []
+    real = zk._call
+
+    def call(request: Any, async_object: Any) -> Any:
+        sent.append((type(request).__name__, getattr(request, "path", "")))
+        return real(request, async_object)
+    monkeypatch.setattr(zk, "_call", call)
+    return sent
+
+
+def test_a_look_that_may_follow_a_lost_create_goes_behind_a_sync(zk: KazooClient, zk_root,
+                                                                 record, monkeypatch):
+    """A runner (or an orphan record) without a fence may hold a znode whose create's answer
+    was lost, and after a lost answer the client may be on a server of the ensemble that
+    has not applied that create yet: a plain exists could say "no node", the runner forget
+    the znode, and the znode appear later, held for the session's life. Each such look
+    goes behind a sync; a fenced one (the client saw its znode) does not need it."""
+    task = TaskConfig(name="r", work_name="record", worker_num=2)
+    lost, fenced = runner(zk, zk_root, task, 0), runner(zk, zk_root, task, 1)
+    for r in (lost, fenced):
+        zk.create(r.owner_path, b"", ephemeral=True, makepath=True)
+        r.may_hold_owner = True
+    stat = zk.exists(fenced.owner_path)
+    assert stat is not None
+    fenced.fence = stat.czxid
+    sent = _sent(zk, monkeypatch)
+    rt = _runtime(zk, zk_root)
+    sweep = [lambda: (lost._release(), fenced._release()),
+             rt.release_orphans]  # the orphan sweep, likewise
+    for look in sweep:
+        sent.clear()
+        look()
+        looks = [(kind, path) for kind, path in sent if kind in ("Sync", "Exists")]
+        assert zk.exists(lost.owner_path) is None and zk.exists(fenced.owner_path) is None
+        assert looks == [("Sync", lost.owner_path), ("Exists", lost.owner_path),
+                         ("Exists", fenced.owner_path)], looks
+        for r in (lost, fenced):  # again, for the sweep
+            zk.create(r.owner_path, b"", ephemeral=True)
+        rt._orphans = {lost.owner_path: None,
+                       fenced.owner_path: zk.exists(fenced.owner_path).czxid}
+
+
+def test_a_look_whose_sync_failed_counts_for_nothing(zk: KazooClient, zk_root, record,
+                                                     monkeypatch):
+    """Found by review: a connection dropped between the sync and the exists fails the sync
+    and may leave the exists to go alone on the next connection, to a server that may lag.
+    Its "no node" must not let the runner (or the sweep) forget the znode: the look failed,
+    and is tried again."""
+    task = TaskConfig(name="r", work_name="record", worker_num=1)
+    lost = runner(zk, zk_root, task)
+    lost.may_hold_owner = True  # its create's answer was lost: no fence
+
+    def dropped(path: str) -> Any:
+        result = zk.handler.async_result()
+        result.set_exception(ConnectionLoss())
+        return result
+    monkeypatch.setattr(zk, "sync_async", dropped)
+    lost._release()
+    assert lost.may_hold_owner  # still to be looked for
+    rt = _runtime(zk, zk_root)
+    rt._orphans = {lost.owner_path: None}
+    rt.release_orphans()
+    assert rt.has_orphans()
+    monkeypatch.undo()
+    lost._release()
+    rt.release_orphans()
+    assert not lost.may_hold_owner and not rt.has_orphans()

@@ -101,6 +101,31 @@ MUTANTS: list[Mutant] = [
         [f"{G}::test_orphaned_owner_znodes_are_deleted_only_when_our_session_holds_them"],
         "an owner znode left while disconnected stays for the session's life: the slot "
         "is stuck"),
+    Mutant(
+        "release-look-after-a-lost-create-without-sync", "xconsumer/slot.py",
+        "                    else exists_after_sync(self._client, path))",
+        "                    else self._client.exists_async(path))",
+        ["tests/integration/test_slot_runner.py::test_a_look_that_may_"
+         "follow_a_lost_create_goes_behind_a_sync"],
+        "after a lost create's answer, a server of the ensemble that has not applied it yet "
+        "says no node: the runner forgets a znode that appears later, held for the "
+        "session's life"),
+    Mutant(
+        "orphan-look-after-a-lost-create-without-sync", "xconsumer/runtime.py",
+        "                        else exists_after_sync(self._client, path))",
+        "                        else self._client.exists_async(path))",
+        ["tests/integration/test_slot_runner.py::test_a_look_that_may_"
+         "follow_a_lost_create_goes_behind_a_sync"],
+        "the orphan sweep, likewise: a lagging server's no node drops the record of a "
+        "znode that appears later"),
+    Mutant(
+        "look-after-sync-ignores-a-failed-sync", "xconsumer/zk.py",
+        "        self._synced.get(timeout=max(0.0, deadline - time.monotonic()))\n",
+        "        pass\n",
+        ["tests/integration/test_slot_runner.py::test_a_look_whose_syn"
+         "c_failed_counts_for_nothing"],
+        "a connection dropped between the sync and the exists: the exists goes alone to a "
+        "server that may lag, and its no node lets a znode that appears later be forgotten"),
     # -- revoke before assign ---------------------------------------------------------------
     Mutant(
         "apply-no-revoke", "xconsumer/runtime.py",
