@@ -73,7 +73,7 @@ from .strategies import is_container_task
 from .strategies.user import runner_for
 from .view import read_cluster, seed_from_doc
 from .works import WorksRegistry
-from .zk import AHEAD_TIMEOUT, dumps, make_client, start_client, stop_client
+from .zk import AHEAD_TIMEOUT, dumps, exists_after_sync, make_client, start_client, stop_client
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 # A follower re-lists the members (and checks the election) at least this often even when
@@ -1422,8 +1422,9 @@ class Node:
         docs/BENCHMARKS.md, "The lease's idle requests"."""
         path = self.paths.node(child)
         sent = self.lease.now()
-        self.client.sync_async(path).get(timeout=timeout)
-        stat = self.client.exists_async(path).get(timeout=timeout)
+        # Sent together, answered in order: one round trip, and the exists counts only
+        # once the sync's answer says it went through (see exists_after_sync).
+        stat = exists_after_sync(self.client, path).get(timeout=timeout)
         if stat is not None and stat.ephemeralOwner == session:
             self.lease.renew(sent)
             if stat.version != self._member_version:

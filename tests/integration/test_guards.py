@@ -244,6 +244,36 @@ def test_a_sync_on_a_later_session_does_not_renew_the_lease(
     wait_until(lambda: not node.runtime.running_slots(), 5)
 
 
+def test_a_renewal_goes_behind_a_sync_and_counts_only_once_the_sync_went_through(
+        zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
+    """A server cut off from the quorum still answers reads while our session expires: the
+    look at our member znode goes behind a sync (sent together: one round trip), and a
+    round whose sync failed renews nothing, whatever the look said."""
+    node = start(nodes, make_config(zk_hosts, zk_root, RECORD_TASK), "a")
+    wait_until(lambda: running(node) == SLOTS, 15)
+    _freeze_controller(node, monkeypatch)
+    rounds = _count_lease_rounds(node, monkeypatch)
+    sent: list[str] = []
+    real_call = node.client._call
+
+    def call(request, async_object):
+        if threading.current_thread().name == "xc-lease":
+            sent.append(type(request).__name__)
+        return real_call(request, async_object)
+
+    monkeypatch.setattr(node.client, "_call", call)
+    wait_until(lambda: len(sent) >= 4, 10)
+    assert sent[:4] == ["Sync", "Exists", "Sync", "Exists"], sent
+
+    def failed_sync(path: str):  # as when the connection drops right after the sync
+        result = node.client.handler.async_result()
+        result.set_exception(ConnectionLoss())
+        return result
+
+    monkeypatch.setattr(node.client, "sync_async", failed_sync)
+    _lease_stays_ended(node, rounds)
+
+
 def test_the_lease_counts_from_when_the_renewing_request_was_sent(
         zk_hosts, zk_root, nodes, record, monkeypatch) -> None:
     """The server heard from us no earlier than the request went out: a reply that took a

@@ -269,6 +269,14 @@ MUTANTS: list[Mutant] = [
         [f"{G}::test_a_lost_session_stops_every_slot_and_ends_the_lease_at_once"],
         "the lease stays valid after the session is gone"),
     Mutant(
+        "lease-renewed-without-sync", "xconsumer/node.py",
+        "        stat = exists_after_sync(self.client, path).get(timeout=timeout)\n",
+        "        stat = self.client.exists_async(path).get(timeout=timeout)\n",
+        [f"{G}::test_a_renewal_goes_behind_a_sync_and_counts_only_once_the_sync_"
+         "went_through"],
+        "a server cut off from the quorum answers the lease's look while our session "
+        "expires: the lease is renewed past the session's end"),
+    Mutant(
         "lease-ended-no-revoke", "xconsumer/node.py",
         '            self.runtime.revoke_all("lease ended")\n',
         "",
