@@ -32,7 +32,7 @@ from .paths import Paths
 from .slot import SlotContext, SlotRunner, SlotStatus, restart_needed
 from .slotthreads import SlotThreads
 from .works import WorksRegistry
-from .zk import exists_after_sync, refused_ops
+from .zk import owner_look, refused_ops
 
 __all__ = ["Runtime", "SlotContext", "SlotRunner", "SlotStatus", "restart_needed"]
 
@@ -378,9 +378,7 @@ class Runtime:
                 if any(r.alive and r.owner_path == path for r in self._runners.values()):
                     continue
             try:
-                # A record without a fence may stand for a create whose answer was lost.
-                stat = (self._client.exists_async(path) if fence is not None
-                        else exists_after_sync(self._client, path)).get(timeout=5.0)
+                stat = owner_look(self._client, path, fence).get(timeout=5.0)
                 if (stat is not None and session is not None and stat.ephemeralOwner == session
                         and (fence is None or stat.czxid == fence)):
                     self._client.delete_async(path, version=stat.version).get(timeout=5.0)

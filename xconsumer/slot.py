@@ -39,7 +39,7 @@ from .metrics import Metrics
 from .paths import Paths, checkpoint_id
 from .slotthreads import SlotThread, SlotThreads
 from .works import Handler, WorksError, WorksRegistry
-from .zk import dumps, exists_after_sync
+from .zk import dumps, owner_look
 
 _ZK_ERRORS = (KazooException, KazooTimeoutError)
 RELEASE_TIMEOUT = 2.0
@@ -699,10 +699,7 @@ class SlotRunner:
         try:
             # Short: a frozen server must not keep this thread (and the node's view of the
             # slot) alive; the runtime's retry does the rest.
-            # Without a fence we do not know whether our create landed (its answer was
-            # lost): the look must see it if it did.
-            stat = (self._client.exists_async(path) if self.fence is not None
-                    else exists_after_sync(self._client, path)).get(timeout=RELEASE_TIMEOUT)
+            stat = owner_look(self._client, path, self.fence).get(timeout=RELEASE_TIMEOUT)
             if stat is not None and (stat.czxid == self.fence or (
                     self.fence is None and stat.ephemeralOwner == self._session_id())):
                 self._client.delete_async(path, version=stat.version).get(

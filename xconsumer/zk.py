@@ -197,16 +197,25 @@ class _AfterSync:
 
 
 def exists_after_sync(client: KazooClient, path: str) -> _AfterSync:
-    """`exists_async` behind a `sync`, for a look at a znode that a request whose answer was
-    lost may have made: after a lost answer the client may be on another server of the
-    ensemble, one that has not applied that request yet (a reconnect only promises a server
-    that has seen what the client saw answered), so a plain read could say "no node" and
-    the znode appear later. A session's requests are handled in order, so the read is
+    """`exists_async` behind a `sync`, for a look that a server behind the others must not
+    answer. The lease's renewal needs it (a server cut off from the quorum still answers
+    reads while our session expires), and so does a look at a znode that a request whose
+    answer was lost may have made: after a lost answer the client may be on another server
+    of the ensemble, one that has not applied that request yet (a reconnect only promises a
+    server that has seen what the client saw answered), so a plain read could say "no node"
+    and the znode appear later. A session's requests are handled in order, so the read is
     answered after the sync, which brings that server up to the leader; sent together,
     they cost one round trip. (A sync is not a quorum operation in ZooKeeper 3.x: a leader
     cut off from its quorum could still answer it, for up to its sync limit.)"""
     synced = client.sync_async(path)
     return _AfterSync(synced, client.exists_async(path))
+
+
+def owner_look(client: KazooClient, path: str, fence: int | None) -> Any:
+    """The look at an owner znode before it is given back. With a fence the client saw its
+    znode answered (a reconnect only goes to a server that has seen as much): a plain
+    exists. Without one, the create's answer may have been lost: behind a sync."""
+    return client.exists_async(path) if fence is not None else exists_after_sync(client, path)
 
 
 def stop_client(client: KazooClient) -> None:

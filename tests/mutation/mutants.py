@@ -102,22 +102,15 @@ MUTANTS: list[Mutant] = [
         "an owner znode left while disconnected stays for the session's life: the slot "
         "is stuck"),
     Mutant(
-        "release-look-after-a-lost-create-without-sync", "xconsumer/slot.py",
-        "                    else exists_after_sync(self._client, path))",
-        "                    else self._client.exists_async(path))",
-        ["tests/integration/test_slot_runner.py::test_a_look_that_may_"
-         "follow_a_lost_create_goes_behind_a_sync"],
+        "look-after-a-lost-create-without-sync", "xconsumer/zk.py",
+        "    return client.exists_async(path) if fence is not None else exists_after_sync("
+        "client, path)\n",
+        "    return client.exists_async(path)\n",
+        ["tests/integration/test_slot_runner.py::test_a_look_that_may_follow_a_lost_create_"
+         "goes_behind_a_sync"],
         "after a lost create's answer, a server of the ensemble that has not applied it yet "
-        "says no node: the runner forgets a znode that appears later, held for the "
-        "session's life"),
-    Mutant(
-        "orphan-look-after-a-lost-create-without-sync", "xconsumer/runtime.py",
-        "                        else exists_after_sync(self._client, path))",
-        "                        else self._client.exists_async(path))",
-        ["tests/integration/test_slot_runner.py::test_a_look_that_may_"
-         "follow_a_lost_create_goes_behind_a_sync"],
-        "the orphan sweep, likewise: a lagging server's no node drops the record of a "
-        "znode that appears later"),
+        "says no node: the runner (or the orphan sweep) forgets a znode that appears later, "
+        "held for the session's life"),
     Mutant(
         "look-after-sync-ignores-a-failed-sync", "xconsumer/zk.py",
         "        self._synced.get(timeout=max(0.0, deadline - time.monotonic()))\n",
